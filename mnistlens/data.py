@@ -1,0 +1,224 @@
+"""MNIST as in-memory tensors, in the one input convention every model here uses.
+
+Input convention (used by models, attributions, plots and the app alike):
+    images are float32 tensors of shape (N, 1, 28, 28) with pixel values in [0, 1],
+    0 = black background, 1 = full ink, exactly the original MNIST bytes / 255.
+    Normalization (mean 0.1307, std 0.3081) happens *inside* each model
+    (``models.Normalize``), so attribution baselines such as "a black image" are
+    simply zeros and a user's own image needs no preprocessing beyond [0, 1].
+
+Where the files live, in order of precedence:
+    1. the ``data_dir`` argument (``--data-dir`` on the command line),
+    2. the ``MNISTLENS_DATA`` environment variable,
+    3. a user cache directory (``$XDG_CACHE_HOME/mnistlens`` or ``~/.cache/mnistlens``),
+       where torchvision downloads the files when the machine is online.
+The directory is a torchvision root: it holds ``MNIST/raw/<the four files>``.
+
+Why not a DataLoader: iterating a torchvision dataset item by item converts every
+image to PIL and back, which is far slower than the model on 2 CPU cores. The whole
+split fits in memory (60,000 x 784 bytes = 47 MB), so we hold it as one tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import torch
+from torchvision.datasets import MNIST
+
+from .errors import MnistlensError
+
+SPLITS = ("train", "test")
+MEAN, STD = 0.1307, 0.3081  # pixel statistics of the training split, on [0, 1]
+ENV_VAR = "MNISTLENS_DATA"
+OFFLINE_ENV_VAR = "MNISTLENS_OFFLINE"  # set to 1 to never try a download
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def default_data_dir() -> Path:
+    """The user cache directory used when neither an argument nor MNISTLENS_DATA is set."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "mnistlens"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory: the argument, else $MNISTLENS_DATA, else the user cache."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return default_data_dir()
+
+
+def _missing_files(root: Path) -> list[str]:
+    raw = root / "MNIST" / "raw"
+    return [name for name in RAW_FILES if not (raw / name).is_file()]
+
+
+def _ensure_files(root: Path, download: bool) -> None:
+    """Download the files into `root` if missing (and allowed), else raise a clear error."""
+    if _missing_files(root):
+        problem = f"download is switched off (${OFFLINE_ENV_VAR} or download=False)"
+        if download:
+            try:
+                # torchvision prints progress to stdout; keep our CLI output clean.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    MNIST(root=str(root), train=True, download=True)
+                problem = ""
+            except Exception as err:  # noqa: BLE001 - any failure means "not available"
+                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                problem = f"download failed ({first_line[:120]})"
+        missing = _missing_files(root)
+        if missing:
+            raise MnistlensError(
+                f"MNIST files missing in {root / 'MNIST' / 'raw'}: {', '.join(missing)}; "
+                f"{problem}. Put the four MNIST files there (or their .gz originals "
+                f"and go online once), or point --data-dir / ${ENV_VAR} at a directory "
+                "holding MNIST/raw/."
+            )
+
+
+@functools.lru_cache(maxsize=4)
+def _read_split(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one split as (N, 28, 28) uint8 images and (N,) int64 labels, cached per process."""
+    dataset = MNIST(root=str(root), train=(split == "train"), download=False)
+    return dataset.data.contiguous(), dataset.targets.long().contiguous()
+
+
+def load_mnist(
+    split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    download: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a whole MNIST split into memory, ready to feed the models.
+
+    Args:
+        split: "train" (60,000 images) or "test" (10,000 images).
+        data_dir: torchvision root holding MNIST/raw/; default: $MNISTLENS_DATA, else
+            the user cache directory.
+        download: try to download missing files (needs the internet); default: yes,
+            unless $MNISTLENS_OFFLINE is set to 1.
+
+    Returns:
+        images: (N, 1, 28, 28) float32 in [0, 1], original MNIST order.
+        labels: (N,) int64 digits 0-9.
+
+    Example:
+        >>> images, labels = load_mnist("test")
+        >>> images.shape, labels[:3].tolist()
+        (torch.Size([10000, 1, 28, 28]), [7, 2, 1])
+    """
+    if split not in SPLITS:
+        raise MnistlensError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    root = resolve_data_dir(data_dir).resolve()
+    if download is None:
+        download = os.environ.get(OFFLINE_ENV_VAR, "") not in ("1", "true", "yes")
+    _ensure_files(root, download)
+    raw_images, labels = _read_split(split, root)
+    images = raw_images.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
+    return images, labels.clone()
+
+
+def get_test_image(
+    index: int, data_dir: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, int]:
+    """Test image `index` and its label: -> ((1, 28, 28) float32 in [0, 1], int)."""
+    images, labels = load_mnist("test", data_dir)
+    if not 0 <= index < len(images):
+        raise MnistlensError(
+            f"test index {index} is out of range; the MNIST test set has indices 0 to "
+            f"{len(images) - 1}"
+        )
+    return images[index], int(labels[index])
+
+
+def data_checksums(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """SHA-256 of each split's pixel and label bytes, as recorded in checkpoints."""
+    root = resolve_data_dir(data_dir).resolve()
+    sums = {}
+    for split in SPLITS:
+        _ensure_files(root, download=False)
+        images, labels = _read_split(split, root)
+        digest = hashlib.sha256(images.numpy().tobytes())
+        digest.update(labels.numpy().tobytes())
+        sums[split] = digest.hexdigest()
+    return sums
+
+
+def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
+    """Turn any grayscale digit picture into an MNIST-style image, as MNIST was made.
+
+    (H, W) float in [0, 1] -> (1, 28, 28) float32 in [0, 1]. A light background is
+    inverted to white-on-black; the ink's bounding box is scaled (keeping its aspect
+    ratio) to fit 20 x 20, then placed in a 28 x 28 frame so that its centre of mass
+    sits at pixel (14, 14), where MNIST's own digits have it (LeCun et al.).
+    """
+    import torch.nn.functional as F
+
+    gray = gray.float()
+    border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if border.median() > 0.5:  # dark digit on light paper
+        gray = 1.0 - gray
+    gray = (gray - gray.min()).clamp(min=0)
+    if gray.max() < 0.05:
+        raise MnistlensError("no digit found in the image: it is blank (all one shade)")
+    gray = gray / gray.max()
+    rows = (gray > 0.1).any(dim=1).nonzero()[:, 0]
+    cols = (gray > 0.1).any(dim=0).nonzero()[:, 0]
+    ink = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w) bounding box
+    h, w = ink.shape
+    scale = 20.0 / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = F.interpolate(
+        ink[None, None],
+        size=size,
+        mode="area" if scale < 1 else "bilinear",
+        **({} if scale < 1 else {"align_corners": False}),
+    )[0, 0]
+    small = small.clamp(0, 1)
+    ys, xs = torch.meshgrid(torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
+    mass = small.sum()
+    cy, cx = float((ys * small).sum() / mass), float((xs * small).sum() / mass)
+    top = min(max(round(14.0 - cy), 0), 28 - size[0])
+    left = min(max(round(14.0 - cx), 0), 28 - size[1])
+    out = torch.zeros(1, 28, 28)
+    out[0, top : top + size[0], left : left + size[1]] = small
+    return out
+
+
+def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read a user's digit picture (PNG, JPEG, ...) as an MNIST-style (1, 28, 28) image."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+                rgba = picture.convert("RGBA")
+                # Strokes drawn on a transparent canvas: put them on a contrasting ground.
+                lum = np.asarray(rgba.convert("L"), dtype=np.float32)
+                alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
+                light_strokes = (lum * alpha).sum() > 0.5 * 255 * alpha.sum()
+                ground = Image.new(
+                    "RGBA", rgba.size, (0, 0, 0, 255) if light_strokes else (255, 255, 255, 255)
+                )
+                picture = Image.alpha_composite(ground, rgba)
+            gray = np.asarray(picture.convert("L"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise MnistlensError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise MnistlensError(
+            f"cannot read {path} as an image ({type(err).__name__}); use a PNG or JPEG"
+        ) from None
+    return prepare_digit(torch.from_numpy(gray))

@@ -1,0 +1,143 @@
+"""Explanations as users ask for them: one digit, one digit versus another, one class.
+
+- `explain`: several attribution methods for a batch, with predictions, in one object.
+- `contrast_maps`: what makes this image a 3 rather than an 8 (attribution of
+  logit 3 - logit 8).
+- `class_mean_maps`: the mean map over the correctly classified test images of each
+  digit, a per-digit summary of what the model looks at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import attribution as A
+from .errors import MnistlensError
+
+
+@dataclass
+class Explanation:
+    """Everything `explain` computed for N images.
+
+    images (N, 1, 28, 28); target, predictions (N,) int64; probabilities (N, 10);
+    maps: method -> (N, 1, 28, 28); deltas: method -> (N,) completeness error of
+    integrated gradients (sum of map - (f(x) - f(baseline))), where it applies.
+    """
+
+    images: torch.Tensor
+    target: torch.Tensor
+    predictions: torch.Tensor
+    probabilities: torch.Tensor
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    deltas: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def explain(
+    model: nn.Module,
+    images: torch.Tensor,
+    methods: list[str] | tuple[str, ...] = ("saliency", "integrated_gradients", "grad_cam"),
+    target: A.Target = None,
+    **options: dict,
+) -> Explanation:
+    """Run several attribution methods on the same images.
+
+    Args:
+        methods: names or aliases (see `attribution.list_methods()`); grad_cam is
+            skipped with an error if the model has no conv layer.
+        target: None (each image's predicted class), an int, or (N,) classes.
+        options: per-method options keyed by method name, e.g.
+            `integrated_gradients={"n_steps": 32, "baseline": "blur"}`.
+
+    Example:
+        >>> result = explain(model, images[:4], ["saliency", "ig"], ig={"n_steps": 32})
+        >>> result.maps["integrated_gradients"].shape
+        torch.Size([4, 1, 28, 28])
+    """
+    images = A.check_images(images)
+    canonical = [A.resolve_method(m) for m in methods]
+    unknown = set(options) - set(canonical) - {m for m in methods}
+    if unknown:
+        raise MnistlensError(f"options given for methods not requested: {sorted(unknown)}")
+    probabilities = A.predict(model, images).softmax(dim=1)  # (N, C)
+    target = A.resolve_target(model, images, target)
+    result = Explanation(images, target, probabilities.argmax(dim=1), probabilities)
+    for name, alias in zip(canonical, methods, strict=True):
+        opts = dict(options.get(name, options.get(alias, {})))
+        if name == "integrated_gradients":
+            maps, delta = A.integrated_gradients(model, images, target, return_delta=True, **opts)
+            result.deltas[name] = delta
+        else:
+            maps = A.attribute(name, model, images, target, **opts)
+        result.maps[name] = maps
+    return result
+
+
+class LogitDifference(nn.Module):
+    """Wraps a classifier to output score[a] - score[b]: (N, ...) -> (N, 1)."""
+
+    def __init__(self, model: nn.Module, a: int, b: int) -> None:
+        super().__init__()
+        self.model, self.a, self.b = model, a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.model(x)
+        return (scores[:, self.a] - scores[:, self.b]).unsqueeze(1)  # (N, 1)
+
+
+def contrast_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: int,
+    other: int,
+    method: str = "integrated_gradients",
+    **options,
+) -> torch.Tensor:
+    """Why `target` rather than `other`: attribution of logit[target] - logit[other].
+
+    Positive pixels push towards `target`, negative ones towards `other`. For
+    gradient methods this equals map(target) - map(other) (attribution is linear in
+    the output); computing it on the difference costs one pass instead of two.
+    (N, 1, 28, 28) -> (N, 1, 28, 28).
+    """
+    name = A.resolve_method(method)
+    if name == "grad_cam" and isinstance(options.get("layer"), str | None):
+        # Layer names refer to the user's model, not to the wrapper around it.
+        layer = options.get("layer") or A.default_cam_layer(model)
+        options["layer"] = model.get_submodule(layer)
+    return A.attribute(name, LogitDifference(model, target, other), images, 0, **options)
+
+
+def class_mean_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    method: str = "integrated_gradients",
+    batch_size: int = 500,
+    progress: bool = False,
+    **options,
+) -> torch.Tensor:
+    """Per digit, the mean map over its correctly classified images: -> (10, 28, 28).
+
+    Each image is explained for its own (true = predicted) class. A digit with no
+    correctly classified image gets a map of NaNs.
+    """
+    images = A.check_images(images)
+    correct = A.predict(model, images).argmax(dim=1) == labels
+    images, labels = images[correct], labels[correct]
+    name = A.resolve_method(method)
+    sums = torch.zeros(10, 28, 28)
+    for start in tqdm(
+        range(0, len(images), batch_size),
+        desc=f"class maps ({name})",
+        disable=not progress,
+        unit="batch",
+    ):
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        maps = A.attribute(name, model, x, y, **options)[:, 0]  # (n, 28, 28)
+        sums.index_add_(0, y, maps)
+    counts = torch.bincount(labels, minlength=10).float()
+    return sums / counts[:, None, None]  # NaN where a digit has no correct image

@@ -1,0 +1,62 @@
+"""How good is a classifier: predictions, accuracy, confusion matrix.
+
+Small pure functions on tensors; plotting lives in `plots.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of `model` (put in eval mode) for a batch: (N, 1, 28, 28) -> (N, 10)."""
+    model.eval()
+    chunks = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0, 10)
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, n: int = 10) -> torch.Tensor:
+    """Counts (n, n) int64, rows = true digit, columns = predicted digit: (N,), (N,) -> (n, n)."""
+    flat = labels.long() * n + predictions.long()  # (N,) index into the flattened matrix
+    return torch.bincount(flat, minlength=n * n).reshape(n, n)  # (n, n)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """Fraction of each true digit predicted correctly: (n, n) -> (n,) float64."""
+    totals = confusion.sum(dim=1).double()
+    return confusion.diagonal().double() / totals.clamp(min=1)
+
+
+def top_confusions(confusion: torch.Tensor, k: int = 5) -> list[tuple[int, int, int]]:
+    """The k most frequent mistakes as (true digit, predicted digit, count), largest first."""
+    off = confusion.clone()
+    off.fill_diagonal_(0)
+    counts, flat = off.flatten().sort(descending=True)
+    n = confusion.shape[0]
+    return [
+        (int(i) // n, int(i) % n, int(c))
+        for c, i in zip(counts[:k], flat[:k], strict=True)
+        if c > 0
+    ]
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy summary of `model` on (N, 1, 28, 28) images with (N,) labels.
+
+    Returns a JSON-ready dict: `accuracy`, `per_digit_accuracy` (10 floats),
+    `n_images`, `n_errors`, `top_confusions` (list of [true, predicted, count]),
+    and `confusion` (10 x 10 nested list, rows = true digit).
+    """
+    predictions = predict_logits(model, images).argmax(dim=1)
+    confusion = confusion_matrix(predictions, labels)
+    n_correct = int(confusion.diagonal().sum())
+    return {
+        "accuracy": n_correct / max(len(labels), 1),
+        "per_digit_accuracy": per_class_accuracy(confusion).tolist(),
+        "n_images": len(labels),
+        "n_errors": len(labels) - n_correct,
+        "top_confusions": [list(t) for t in top_confusions(confusion)],
+        "confusion": confusion.tolist(),
+    }

@@ -1,0 +1,153 @@
+"""Pictures of results, as matplotlib Figures; computing lives elsewhere.
+
+Figures are built with `matplotlib.figure.Figure` (not pyplot), so they need no
+display, leak no global state, and show inline in a notebook when returned.
+`save_figure` writes PNG atomically and returns the path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from .checkpoint import atomic_write
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write `fig` as PNG at `path` (temp file + rename); returns the path."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+
+
+def plot_confusion(confusion: torch.Tensor, title: str = "Confusion matrix") -> Figure:
+    """Heatmap of a (10, 10) confusion matrix (rows = true digit), counts written in cells.
+
+    The diagonal dwarfs the mistakes, so the colour scale is logarithmic: the
+    off-diagonal cells that matter stay visible.
+    """
+    from matplotlib.colors import LogNorm
+
+    counts = confusion.detach().cpu().numpy()
+    n = counts.shape[0]
+    fig = Figure(figsize=(6.4, 5.6))
+    ax = fig.add_subplot()
+    image = ax.imshow(counts + 1, cmap="Blues", norm=LogNorm(vmin=1, vmax=counts.max() + 1))
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                dark = counts[i, j] > counts.max() / 8
+                ax.text(
+                    j,
+                    i,
+                    int(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="count + 1 (log scale)")
+    return fig
+
+
+# ---------------------------------------------------------------- attribution maps
+
+DIVERGING = "RdBu_r"  # red = pushes towards the target class, blue = against it
+SEQUENTIAL = "magma"
+
+
+def _map_style(maps: torch.Tensor, signed: bool) -> dict:
+    """imshow arguments: a diverging scale centred on zero for signed maps, else sequential."""
+    peak = float(maps.abs().max()) or 1.0
+    if signed:
+        return {"cmap": DIVERGING, "vmin": -peak, "vmax": peak}
+    return {"cmap": SEQUENTIAL, "vmin": 0.0, "vmax": peak}
+
+
+def _overlay_digit(ax, image: torch.Tensor) -> None:
+    """The digit's outline, faint, so a map can be read against the strokes."""
+    ax.contour(image.numpy(), levels=[0.5], colors="0.4", linewidths=0.6, alpha=0.6)
+
+
+def plot_explanation(
+    image: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    title: str = "",
+    notes: dict[str, str] | None = None,
+    shared_scale: bool = False,
+    signed: set[str] | None = None,
+) -> Figure:
+    """The digit, then one panel per attribution map, each with a colorbar.
+
+    Args:
+        image: (1, 28, 28) or (28, 28) in [0, 1].
+        maps: method name -> (1, 28, 28) or (28, 28) map.
+        notes: method name -> a short line under its panel (e.g. the IG delta).
+        shared_scale: one colour scale for all signed maps (and one for all magnitude
+            maps), so panels compare in absolute terms; default: each its own.
+        signed: which methods give signed maps (diverging colours); default: those in
+            `attribution.SIGNED`, plus any map with negative values.
+    """
+    from .attribution import SIGNED
+
+    image = image.detach().reshape(28, 28).cpu()
+    maps = {k: v.detach().reshape(28, 28).cpu() for k, v in maps.items()}
+    is_signed = {
+        k: (k in (SIGNED if signed is None else signed)) or bool((v < 0).any())
+        for k, v in maps.items()
+    }
+    shared = {}
+    if shared_scale:
+        for kind in (True, False):
+            group = [v for k, v in maps.items() if is_signed[k] == kind]
+            if group:
+                shared[kind] = _map_style(torch.stack(group), kind)
+
+    fig = Figure(figsize=(2.6 * (len(maps) + 1), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(maps) + 1, squeeze=False)[0]
+    axes[0].imshow(image.numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("input")
+    for ax, (name, m) in zip(axes[1:], maps.items(), strict=True):
+        style = shared.get(is_signed[name]) or _map_style(m, is_signed[name])
+        shown = ax.imshow(m.numpy(), **style)
+        _overlay_digit(ax, image)
+        ax.set_title(name.replace("_", " "), fontsize=10)
+        if notes and name in notes:
+            ax.set_xlabel(notes[name], fontsize=8)
+        fig.colorbar(shown, ax=ax, shrink=0.8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_class_maps(class_maps: dict[str, torch.Tensor], title: str = "") -> Figure:
+    """A methods x digits grid of per-digit mean maps: method -> (10, 28, 28).
+
+    Each row (method) has one colour scale, diverging for signed maps.
+    """
+    fig = Figure(figsize=(14, 1.6 * len(class_maps) + 0.6), layout="constrained")
+    axes = fig.subplots(len(class_maps), 10, squeeze=False)
+    for row, (name, maps) in enumerate(class_maps.items()):
+        maps = maps.detach().cpu()
+        style = _map_style(torch.nan_to_num(maps), bool((maps < 0).any()))
+        for digit in range(10):
+            ax = axes[row, digit]
+            shown = ax.imshow(maps[digit].numpy(), **style)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(str(digit))
+        axes[row, 0].set_ylabel(name.replace("_", " "), fontsize=9)
+        fig.colorbar(shown, ax=axes[row, :].tolist(), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig

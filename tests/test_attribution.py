@@ -1,0 +1,178 @@
+"""mnistlens.attribution on the shipped checkpoints and real test digits."""
+
+import pytest
+import torch
+
+from mnistlens import MnistlensError
+from mnistlens import attribution as A
+
+# Cheap settings per method, so the parametrized checks stay fast.
+FAST = {
+    "integrated_gradients": {"n_steps": 8},
+    "smoothgrad": {"n_samples": 4},
+    "gradient_shap": {"n_samples": 4},
+    "occlusion": {"window": 7, "stride": 7},
+}
+
+
+@pytest.fixture(scope="module")
+def cnn(shipped):
+    return shipped["cnn"][0]
+
+
+@pytest.fixture(scope="module")
+def digits(test_set):
+    images, labels = test_set
+    return images[:6], labels[:6]
+
+
+@pytest.mark.parametrize("method", A.list_methods())
+def test_shape_and_batch_of_n_equals_n_single_calls(method, cnn, digits):
+    images, _ = digits
+    batch = A.attribute(method, cnn, images, **FAST.get(method, {}))
+    assert batch.shape == (6, 1, 28, 28) and batch.dtype == torch.float32
+    assert torch.isfinite(batch).all() and batch.abs().sum() > 0
+    singles = torch.cat(
+        [A.attribute(method, cnn, images[i : i + 1], **FAST.get(method, {})) for i in range(3)]
+    )
+    torch.testing.assert_close(batch[:3], singles, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", A.list_methods())
+def test_model_state_input_and_hooks_are_left_as_found(method, cnn, digits):
+    images = digits[0].clone().requires_grad_(True)
+    cnn.train()
+    hooks_before = sum(
+        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
+        for m in cnn.modules()
+    )
+    try:
+        A.attribute(method, cnn, images, **FAST.get(method, {}))
+        assert cnn.training  # restored
+        assert all(p.requires_grad for p in cnn.parameters())
+        assert images.grad is None
+        hooks_after = sum(
+            len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
+            for m in cnn.modules()
+        )
+        assert hooks_after == hooks_before
+    finally:
+        cnn.eval()
+
+
+def test_saliency_equals_autograd_gradient(cnn, digits):
+    images, _ = digits
+    x = images.clone().requires_grad_(True)
+    logits = cnn(x)
+    target = logits.argmax(dim=1)
+    (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), x)
+    torch.testing.assert_close(A.saliency(cnn, images), grad.abs())
+
+
+def test_input_x_gradient_on_linear_model_is_weight_times_input(shipped, digits):
+    """For softmax regression the gradient of logit t is its template row (/ std)."""
+    model, _ = shipped["linear"]
+    images, _ = digits
+    target = torch.tensor([3, 1, 4, 1, 5, 9])
+    maps = A.input_x_gradient(model, images, target)
+    std = model.norm.std
+    expected = images * (model.fc.weight[target] / std).reshape(6, 1, 28, 28)
+    torch.testing.assert_close(maps, expected)
+
+
+def test_target_defaults_to_prediction_and_accepts_int(cnn, digits):
+    images, labels = digits
+    predicted = A.predict(cnn, images).argmax(dim=1)
+    assert torch.equal(A.saliency(cnn, images), A.saliency(cnn, images, predicted))
+    other = A.saliency(cnn, images, 0)
+    assert not torch.allclose(other, A.saliency(cnn, images))
+    torch.testing.assert_close(other[1:2], A.saliency(cnn, images[1:2], torch.tensor([0])))
+
+
+def test_integrated_gradients_completeness_improves_with_steps(cnn, digits):
+    """|sum(map) - (f(x) - f(0))| is small relative to the logit gap, and shrinks."""
+    images, _ = digits
+    logits = A.predict(cnn, images)
+    target = logits.argmax(dim=1)
+    gap = (logits - A.predict(cnn, torch.zeros_like(images))).gather(1, target[:, None])[:, 0]
+    errors = []
+    for steps in (4, 16, 64):
+        maps, delta = A.integrated_gradients(cnn, images, n_steps=steps, return_delta=True)
+        torch.testing.assert_close(maps.sum(dim=(1, 2, 3)) - gap, delta, atol=1e-3, rtol=1e-3)
+        errors.append((delta.abs() / gap.abs()).mean().item())
+    assert errors[2] < errors[0]
+    assert errors[2] < 0.05
+
+
+@pytest.mark.parametrize("baseline", ["black", "mean", "blur", "noise", 0.5])
+def test_integrated_gradients_baselines_are_complete(cnn, digits, baseline):
+    images, _ = digits
+    base = A.make_baseline(baseline, images)
+    assert base.shape == images.shape
+    maps, delta = A.integrated_gradients(
+        cnn, images, baseline=baseline, n_steps=64, return_delta=True
+    )
+    target = A.predict(cnn, images).argmax(dim=1)
+    gap = (A.predict(cnn, images) - A.predict(cnn, base)).gather(1, target[:, None])[:, 0]
+    assert (delta.abs() <= 0.05 * gap.abs() + 0.05).all()
+
+
+def test_grad_cam_is_non_negative_28x28(cnn, digits):
+    maps = A.grad_cam(cnn, digits[0])
+    assert maps.shape == (6, 1, 28, 28) and (maps >= 0).all() and maps.sum() > 0
+    assert A.default_cam_layer(cnn) == "conv3"
+    assert not torch.equal(maps, A.grad_cam(cnn, digits[0], layer="conv2"))
+
+
+def test_grad_cam_refuses_a_model_without_conv(shipped, digits):
+    with pytest.raises(MnistlensError, match="needs a convolutional layer"):
+        A.grad_cam(shipped["mlp"][0], digits[0])
+
+
+@pytest.mark.parametrize("base", ["saliency", "input_x_gradient", "guided_backprop"])
+def test_smoothgrad_with_zero_noise_equals_its_base(cnn, digits, base):
+    images, _ = digits
+    smooth = A.smoothgrad(cnn, images, base=base, noise=0.0, n_samples=3)
+    torch.testing.assert_close(smooth, A.attribute(base, cnn, images), atol=1e-6, rtol=1e-5)
+
+
+def test_smoothgrad_is_seeded(cnn, digits):
+    images, _ = digits
+    a = A.smoothgrad(cnn, images, n_samples=4, seed=1)
+    assert torch.equal(a, A.smoothgrad(cnn, images, n_samples=4, seed=1))
+    assert not torch.equal(a, A.smoothgrad(cnn, images, n_samples=4, seed=2))
+
+
+def test_occlusion_of_the_ink_lowers_the_score(cnn, digits):
+    """With one window over the whole image, each pixel gets f(x) - f(black)."""
+    images, _ = digits
+    maps = A.occlusion(cnn, images, window=28, stride=28)
+    logits = A.predict(cnn, images)
+    target = logits.argmax(dim=1)
+    drop = (logits - A.predict(cnn, torch.zeros_like(images))).gather(1, target[:, None])
+    torch.testing.assert_close(maps[:, 0, 0, 0], drop[:, 0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "images, pattern",
+    [
+        (torch.rand(1, 28, 28), r"shape \(N, 1, 28, 28\), got \(1, 28, 28\).*unsqueeze"),
+        (torch.rand(2, 3, 28, 28), r"got \(2, 3, 28, 28\)"),
+        (torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "must be float"),
+    ],
+)
+def test_wrong_images_are_refused(cnn, images, pattern):
+    with pytest.raises(MnistlensError, match=pattern):
+        A.saliency(cnn, images)
+
+
+def test_unknown_method_and_aliases():
+    assert A.resolve_method("IG") == "integrated_gradients"
+    assert A.resolve_method("grad-cam") == "grad_cam"
+    with pytest.raises(MnistlensError, match=r"unknown attribution method 'lime'; choose from"):
+        A.resolve_method("lime")
+
+
+def test_bad_target_shape(cnn, digits):
+    with pytest.raises(MnistlensError, match="target must be an int or a tensor of 6 classes"):
+        A.saliency(cnn, digits[0], torch.tensor([1, 2]))

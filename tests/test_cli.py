@@ -1,0 +1,201 @@
+"""The `mnistlens` command, run as a user runs it (a subprocess), on real data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CHECKPOINTS, WritesAFile
+
+
+def run(*args, env=None, cwd=None):
+    """Run `python -m mnistlens ARGS`; -> CompletedProcess with text stdout/stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnistlens", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def assert_clean_error(result, *fragments):
+    """Exit code 2, one line on stderr naming the problem, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mnistlens")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_reads_like_a_manual():
+    result = run("--help")
+    assert result.returncode == 0
+    for word in ("train", "evaluate", "predict", "MNISTLENS_DATA", "examples:"):
+        assert word in result.stdout
+
+
+def test_evaluate_json_and_confusion_png(tmp_path):
+    png = tmp_path / "confusion.png"
+    result = run("evaluate", "--model", "linear.pt", "--plot", str(png), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n_images"] == 10_000 and report["accuracy"] >= 0.92
+    assert sum(map(sum, report["confusion"])) == 10_000
+    assert report["plot"] == str(png)
+    with Image.open(png) as image:
+        assert image.format == "PNG" and min(image.size) > 200
+
+
+def test_evaluate_text_names_accuracy_and_confusions():
+    result = run("evaluate", "--model", str(CHECKPOINTS / "mlp.pt"))
+    assert result.returncode == 0, result.stderr
+    assert "accuracy 98." in result.stdout or "accuracy 99." in result.stdout
+    assert "most confused" in result.stdout
+
+
+def test_predict_index_42():
+    result = run("predict", "--model", "cnn.pt", "--index", "42", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["index"] == 42 and out["label"] == 4 and out["prediction"] == 4
+    assert len(out["probabilities"]) == 10 and sum(out["probabilities"]) == pytest.approx(1, 1e-4)
+
+
+def test_train_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "tiny.pt"
+    result = run(
+        "train",
+        "--arch",
+        "mlp",
+        "--hidden",
+        "32",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-2",
+        "--quiet",
+        "--train-subset",
+        "2000",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout
+    report = json.loads(run("evaluate", "--model", str(out), "--json").stdout)
+    assert report["accuracy"] > 0.6  # chance is 0.1
+
+
+def test_offline_with_empty_data_dir(tmp_path):
+    result = run(
+        "evaluate",
+        "--model",
+        "linear.pt",
+        "--data-dir",
+        str(tmp_path),
+        env={"MNISTLENS_OFFLINE": "1"},
+    )
+    assert_clean_error(result, "MNIST files missing", str(tmp_path), "t10k-images-idx3-ubyte")
+
+
+def test_unknown_model(tmp_path):
+    result = run("evaluate", "--model", "resnet50.pt", cwd=tmp_path)
+    assert_clean_error(result, "no checkpoint 'resnet50.pt'")
+
+
+@pytest.mark.parametrize("index", ["10000", "-1"])
+def test_out_of_range_index(index):
+    result = run("predict", "--model", "linear.pt", "--index", index)
+    assert_clean_error(result, f"test index {index} is out of range")
+
+
+def test_untrusted_pickle_is_refused(tmp_path):
+    target = tmp_path / "pwned.txt"
+    torch.save({"state_dict": WritesAFile(target)}, tmp_path / "evil.pt")
+    result = run("evaluate", "--model", str(tmp_path / "evil.pt"))
+    assert_clean_error(result, "refusing to load", "would import or run code")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--arch", "vgg", "--out", "x.pt"], "unknown architecture 'vgg'"),
+        (["train", "--arch", "linear", "--hidden", "3", "--out", "x.pt"], "bad arguments"),
+        (["predict", "--model", "cnn.pt"], "--index"),
+        (["explode"], "invalid choice"),
+    ],
+)
+def test_bad_options(args, fragment, tmp_path):
+    assert_clean_error(run(*args, cwd=tmp_path), fragment)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_explain_index_42_png_and_json(tmp_path):
+    png = tmp_path / "e42.png"
+    result = run(
+        "explain",
+        "--model",
+        "cnn.pt",
+        "--index",
+        "42",
+        "--methods",
+        "saliency,ig",
+        "--out",
+        str(png),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["index"] == 42 and out["label"] == 4 and out["prediction"] == 4
+    assert len(out["probabilities"]) == 10
+    assert set(out["methods"]) == {"saliency", "integrated_gradients"}
+    assert abs(out["methods"]["integrated_gradients"]["delta"]) < 0.5
+    assert out["methods"]["saliency"]["png"] == str(png)
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+
+
+def test_explain_text_output_and_user_image(tmp_path, test_set):
+    pixels = (255 - test_set[0][0, 0] * 255).byte().numpy()  # test digit 0 (a 7), ink on white
+    Image.fromarray(pixels).resize((140, 140)).save(tmp_path / "mine.png")
+    result = run(
+        "explain", "--model", "cnn.pt", "--image", str(tmp_path / "mine.png"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mine.png: predicted 7" in result.stdout
+    assert "completeness delta" in result.stdout
+    assert (tmp_path / "explain_mine.png").is_file()
+
+
+def test_explain_all_writes_npy_for_the_test_set(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "maps.npy"
+    result = run(
+        "explain", "--model", "linear.pt", "--all", "--method", "saliency", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    maps = np.load(out)
+    assert maps.shape == (10_000, 28, 28) and maps.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--index", "10000"], "test index 10000 is out of range"),
+        (["--index", "1", "--methods", "lime"], "unknown attribution method 'lime'"),
+        (["--image", "nowhere.png"], "image file not found"),
+        (["--index", "1", "--target", "12"], "--target must be a digit"),
+        (["--all", "--out", "maps.png"], "writes a .npy file"),
+    ],
+)
+def test_explain_errors(args, fragment, tmp_path):
+    assert_clean_error(run("explain", "--model", "cnn.pt", *args, cwd=tmp_path), fragment)

@@ -1,0 +1,144 @@
+"""explain(), contrast and class maps, user images, and the explanation plots."""
+
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from mnistlens import MnistlensError
+from mnistlens import attribution as A
+from mnistlens.data import load_digit_image, prepare_digit
+from mnistlens.explain import class_mean_maps, contrast_maps, explain
+from mnistlens.plots import plot_class_maps, plot_explanation, save_figure
+
+
+@pytest.fixture(scope="module")
+def cnn(shipped):
+    return shipped["cnn"][0]
+
+
+def test_explain_bundles_maps_predictions_and_deltas(cnn, test_set):
+    images = test_set[0][:4]
+    result = explain(cnn, images, ["saliency", "ig", "gradcam"], ig={"n_steps": 16})
+    assert set(result.maps) == {"saliency", "integrated_gradients", "grad_cam"}
+    assert all(m.shape == (4, 1, 28, 28) for m in result.maps.values())
+    assert torch.equal(result.predictions, test_set[1][:4])  # the CNN gets these right
+    torch.testing.assert_close(result.probabilities.sum(dim=1), torch.ones(4))
+    assert result.deltas["integrated_gradients"].shape == (4,)
+    assert torch.equal(result.maps["saliency"], A.saliency(cnn, images))
+
+
+def test_explain_rejects_options_for_methods_not_asked(cnn, test_set):
+    with pytest.raises(MnistlensError, match="options given for methods not requested"):
+        explain(cnn, test_set[0][:2], ["saliency"], occlusion={"window": 3})
+
+
+def test_contrast_is_the_difference_of_the_two_class_maps(cnn, test_set):
+    """Attribution is linear in the output: map(a - b) = map(a) - map(b) for IxG."""
+    images = test_set[0][:3]
+    contrast = contrast_maps(cnn, images, 3, 8, method="input_x_gradient")
+    difference = A.input_x_gradient(cnn, images, 3) - A.input_x_gradient(cnn, images, 8)
+    torch.testing.assert_close(contrast, difference, atol=1e-5, rtol=1e-4)
+    cam = contrast_maps(cnn, images, 3, 8, method="grad_cam")
+    assert cam.shape == (3, 1, 28, 28) and (cam >= 0).all()
+
+
+def test_class_mean_maps_average_correct_images_per_digit(shipped, test_set):
+    model, _ = shipped["linear"]
+    images, labels = test_set[0][:300], test_set[1][:300]
+    maps = class_mean_maps(model, images, labels, method="input_x_gradient", batch_size=64)
+    assert maps.shape == (10, 28, 28)
+    correct = A.predict(model, images).argmax(dim=1) == labels
+    sevens = images[correct & (labels == 7)]
+    expected = A.input_x_gradient(model, sevens, 7).mean(dim=0)[0]
+    torch.testing.assert_close(maps[7], expected, atol=1e-5, rtol=1e-4)
+
+
+def _upscaled_png(image: torch.Tensor, path, invert: bool, size: int = 200):
+    """A test digit as a big picture, as a user might have scanned it."""
+    pixels = (image[0] * 255).byte().numpy()
+    picture = Image.fromarray(255 - pixels if invert else pixels).resize((size, size))
+    picture.save(path)
+
+
+@pytest.mark.parametrize("invert", [True, False])
+def test_user_image_of_a_real_digit_comes_back_like_mnist(cnn, test_set, tmp_path, invert):
+    """Scaled up (and as black ink on white), a test digit is restored close to MNIST form."""
+    images, labels = test_set
+    for index in (0, 1, 42):
+        _upscaled_png(images[index], tmp_path / "d.png", invert)
+        restored = load_digit_image(tmp_path / "d.png")
+        assert restored.shape == (1, 28, 28) and 0 <= restored.min() and restored.max() <= 1
+        assert (restored - images[index]).abs().mean() < 0.08
+        assert A.predict(cnn, restored[None]).argmax().item() == labels[index].item()
+
+
+def test_user_image_rendered_with_a_font(cnn, tmp_path):
+    picture = Image.new("L", (120, 160), 255)
+    font = ImageFont.load_default(size=130)
+    ImageDraw.Draw(picture).text((25, 0), "7", fill=0, font=font)
+    picture.save(tmp_path / "seven.png")
+    digit = load_digit_image(tmp_path / "seven.png")
+    rows = (digit[0] > 0.1).any(dim=1).nonzero()[:, 0]
+    assert rows[-1] - rows[0] + 1 in (19, 20, 21)  # fitted into 20 px
+    mass = digit[0].sum()
+    cy = float((torch.arange(28)[:, None] * digit[0]).sum() / mass)
+    assert abs(cy - 14.0) <= 1.0  # centred by centre of mass, as in MNIST
+    assert A.predict(cnn, digit[None]).argmax().item() == 7
+
+
+def test_blank_and_unreadable_images_are_refused(tmp_path):
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    with pytest.raises(MnistlensError, match="no digit found"):
+        load_digit_image(tmp_path / "blank.png")
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(MnistlensError, match="cannot read .*notes.png as an image"):
+        load_digit_image(tmp_path / "notes.png")
+    with pytest.raises(MnistlensError, match="image file not found"):
+        load_digit_image(tmp_path / "missing.png")
+
+
+def test_prepare_digit_keeps_aspect_ratio():
+    """A tall thin bar stays tall and thin: 20 px high, a few px wide."""
+    bar = torch.zeros(100, 100)
+    bar[10:90, 45:55] = 1.0
+    out = prepare_digit(bar)[0]
+    rows = (out > 0.5).any(dim=1).nonzero()[:, 0]
+    cols = (out > 0.5).any(dim=0).nonzero()[:, 0]
+    assert rows[-1] - rows[0] + 1 == 20 and cols[-1] - cols[0] + 1 <= 4
+
+
+def test_plots_write_valid_pngs(cnn, test_set, tmp_path):
+    images = test_set[0][:1]
+    result = explain(cnn, images, ["saliency", "ixg"])
+    fig = plot_explanation(
+        images[0], {k: v[0] for k, v in result.maps.items()}, "title", shared_scale=True
+    )
+    assert len(fig.axes) == 3 + 2  # input, two maps, two colorbars
+    path = save_figure(fig, tmp_path / "e.png")
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.size[0] > 2 * png.size[1]
+    maps = {"saliency": torch.rand(10, 28, 28), "ig": torch.randn(10, 28, 28)}
+    path = save_figure(plot_class_maps(maps), tmp_path / "grid.png")
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+
+
+def test_quickstart_notebook_runs(tmp_path):
+    """examples/quickstart.ipynb executes top to bottom (stored without outputs)."""
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "test accuracy 99." in printed and "predictions [7, 2, 1, 0]" in printed
+    assert (tmp_path / "quickstart_explanation.png").is_file()

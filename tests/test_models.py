@@ -1,0 +1,94 @@
+"""mnistlens.models: the registry, output shapes, stable layer names."""
+
+import pytest
+import torch
+
+from mnistlens import MnistlensError, models
+
+EXPECTED_LAYERS = {
+    "linear": {"norm", "flatten", "fc"},
+    "mlp": {"norm", "flatten", "fc1", "relu1", "fc2", "relu2", "head"},
+    "cnn": {
+        "norm",
+        "conv1",
+        "bn1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "bn2",
+        "relu2",
+        "pool2",
+        "flatten",
+        "fc1",
+        "relu_fc1",
+        "head",
+    },
+}
+
+
+def test_registry_lists_the_reference_models():
+    assert models.list_models() == ["cnn", "linear", "mlp"]
+
+
+@pytest.mark.parametrize("arch", models.list_models())
+def test_output_is_logits_for_each_image(arch):
+    """(N, 1, 28, 28) in [0, 1] -> finite (N, 10) logits, for N = 1 and N = 7."""
+    torch.manual_seed(0)
+    model = models.build(arch).eval()
+    for n in (1, 7):
+        out = model(torch.rand(n, 1, 28, 28))
+        assert out.shape == (n, 10) and out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("arch", models.list_models())
+def test_layer_names_are_stable(arch):
+    names = set(models.layer_names(models.build(arch)))
+    assert EXPECTED_LAYERS[arch] <= names
+
+
+def test_relus_are_separate_modules():
+    """Captum's DeepLIFT and guided backprop need one nn.ReLU module per use."""
+    model = models.build("cnn")
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    assert len(relus) == 3 and len({id(m) for m in relus}) == 3
+
+
+def test_normalize_layer_uses_mnist_statistics():
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(models.Normalize()(x), (x - 0.1307) / 0.3081)
+
+
+def test_constructor_arguments_shape_the_model():
+    mlp = models.build("mlp", hidden=(64, 32, 16), dropout=0.0)
+    widths = [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [64, 32, 16, 10]
+    cnn = models.build("cnn", channels=(4, 8, 16), hidden=20)
+    assert cnn.conv3.out_channels == 16 and cnn.fc1.in_features == 16 * 3 * 3
+    assert cnn.head.in_features == 20
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(MnistlensError, match=r"unknown architecture 'resnet'.*'cnn', 'linear'"):
+        models.build("resnet")
+
+
+@pytest.mark.parametrize(
+    "arch, kwargs, pattern",
+    [
+        ("linear", {"hidden": 3}, "bad arguments for architecture 'linear'"),
+        ("mlp", {"hidden": ()}, "at least one hidden layer"),
+        ("cnn", {"kernel_size": 4}, "kernel_size must be odd"),
+        ("cnn", {"channels": (1, 2, 3, 4, 5)}, "1 to 4 conv stages"),
+    ],
+)
+def test_bad_constructor_arguments(arch, kwargs, pattern):
+    with pytest.raises(MnistlensError, match=pattern):
+        models.build(arch, **kwargs)
+
+
+def test_get_layer_unknown_name_lists_valid_ones():
+    model = models.build("cnn")
+    assert models.get_layer(model, "conv2") is model.conv2
+    with pytest.raises(MnistlensError, match=r"no layer 'conv9'; valid layers: norm, conv1"):
+        models.get_layer(model, "conv9")
