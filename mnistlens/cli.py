@@ -31,6 +31,9 @@ examples:
   mnistlens predict --model cnn.pt --index 42
   mnistlens explain --model cnn.pt --index 42 --methods saliency,ig,gradcam
   mnistlens explain --model cnn.pt --image my_digit.png
+  mnistlens weights --model linear.pt --out w.png
+  mnistlens units --model cnn.pt --layer fc1 --unit 5 --top 16 --out units.png
+  mnistlens visualize --model cnn.pt --class 3 --out dream3.png
   mnistlens train --arch cnn --epochs 8 --seed 0 --out checkpoints/cnn.pt
 
 Run `mnistlens COMMAND --help` for each command's options.
@@ -160,10 +163,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="IG/DeepLIFT baseline: black, mean, blur or noise (black)",
     )
     p.add_argument("--steps", type=int, default=50, help="integration steps for IG (50)")
+    p.add_argument(
+        "--tol",
+        type=float,
+        help="IG to a completeness tolerance instead of fixed steps, e.g. 0.01 (adaptive)",
+    )
     p.add_argument("--shared-scale", action="store_true", help="one colour scale for all maps")
     p.add_argument("--out", help="PNG to write (default explain_<index>.png); .npy with --all")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(run=cmd_explain)
+
+    p = sub.add_parser(
+        "weights",
+        parents=[common],
+        help="pictures of what the weights learned",
+        description="linear: the 10 class templates (signed). mlp: first-layer units as "
+        "28x28 images, for each digit the units that drive it most (through the outgoing "
+        "weights). cnn: first-layer filters, and with --index each conv layer's feature maps "
+        "for that test image.",
+    )
+    p.add_argument("--model", required=True, help="checkpoint path or shipped name")
+    p.add_argument("--index", type=int, help="cnn: also show feature maps for this test image")
+    p.add_argument("--out", default="weights.png", help="PNG to write (weights.png)")
+    p.set_defaults(run=cmd_weights)
+
+    p = sub.add_parser(
+        "units",
+        parents=[common],
+        help="what hidden units respond to",
+        description="Activations of a layer over the test set. With --unit: the test images "
+        "that excite that unit most. Without: the per-digit mean activation of the most "
+        "class-selective units, and a PCA of the layer coloured by digit (--pca-out).",
+    )
+    p.add_argument("--model", required=True, help="checkpoint path or shipped name")
+    p.add_argument("--layer", required=True, help="layer name, e.g. fc1, relu2, conv1")
+    p.add_argument("--unit", type=int, help="unit (or conv channel) to show top images for")
+    p.add_argument("--top", type=int, default=16, help="how many images or units (16)")
+    p.add_argument("--out", default="units.png", help="PNG to write (units.png)")
+    p.add_argument("--pca-out", help="also write a PCA scatter of this layer here")
+    p.set_defaults(run=cmd_units)
+
+    p = sub.add_parser(
+        "visualize",
+        parents=[common],
+        help="the input a class or unit likes best",
+        description="Activation maximization: optimize an image from faint noise, with "
+        "jitter, blur and total-variation regularization, to maximize a class logit "
+        "(--class) or a unit of a layer (--layer and --unit).",
+    )
+    p.add_argument("--model", required=True, help="checkpoint path or shipped name")
+    p.add_argument("--class", dest="digit", type=int, help="digit whose logit to maximize")
+    p.add_argument("--layer", help="layer of the unit to maximize (with --unit)")
+    p.add_argument("--unit", type=int, help="unit (or conv channel) to maximize")
+    p.add_argument("--steps", type=int, default=300, help="optimization steps (300)")
+    p.add_argument("--seed", type=int, default=0, help="(0)")
+    p.add_argument("--out", default="visualize.png", help="PNG to write (visualize.png)")
+    p.set_defaults(run=cmd_visualize)
     return parser
 
 
@@ -276,7 +331,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def _method_options(name: str, args: argparse.Namespace) -> dict:
     """The command-line options that apply to attribution method `name`."""
     if name == "integrated_gradients":
-        return {"baseline": args.baseline, "n_steps": args.steps}
+        return {"baseline": args.baseline, "n_steps": args.steps, "tol": args.tol}
     if name == "deeplift":
         return {"baseline": args.baseline}
     return {}
@@ -384,6 +439,157 @@ def cmd_explain(args: argparse.Namespace) -> None:
             line += f", completeness delta {entry['delta']:+.2e}"
         print(line)
     print(f"wrote {png}")
+
+
+def cmd_weights(args: argparse.Namespace) -> None:
+    import torch
+
+    from . import weights as W
+    from .checkpoint import load_model
+    from .data import get_test_image
+    from .plots import plot_image_grid, save_figure
+
+    model, meta = load_model(args.model)
+    name = Path(meta["path"]).name
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if has_conv:
+        filters = W.conv_filters(model)
+        fig = plot_image_grid(
+            filters,
+            [str(i) for i in range(len(filters))],
+            f"{name}: first-layer filters",
+            signed=True,
+            columns=8,
+        )
+        written = [save_figure(fig, args.out)]
+        if args.index is not None:
+            image, label = get_test_image(args.index, args.data_dir)
+            for layer, maps in W.feature_maps(model, image).items():
+                out = Path(args.out).with_name(f"{Path(args.out).stem}_{layer}.png")
+                fig = plot_image_grid(
+                    maps[:32].clamp(min=0),
+                    [str(i) for i in range(32)],
+                    f"{layer} feature maps for test image {args.index} "
+                    f"(label {label}), first 32 channels, after conv",
+                    columns=8,
+                    shared_scale=False,
+                )
+                written.append(save_figure(fig, out))
+    elif len(linears) == 1:
+        templates = W.linear_templates(model)
+        fig = plot_image_grid(
+            templates,
+            [f"digit {d}" for d in range(10)],
+            f"{name}: class templates (red = ink raises the logit)",
+            signed=True,
+            columns=5,
+        )
+        written = [save_figure(fig, args.out)]
+    else:
+        units = W.first_layer_units(model)
+        ranked = W.units_by_class(model, per_class=4)
+        order = [u for _, us in ranked for u in us]
+        titles = [f"{d}: unit {u}" for d, us in ranked for u in us]
+        fig = plot_image_grid(
+            units[order],
+            titles,
+            f"{name}: first-layer units that drive each digit most (4 per digit)",
+            signed=True,
+            columns=8,
+            shared_scale=False,
+        )
+        written = [save_figure(fig, args.out)]
+        for digit, us in ranked:
+            print(f"digit {digit}: units {', '.join(map(str, us))}")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def cmd_units(args: argparse.Namespace) -> None:
+    from . import activations as act
+    from .checkpoint import load_model
+    from .data import load_mnist
+    from .plots import plot_class_profile, plot_image_grid, plot_projections, save_figure
+
+    model, meta = load_model(args.model)
+    images, labels = load_mnist("test", args.data_dir)
+    raw = act.layer_activations(model, images, args.layer, progress=True)
+    units = act.unit_activations(raw)  # (N, units)
+    name = Path(meta["path"]).name
+    if args.unit is not None:
+        indices, values = act.top_images(units, args.unit, args.top)
+        titles = [
+            f"#{int(i)} ({int(labels[i])}) {float(v):.2f}"
+            for i, v in zip(indices, values, strict=True)
+        ]
+        fig = plot_image_grid(
+            images[indices, 0],
+            titles,
+            f"{name} {args.layer} unit {args.unit}: top {len(indices)} test images",
+            columns=8,
+        )
+        if float(values.max()) <= 0:
+            print(
+                f"note: {args.layer} unit {args.unit} is never positive on the test set "
+                "(a dead unit); its top images are arbitrary"
+            )
+        print(f"{args.layer} unit {args.unit}: top test images (index, label, activation):")
+        for i, v in zip(indices, values, strict=True):
+            print(f"  {int(i):5d}  {int(labels[i])}  {float(v):.3f}")
+    else:
+        profile = act.class_profile(units, labels)
+        chosen = act.most_selective(profile, args.top)
+        fig = plot_class_profile(
+            profile, [u for u, _, _ in chosen], f"{name} {args.layer}: per-digit mean activation"
+        )
+        print(
+            f"{args.layer}: {units.shape[1]} units; most class-selective "
+            "(unit, preferred digit, selectivity):"
+        )
+        for unit, digit, value in chosen:
+            print(f"  {unit:4d}  {digit}  {value:.3f}")
+    print(f"wrote {save_figure(fig, args.out)}")
+    if args.pca_out:
+        sample = slice(0, 2000)
+        projection = {"pixels": act.pca_2d(images[sample]), args.layer: act.pca_2d(raw[sample])}
+        fig = plot_projections(projection, labels[sample], f"{name}: PCA of 2,000 test images")
+        print(f"wrote {save_figure(fig, args.pca_out)}")
+
+
+def cmd_visualize(args: argparse.Namespace) -> None:
+    import torch
+
+    from .checkpoint import load_model
+    from .featureviz import maximize
+    from .models import get_layer
+    from .plots import plot_image_grid, save_figure
+
+    model, meta = load_model(args.model)
+    if (args.digit is None) == (args.unit is None):
+        raise MnistlensError("give either --class DIGIT or --layer NAME --unit U")
+    if args.unit is not None:
+        if not args.layer:
+            raise MnistlensError("--unit needs --layer (e.g. --layer fc1 --unit 5)")
+        get_layer(model, args.layer)  # lists the valid layers if the name is wrong
+        image, history = maximize(model, args.unit, args.layer, steps=args.steps, seed=args.seed)
+        what = f"{args.layer} unit {args.unit}"
+    else:
+        image, history = maximize(model, args.digit, steps=args.steps, seed=args.seed)
+        what = f"class {args.digit}"
+    with torch.no_grad():
+        probs = model(image.unsqueeze(0)).softmax(dim=1)[0]
+    fig = plot_image_grid(
+        image,
+        [f"{what}: P({int(probs.argmax())}) = {float(probs.max()):.2f}"],
+        f"{Path(meta['path']).name}: input maximizing {what}",
+        columns=1,
+    )
+    print(
+        f"{what}: objective {history[0]:.2f} -> {history[-1]:.2f} in {len(history)} steps; "
+        f"the model reads the result as {int(probs.argmax())} ({float(probs.max()):.1%})"
+    )
+    print(f"wrote {save_figure(fig, args.out)}")
 
 
 def _save_npy(path: Path, array) -> None:

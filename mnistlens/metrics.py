@@ -8,12 +8,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .models import evaluating
+
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of `model` (put in eval mode) for a batch: (N, 1, 28, 28) -> (N, 10)."""
-    model.eval()
-    chunks = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    """Logits of `model` in eval mode (its mode is restored): (N, 1, 28, 28) -> (N, 10)."""
+    with evaluating(model):
+        chunks = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat(chunks) if chunks else torch.empty(0, 10)
 
 

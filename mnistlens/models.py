@@ -17,8 +17,9 @@ backprop override the gradient of ReLU *modules*.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -161,3 +162,27 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         raise MnistlensError(
             f"model has no layer {name!r}; valid layers: {', '.join(layer_names(model))}"
         ) from None
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module, freeze: bool = False) -> Iterator[nn.Module]:
+    """Eval mode (and, with freeze=True, parameters not requiring grad) inside the block.
+
+    Each submodule's own training flag and each parameter's requires_grad are put
+    back on exit, exactly as they were: restoring only the top module's flag with
+    `model.train(flag)` would overwrite every submodule's (a wrapper around a model
+    in eval mode would leave it in training mode).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    if freeze:
+        for p, _ in grads:
+            p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, flag in modes:
+            m.training = flag
+        for p, flag in grads:
+            p.requires_grad_(flag)

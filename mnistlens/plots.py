@@ -151,3 +151,93 @@ def plot_class_maps(class_maps: dict[str, torch.Tensor], title: str = "") -> Fig
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ---------------------------------------------------------------- network internals
+
+
+def plot_image_grid(
+    images: torch.Tensor,
+    titles: list[str] | None = None,
+    title: str = "",
+    signed: bool = False,
+    columns: int = 10,
+    shared_scale: bool = True,
+) -> Figure:
+    """A grid of small images (K, H, W): weights, filters, feature maps or digits.
+
+    signed: diverging colours centred on zero (weights), else grayscale [0, max].
+    """
+    images = images.detach().cpu().float()
+    k = images.shape[0]
+    columns = min(columns, k)
+    rows = -(-k // columns)
+    fig = Figure(figsize=(1.3 * columns + 0.8, 1.45 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    style = (
+        _map_style(images, True)
+        if signed
+        else {"cmap": "gray", "vmin": 0.0, "vmax": float(images.max()) or 1.0}
+    )
+    shown = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= k:
+            ax.axis("off")
+            continue
+        own = (
+            style if shared_scale else (_map_style(images[i], True) if signed else {"cmap": "gray"})
+        )
+        shown = ax.imshow(images[i].numpy(), **own)
+        if titles:
+            ax.set_title(titles[i], fontsize=8)
+    if signed and shared_scale and shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_class_profile(profile: torch.Tensor, units: list[int], title: str = "") -> Figure:
+    """Heatmap of mean activation per digit (rows) for the given units (columns)."""
+    data = profile[:, units].detach().cpu().numpy()
+    fig = Figure(figsize=(max(4.0, 0.3 * len(units) + 2), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    shown = ax.imshow(data, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(profile.shape[0]))
+    ax.set_ylabel("digit")
+    ax.set_xticks(range(len(units)), [str(u) for u in units], rotation=90, fontsize=7)
+    ax.set_xlabel("unit (most class-selective first)")
+    fig.colorbar(shown, ax=ax, label="mean activation")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_projections(
+    projections: dict[str, tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor, title: str = ""
+) -> Figure:
+    """One PCA scatter per layer, points coloured by digit: layer -> (coords (N, 2), ratio)."""
+    fig = Figure(figsize=(3.6 * len(projections) + 1, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(projections), squeeze=False)[0]
+    colours = labels.numpy()
+    for ax, (layer, (coords, ratio)) in zip(axes, projections.items(), strict=True):
+        points = ax.scatter(
+            coords[:, 0].numpy(),
+            coords[:, 1].numpy(),
+            c=colours,
+            cmap="tab10",
+            vmin=-0.5,
+            vmax=9.5,
+            s=4,
+            alpha=0.7,
+            linewidths=0,
+        )
+        ax.set_title(f"{layer}  (PC1+2: {float(ratio.sum()):.0%} of variance)", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(points, ax=axes.tolist(), ticks=range(10), label="digit")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -199,3 +199,78 @@ def test_explain_all_writes_npy_for_the_test_set(tmp_path):
 )
 def test_explain_errors(args, fragment, tmp_path):
     assert_clean_error(run("explain", "--model", "cnn.pt", *args, cwd=tmp_path), fragment)
+
+
+def _is_png(path):
+    with Image.open(path) as image:
+        return image.format == "PNG" and min(image.size) > 50
+
+
+@pytest.mark.parametrize(
+    "model, extra, expected",
+    [
+        ("linear.pt", [], ["w.png"]),
+        ("mlp.pt", [], ["w.png"]),
+        ("cnn.pt", ["--index", "3"], ["w.png", "w_conv1.png", "w_conv2.png", "w_conv3.png"]),
+    ],
+)
+def test_weights_command_writes_pngs(tmp_path, model, extra, expected):
+    result = run("weights", "--model", model, "--out", str(tmp_path / "w.png"), *extra)
+    assert result.returncode == 0, result.stderr
+    for name in expected:
+        assert f"wrote {tmp_path / name}" in result.stdout and _is_png(tmp_path / name)
+
+
+def test_units_command_top_images_and_profile(tmp_path):
+    out = tmp_path / "units.png"
+    result = run(
+        "units",
+        "--model",
+        "cnn.pt",
+        "--layer",
+        "relu_fc1",
+        "--unit",
+        "3",
+        "--top",
+        "8",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "unit 3: top test images" in result.stdout and _is_png(out)
+    result = run(
+        "units",
+        "--model",
+        "mlp.pt",
+        "--layer",
+        "relu1",
+        "--out",
+        str(out),
+        "--pca-out",
+        str(tmp_path / "pca.png"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "most class-selective" in result.stdout
+    assert _is_png(out) and _is_png(tmp_path / "pca.png")
+
+
+def test_visualize_command(tmp_path):
+    out = tmp_path / "dream3.png"
+    result = run(
+        "visualize", "--model", "cnn.pt", "--class", "3", "--steps", "120", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the model reads the result as 3" in result.stdout and _is_png(out)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["units", "--model", "cnn.pt", "--layer", "fc7"], "valid layers: norm, conv1"),
+        (["visualize", "--model", "cnn.pt", "--layer", "fc7", "--unit", "1"], "valid layers"),
+        (["visualize", "--model", "cnn.pt"], "either --class"),
+        (["weights", "--model", "nothing.pt"], "no checkpoint 'nothing.pt'"),
+    ],
+)
+def test_internals_errors(args, fragment, tmp_path):
+    assert_clean_error(run(*args, cwd=tmp_path), fragment)

@@ -92,3 +92,15 @@ def test_get_layer_unknown_name_lists_valid_ones():
     assert models.get_layer(model, "conv2") is model.conv2
     with pytest.raises(MnistlensError, match=r"no layer 'conv9'; valid layers: norm, conv1"):
         models.get_layer(model, "conv9")
+
+
+def test_evaluating_restores_each_submodule_and_parameter():
+    """A wrapper in training mode around a model in eval mode: both come back as they were."""
+    inner = models.build("cnn").eval()
+    inner.fc1.weight.requires_grad_(False)
+    wrapper = torch.nn.Sequential(inner)  # training mode by default
+    with models.evaluating(wrapper, freeze=True):
+        assert not wrapper.training and not inner.training
+        assert not any(p.requires_grad for p in wrapper.parameters())
+    assert wrapper.training and not inner.training
+    assert not inner.fc1.weight.requires_grad and inner.conv1.weight.requires_grad
