@@ -157,3 +157,28 @@ def pca_2d(features: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.T
         torch.manual_seed(seed)
         _, s, v = torch.pca_lowrank(x, q=10, center=False, niter=8)
     return (x @ v[:, :2]).float(), (s[:2] ** 2 / total).float()
+
+
+def projections_by_layer(
+    model: nn.Module, images: torch.Tensor, extra: list[str] | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """PCA of the pixels, of every ReLU's output in order, and of the logits, for the
+    same images: how the digits pull apart layer by layer.
+
+    -> {"pixels": (coords (N, 2), ratio (2,)), "relu1": ..., ..., "logits": ...};
+    `extra` layer names are added (in network order) if not already there.
+    """
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    for name in extra or []:
+        get_layer(model, name)
+        if name not in names:
+            names.append(name)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    names.sort(key=order.__getitem__)
+    result = {"pixels": pca_2d(images)}
+    with torch.no_grad(), evaluating(model), capture(model, names) as acts:
+        logits = model(images)
+        for name in names:
+            result[name] = pca_2d(acts[name])
+    result["logits"] = pca_2d(logits)
+    return result

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="torchvision root holding MNIST/raw/ (default: $MNISTLENS_DATA or the user cache)",
     )
+    with_model = argparse.ArgumentParser(add_help=False, parents=[common])
+    with_model.add_argument(
+        "--model", required=True, help="checkpoint path or shipped name (linear.pt, mlp.pt, cnn.pt)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -110,12 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate",
-        parents=[common],
+        parents=[with_model],
         help="accuracy, per-digit accuracy, confusions",
         description="Evaluate a checkpoint on a whole split: accuracy, per-digit accuracy, the "
         "most confused digit pairs, and optionally the confusion matrix as a PNG.",
     )
-    p.add_argument("--model", required=True, help="checkpoint path or shipped name (cnn.pt)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="(test)")
     p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -123,18 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        parents=[common],
+        parents=[with_model],
         help="classify one test image",
         description="Classify MNIST test image INDEX: true label, prediction, top-3 probabilities.",
     )
-    p.add_argument("--model", required=True, help="checkpoint path or shipped name (cnn.pt)")
     p.add_argument("--index", type=int, required=True, help="test-set index, 0 to 9999")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser(
         "explain",
-        parents=[common],
+        parents=[with_model],
         help="attribution maps for one digit (or all)",
         description="Explain why the model labels a digit as it does: attribution maps side "
         "by side (a PNG), the prediction and top-3 probabilities, and the completeness error "
@@ -145,7 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
         "smoothgrad (sg), deeplift (dl), gradient_shap (shap), occlusion, grad_cam (gradcam), "
         "guided_backprop (gbp)",
     )
-    p.add_argument("--model", required=True, help="checkpoint path or shipped name (cnn.pt)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="test-set index, 0 to 9999")
     which.add_argument("--image", metavar="FILE", help="your own digit picture (PNG, JPEG)")
@@ -175,27 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "weights",
-        parents=[common],
+        parents=[with_model],
         help="pictures of what the weights learned",
         description="linear: the 10 class templates (signed). mlp: first-layer units as "
         "28x28 images, for each digit the units that drive it most (through the outgoing "
         "weights). cnn: first-layer filters, and with --index each conv layer's feature maps "
         "for that test image.",
     )
-    p.add_argument("--model", required=True, help="checkpoint path or shipped name")
     p.add_argument("--index", type=int, help="cnn: also show feature maps for this test image")
     p.add_argument("--out", default="weights.png", help="PNG to write (weights.png)")
     p.set_defaults(run=cmd_weights)
 
     p = sub.add_parser(
         "units",
-        parents=[common],
+        parents=[with_model],
         help="what hidden units respond to",
         description="Activations of a layer over the test set. With --unit: the test images "
         "that excite that unit most. Without: the per-digit mean activation of the most "
         "class-selective units, and a PCA of the layer coloured by digit (--pca-out).",
     )
-    p.add_argument("--model", required=True, help="checkpoint path or shipped name")
     p.add_argument("--layer", required=True, help="layer name, e.g. fc1, relu2, conv1")
     p.add_argument("--unit", type=int, help="unit (or conv channel) to show top images for")
     p.add_argument("--top", type=int, default=16, help="how many images or units (16)")
@@ -205,13 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "visualize",
-        parents=[common],
+        parents=[with_model],
         help="the input a class or unit likes best",
         description="Activation maximization: optimize an image from faint noise, with "
         "jitter, blur and total-variation regularization, to maximize a class logit "
         "(--class) or a unit of a layer (--layer and --unit).",
     )
-    p.add_argument("--model", required=True, help="checkpoint path or shipped name")
     p.add_argument("--class", dest="digit", type=int, help="digit whose logit to maximize")
     p.add_argument("--layer", help="layer of the unit to maximize (with --unit)")
     p.add_argument("--unit", type=int, help="unit (or conv channel) to maximize")
@@ -551,9 +549,11 @@ def cmd_units(args: argparse.Namespace) -> None:
             print(f"  {unit:4d}  {digit}  {value:.3f}")
     print(f"wrote {save_figure(fig, args.out)}")
     if args.pca_out:
-        sample = slice(0, 2000)
-        projection = {"pixels": act.pca_2d(images[sample]), args.layer: act.pca_2d(raw[sample])}
-        fig = plot_projections(projection, labels[sample], f"{name}: PCA of 2,000 test images")
+        sample = images[:2000]
+        projection = act.projections_by_layer(model, sample, extra=[args.layer])
+        fig = plot_projections(
+            projection, labels[:2000], f"{name}: PCA of 2,000 test images, layer by layer"
+        )
         print(f"wrote {save_figure(fig, args.pca_out)}")
 
 

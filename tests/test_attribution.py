@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mnistlens import MnistlensError
 from mnistlens import attribution as A
@@ -176,3 +177,29 @@ def test_unknown_method_and_aliases():
 def test_bad_target_shape(cnn, digits):
     with pytest.raises(MnistlensError, match="target must be an int or a tensor of 6 classes"):
         A.saliency(cnn, digits[0], torch.tensor([1, 2]))
+
+
+class UserNet(torch.nn.Module):
+    """A model written by a user: no Sequential, functional ops, its own names."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Conv2d(1, 4, 5, padding=2)
+        self.act = torch.nn.ReLU()
+        self.classifier = torch.nn.Linear(4 * 14 * 14, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.act(self.features(x)), 2)
+        return self.classifier(x.flatten(1))
+
+
+@pytest.mark.parametrize("method", A.list_methods())
+def test_every_method_works_for_a_user_model(method, test_set):
+    torch.manual_seed(0)
+    model = UserNet().eval()
+    maps = A.attribute(method, model, test_set[0][:3], **FAST.get(method, {}))
+    assert maps.shape == (3, 1, 28, 28) and torch.isfinite(maps).all()
+    if method == "grad_cam":
+        assert A.default_cam_layer(model) == "features"
+    ig, delta = A.integrated_gradients(model, test_set[0][:3], n_steps=64, return_delta=True)
+    assert delta.abs().max() < 0.05

@@ -207,3 +207,10 @@ def test_hooks_are_gone_after_internals(shipped, test_set):
     maximize(model, 1, "conv3", steps=3)
     assert _hook_count(model) == before
     assert isinstance(model, nn.Module) and not model.training
+
+
+def test_projections_go_layer_by_layer(shipped, test_set):
+    model, _ = shipped["cnn"]
+    out = act.projections_by_layer(model, test_set[0][:300], extra=["pool2"])
+    assert list(out) == ["pixels", "relu1", "relu2", "pool2", "relu3", "relu_fc1", "logits"]
+    assert all(c.shape == (300, 2) and r.shape == (2,) for c, r in out.values())
