@@ -491,31 +491,43 @@ def smoothgrad(
     """SmoothGrad (Smilkov et al. 2017): the mean of `base` over noisy copies of the image.
 
     Args:
-        base: saliency, input_x_gradient, integrated_gradients, guided_backprop or deeplift.
+        base: any other method. Gradient methods (saliency, input_x_gradient,
+            integrated_gradients, guided_backprop, deeplift) go through Captum's
+            NoiseTunnel; the others (occlusion, grad_cam, gradient_shap) are averaged
+            over the same kind of noisy copies here, since NoiseTunnel only wraps
+            Captum attribution objects.
         noise: Gaussian noise std as a fraction of the input range (0.15 = 15%).
         n_samples: noisy copies per image.
     """
     base = resolve_method(base)
-    if base not in _NOISE_TUNNEL_BASES:
-        raise MnistlensError(
-            f"smoothgrad cannot smooth {base!r}; choose one of {', '.join(_NOISE_TUNNEL_BASES)}"
-        )
+    if base == "smoothgrad":
+        raise MnistlensError("smoothgrad cannot smooth itself; choose another base method")
     if noise < 0 or n_samples < 1:
         raise MnistlensError(
             f"smoothgrad needs noise >= 0 and n_samples >= 1, got {noise}, {n_samples}"
         )
-    captum_class, options = _NOISE_TUNNEL_BASES[base]
-    tunnel = NoiseTunnel(captum_class(model))
+    if base in _NOISE_TUNNEL_BASES:
+        captum_class, options = _NOISE_TUNNEL_BASES[base]
+        tunnel = NoiseTunnel(captum_class(model))
 
-    def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return tunnel.attribute(
-            x,
-            nt_type="smoothgrad",
-            nt_samples=n_samples,
-            stdevs=noise * INPUT_RANGE,
-            target=t,
-            **options,
-        )
+        def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return tunnel.attribute(
+                x,
+                nt_type="smoothgrad",
+                nt_samples=n_samples,
+                stdevs=noise * INPUT_RANGE,
+                target=t,
+                **options,
+            )
+
+    else:
+
+        def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x = x.detach()
+            noisy = x.repeat(n_samples, 1, 1, 1)  # (S * n, 1, 28, 28), sample-major
+            noisy = noisy + torch.randn_like(noisy) * noise * INPUT_RANGE
+            maps = METHODS[base](model, noisy, t.repeat(n_samples))
+            return maps.view(n_samples, *x.shape).mean(dim=0)  # (n, 1, 28, 28)
 
     return _chunked(
         _seeded_per_image(compute, seed), model, images, target, batch_size, progress, "smoothgrad"

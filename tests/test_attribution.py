@@ -130,7 +130,9 @@ def test_grad_cam_refuses_a_model_without_conv(shipped, digits):
         A.grad_cam(shipped["mlp"][0], digits[0])
 
 
-@pytest.mark.parametrize("base", ["saliency", "input_x_gradient", "guided_backprop"])
+@pytest.mark.parametrize(
+    "base", ["saliency", "input_x_gradient", "guided_backprop", "grad_cam", "occlusion"]
+)
 def test_smoothgrad_with_zero_noise_equals_its_base(cnn, digits, base):
     images, _ = digits
     smooth = A.smoothgrad(cnn, images, base=base, noise=0.0, n_samples=3)
@@ -203,3 +205,15 @@ def test_every_method_works_for_a_user_model(method, test_set):
         assert A.default_cam_layer(model) == "features"
     ig, delta = A.integrated_gradients(model, test_set[0][:3], n_steps=64, return_delta=True)
     assert delta.abs().max() < 0.05
+
+
+def test_smoothgrad_of_grad_cam_averages_noisy_copies(cnn, digits):
+    """Smoothing a non-gradient method: non-negative like Grad-CAM, seeded, and not equal
+    to the plain map once there is noise."""
+    images, _ = digits
+    smooth = A.smoothgrad(cnn, images, base="gradcam", noise=0.2, n_samples=4)
+    assert (smooth >= 0).all()
+    assert torch.equal(smooth, A.smoothgrad(cnn, images, base="gradcam", noise=0.2, n_samples=4))
+    assert not torch.allclose(smooth, A.grad_cam(cnn, images), atol=1e-4)
+    with pytest.raises(MnistlensError, match="cannot smooth itself"):
+        A.smoothgrad(cnn, images, base="sg")
