@@ -34,6 +34,7 @@ examples:
   mnistlens weights --model linear.pt --out w.png
   mnistlens units --model cnn.pt --layer fc1 --unit 5 --top 16 --out units.png
   mnistlens visualize --model cnn.pt --class 3 --out dream3.png
+  mnistlens measure --model cnn.pt --methods saliency,ig,gradcam --plot curves.png
   mnistlens train --arch cnn --epochs 8 --seed 0 --out checkpoints/cnn.pt
 
 Run `mnistlens COMMAND --help` for each command's options.
@@ -217,6 +218,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="(0)")
     p.add_argument("--out", default="visualize.png", help="PNG to write (visualize.png)")
     p.set_defaults(run=cmd_visualize)
+
+    p = sub.add_parser(
+        "measure",
+        parents=[with_model],
+        help="how faithful each attribution method is",
+        description="Measure explanations on the first N test images: deletion and insertion "
+        "areas (against a random pixel ranking), the completeness error, and with "
+        "--randomization the cascading model-randomization sanity check.",
+    )
+    p.add_argument(
+        "--methods",
+        default="saliency,ig,ixg,gradcam,gbp",
+        help="comma-separated methods (saliency,ig,ixg,gradcam,gbp)",
+    )
+    p.add_argument("--n", type=int, default=200, help="test images to measure on (200)")
+    p.add_argument(
+        "--randomization",
+        action="store_true",
+        help="also run the model-randomization check (on 20 images)",
+    )
+    p.add_argument("--plot", metavar="PNG", help="write the mean deletion/insertion curves")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(run=cmd_measure)
     return parser
 
 
@@ -590,6 +614,73 @@ def cmd_visualize(args: argparse.Namespace) -> None:
         f"the model reads the result as {int(probs.argmax())} ({float(probs.max()):.1%})"
     )
     print(f"wrote {save_figure(fig, args.out)}")
+
+
+def cmd_measure(args: argparse.Namespace) -> None:
+    from . import attribution as A
+    from . import faithfulness as F
+    from .checkpoint import load_model
+    from .data import load_mnist
+
+    model, meta = load_model(args.model)
+    if not 1 <= args.n <= 10_000:
+        raise MnistlensError(f"--n must be 1 to 10000, got {args.n}")
+    methods = [A.resolve_method(m) for m in args.methods.split(",") if m.strip()]
+    images = load_mnist("test", args.data_dir)[0][: args.n]
+    target = A.predict(model, images).argmax(dim=1)
+    report: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    for name in ["random", *methods]:
+        maps = (
+            F.random_maps(images) if name == "random" else A.attribute(name, model, images, target)
+        )
+        curves[name] = {
+            mode: F.perturbation_curve(model, images, maps, target, mode)
+            for mode in ("deletion", "insertion")
+        }
+        entry = {
+            f"{mode}_auc": float(F.area_under_curve(c).mean()) for mode, c in curves[name].items()
+        }
+        if name != "random":
+            entry["completeness_error_median"] = float(
+                F.completeness_error(model, images, maps, target).median()
+            )
+            if args.randomization:
+                entry["randomization"] = F.randomization_check(
+                    model, images[:20], name, target[:20]
+                )
+        report[name] = entry
+    result = {"model": meta["path"], "n_images": len(images), "methods": report}
+    if args.plot:
+        from .plots import plot_perturbation_curves, save_figure
+
+        fig = plot_perturbation_curves(
+            curves, f"{Path(meta['path']).name}, {len(images)} test images"
+        )
+        result["plot"] = str(save_figure(fig, args.plot))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{meta['path']}: {len(images)} test images, explaining the predicted class")
+    print(f"{'method':22s} {'deletion':>9s} {'insertion':>9s} {'completeness':>12s}")
+    for name, entry in report.items():
+        comp = entry.get("completeness_error_median")
+        print(
+            f"{name:22s} {entry['deletion_auc']:9.3f} {entry['insertion_auc']:9.3f} "
+            f"{'' if comp is None else f'{comp:12.4f}'}"
+        )
+    print("(deletion: lower is better; insertion: higher; a method should beat random)")
+    if args.randomization:
+        print(
+            "rank correlation with the trained model's maps as layers are randomized "
+            "(top first; near 1 = the map ignores the weights):"
+        )
+        for name, entry in report.items():
+            if "randomization" in entry:
+                cells = ", ".join(f"{k} {v:.2f}" for k, v in entry["randomization"].items())
+                print(f"  {name}: {cells}")
+    if args.plot:
+        print(f"wrote {result['plot']}")
 
 
 def _save_npy(path: Path, array) -> None:

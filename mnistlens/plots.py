@@ -241,3 +241,29 @@ def plot_projections(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_perturbation_curves(curves: dict[str, dict[str, torch.Tensor]], title: str = "") -> Figure:
+    """Mean deletion and insertion curves per method: method -> {mode: (N, S + 1)}."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, mode in zip(axes, ("deletion", "insertion"), strict=True):
+        for name, by_mode in curves.items():
+            mean = by_mode[mode].mean(dim=0)
+            x = torch.linspace(0, 1, len(mean))
+            style = {"color": "0.5", "linestyle": "--"} if name == "random" else {}
+            ax.plot(x.numpy(), mean.numpy(), label=name.replace("_", " "), **style)
+        ax.set_xlabel(
+            f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}"
+            " (most important first)"
+        )
+        ax.set_ylabel("probability of the explained class")
+        ax.set_title(
+            f"{mode} ({'lower' if mode == 'deletion' else 'higher'} area = more faithful)",
+            fontsize=10,
+        )
+        ax.set_ylim(0, 1.02)
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

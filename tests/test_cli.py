@@ -274,3 +274,32 @@ def test_visualize_command(tmp_path):
 )
 def test_internals_errors(args, fragment, tmp_path):
     assert_clean_error(run(*args, cwd=tmp_path), fragment)
+
+
+def test_measure_command_json_and_plot(tmp_path):
+    png = tmp_path / "curves.png"
+    result = run(
+        "measure",
+        "--model",
+        "cnn.pt",
+        "--methods",
+        "saliency,ig",
+        "--n",
+        "50",
+        "--plot",
+        str(png),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert set(out["methods"]) == {"random", "saliency", "integrated_gradients"}
+    ig, rnd = out["methods"]["integrated_gradients"], out["methods"]["random"]
+    assert ig["deletion_auc"] < rnd["deletion_auc"] and ig["insertion_auc"] > rnd["insertion_auc"]
+    assert ig["completeness_error_median"] < 0.02
+    assert _is_png(png)
+
+
+def test_measure_bad_n(tmp_path):
+    assert_clean_error(
+        run("measure", "--model", "cnn.pt", "--n", "0", cwd=tmp_path), "--n must be 1 to 10000"
+    )

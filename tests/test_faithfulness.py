@@ -1,0 +1,90 @@
+"""mnistlens.faithfulness: the measures agree with what is known about the methods."""
+
+import pytest
+import torch
+
+from mnistlens import attribution as A
+from mnistlens import faithfulness as F
+
+
+@pytest.fixture(scope="module")
+def cnn(shipped):
+    return shipped["cnn"][0]
+
+
+@pytest.fixture(scope="module")
+def batch(test_set, cnn):
+    images = test_set[0][:100]
+    return images, A.predict(cnn, images).argmax(dim=1)
+
+
+def test_curves_start_and_end_where_they_must(cnn, batch):
+    images, target = batch
+    maps = A.saliency(cnn, images)
+    deletion = F.perturbation_curve(cnn, images, maps, target, "deletion", steps=10)
+    insertion = F.perturbation_curve(cnn, images, maps, target, "insertion", steps=10)
+    probs = A.predict(cnn, images).softmax(dim=1).gather(1, target[:, None])[:, 0]
+    blank = A.predict(cnn, torch.zeros_like(images)).softmax(dim=1).gather(1, target[:, None])
+    assert deletion.shape == insertion.shape == (100, 11)
+    torch.testing.assert_close(deletion[:, 0], probs)
+    torch.testing.assert_close(insertion[:, -1], probs)
+    torch.testing.assert_close(deletion[:, -1], blank[:, 0])
+    torch.testing.assert_close(insertion[:, 0], blank[:, 0])
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient", "occlusion"])
+def test_faithful_methods_beat_a_random_ranking(cnn, batch, method):
+    """Deleting what the map ranks first hurts the class far more than deleting at random;
+    inserting it first restores the class far sooner."""
+    images, target = batch
+    maps = A.attribute(method, cnn, images, target)
+    shuffled = F.random_maps(images)
+    auc = {
+        (mode, name): F.area_under_curve(F.perturbation_curve(cnn, images, m, target, mode))
+        .mean()
+        .item()
+        for mode in ("deletion", "insertion")
+        for name, m in (("map", maps), ("random", shuffled))
+    }
+    assert auc["deletion", "map"] < 0.7 * auc["deletion", "random"]
+    assert auc["insertion", "map"] > auc["insertion", "random"] + 0.1
+
+
+def test_completeness_error_separates_ig_from_saliency(cnn, batch):
+    images, target = batch
+    ig = A.integrated_gradients(cnn, images, target, n_steps=64)
+    sal = A.saliency(cnn, images, target)
+    assert F.completeness_error(cnn, images, ig, target).median() < 0.01
+    assert F.completeness_error(cnn, images, sal, target).median() > 0.5
+
+
+def test_area_under_curve():
+    assert F.area_under_curve(torch.ones(2, 5)).tolist() == [1.0, 1.0]
+    assert F.area_under_curve(torch.linspace(0, 1, 11)[None]).item() == pytest.approx(0.5)
+
+
+def test_spearman():
+    x = torch.rand(3, 50)
+    torch.testing.assert_close(F._spearman(x, x), torch.ones(3))
+    torch.testing.assert_close(F._spearman(x, -x), -torch.ones(3))
+    # ties share a rank, so a block of equal values is not ordered by position
+    assert F._ranks(torch.tensor([3.0, 1.0, 1.0, 2.0])).tolist() == [3.0, 0.5, 0.5, 2.0]
+
+
+def test_randomization_check_saliency_depends_on_the_weights(cnn, batch):
+    """Saliency maps decorrelate as the layers are randomized; the model is left intact."""
+    images, target = batch
+    before = {k: v.clone() for k, v in cnn.state_dict().items()}
+    scores = F.randomization_check(cnn, images[:20], "saliency", target[:20])
+    assert list(scores) == ["head", "fc1", "conv3", "conv2", "conv1"]
+    assert scores["conv1"] < 0.5 and scores["conv1"] < scores["head"]
+    assert all(torch.equal(v, cnn.state_dict()[k]) for k, v in before.items())
+
+
+def test_guided_backprop_ignores_the_top_layer(cnn, batch):
+    """Adebayo et al.'s finding, reproduced: randomizing the classifier head barely
+    changes guided backprop (it recovers the input's edges), unlike saliency."""
+    images, target = batch
+    guided = F.randomization_check(cnn, images[:20], "guided_backprop", target[:20])
+    plain = F.randomization_check(cnn, images[:20], "saliency", target[:20])
+    assert guided["head"] > 0.8 > plain["head"]
