@@ -13,7 +13,7 @@ import torch
 
 from mnistlens import activations, attribution, explain, load_model, plots, weights
 from mnistlens.checkpoint import checkpoint_dir
-from mnistlens.data import load_mnist
+from mnistlens.data import load_mnist, prepare_digit
 from mnistlens.errors import MnistlensError
 
 st.set_page_config(page_title="mnistlens", layout="wide")
@@ -42,6 +42,9 @@ def sidebar() -> dict:
     shipped = sorted(p.name for p in checkpoint_dir().glob("*.pt"))
     default = shipped.index("cnn.pt") if "cnn.pt" in shipped else 0
     choice = {"model": st.sidebar.selectbox("Model", shipped, index=default, key="model")}
+    choice["source"] = st.sidebar.radio(
+        "Digit", ["test image", "draw your own"], key="source", horizontal=True
+    )
     choice["index"] = int(st.sidebar.number_input("Test image index", 0, 9999, 42, key="index"))
     choice["target"] = st.sidebar.selectbox(
         "Explain class",
@@ -63,10 +66,51 @@ def sidebar() -> dict:
     return choice
 
 
+def drawn_digit() -> torch.Tensor | None:
+    """A canvas to draw on; -> the drawing as an MNIST-style (1, 28, 28) image, or None."""
+    from streamlit_drawable_canvas import st_canvas
+
+    st.caption("Draw a digit (white on black), then look right.")
+    canvas = st_canvas(
+        stroke_width=22,
+        stroke_color="#ffffff",
+        background_color="#000000",
+        height=280,
+        width=280,
+        drawing_mode="freedraw",
+        key="canvas",
+        return_image_data=True,
+    )
+    if canvas is None or canvas.image_data is None:
+        return None
+    rgb = torch.from_numpy(canvas.image_data[..., :3].astype("float32")).mean(dim=-1) / 255
+    try:
+        return prepare_digit(rgb)  # fitted into 20x20 and centred, as MNIST was made
+    except MnistlensError:  # nothing drawn yet
+        return None
+
+
 def explain_tab(choice: dict) -> None:
     model, meta = get_model(choice["model"])
     images, labels = get_test_set()
-    image, label = images[choice["index"]], int(labels[choice["index"]])
+    if choice["source"] == "draw your own":
+        canvas_column, results = st.columns([1, 4])
+        with canvas_column:
+            image = drawn_digit()
+        if image is None:
+            results.info("Nothing drawn yet.")
+            return
+        label, what = None, "your drawing"
+    else:
+        image, label = images[choice["index"]], int(labels[choice["index"]])
+        what = f"test image {choice['index']}"
+        results = st.container()
+    with results:
+        show_explanation(choice, model, meta, image, label, what)
+
+
+def show_explanation(choice: dict, model, meta: dict, image: torch.Tensor, label, what: str):
+    """Prediction, probabilities and the chosen maps for one (1, 28, 28) image."""
     methods = list(choice["methods"])
     has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     if "grad_cam" in methods and not has_conv:
@@ -85,13 +129,19 @@ def explain_tab(choice: dict) -> None:
 
     left, right = st.columns([1, 3])
     with left:
-        verdict = "correct" if prediction == label else "wrong"
-        st.metric(
-            f"True label {label}",
-            f"predicted {prediction}",
-            f"{float(probs[prediction]):.1%} ({verdict})",
-            delta_color="normal" if prediction == label else "inverse",
-        )
+        if label is None:
+            st.image(
+                image[0].numpy(), caption="as the model sees it (28 x 28)", width=112, clamp=True
+            )
+            st.metric("Your drawing", f"predicted {prediction}", f"{float(probs[prediction]):.1%}")
+        else:
+            verdict = "correct" if prediction == label else "wrong"
+            st.metric(
+                f"True label {label}",
+                f"predicted {prediction}",
+                f"{float(probs[prediction]):.1%} ({verdict})",
+                delta_color="normal" if prediction == label else "inverse",
+            )
         st.bar_chart({"probability": probs.tolist()}, height=220)
         st.caption(f"{meta['arch']} model, test accuracy {meta['test_accuracy']:.2%}")
     with right:
@@ -99,7 +149,7 @@ def explain_tab(choice: dict) -> None:
             st.warning("Choose at least one method in the sidebar.")
             return
         notes = {name: f"delta {float(d[0]):+.2e}" for name, d in result.deltas.items()}
-        title = f"test image {choice['index']}: explaining class {int(result.target[0])}"
+        title = f"{what}: explaining class {int(result.target[0])}"
         fig = plots.plot_explanation(
             image,
             {k: v[0] for k, v in result.maps.items()},

@@ -62,8 +62,8 @@ def served_app():
         server.wait(timeout=20)
 
 
-def test_page_shows_the_explanation_of_digit_42(served_app, tmp_path):
-    """The served page shows the verdict for test image 42 and its figures; screenshot kept."""
+@pytest.fixture()
+def page(served_app):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -78,11 +78,36 @@ def test_page_shows_the_explanation_of_digit_42(served_app, tmp_path):
         )
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.goto(served_app)
-        page.get_by_text("predicted 4").first.wait_for(timeout=120_000)
-        page.locator("img").first.wait_for(timeout=60_000)
-        assert page.get_by_text("True label 4").count() >= 1
-        assert page.locator("[data-testid='stException']").count() == 0
-        shot = tmp_path / "explore.png"
-        page.screenshot(path=str(shot), full_page=True)
+        yield page
         browser.close()
+
+
+def test_page_shows_the_explanation_of_digit_42(page, tmp_path):
+    """The served page shows the verdict for test image 42 and its figures; screenshot kept."""
+    page.get_by_text("predicted 4").first.wait_for(timeout=120_000)
+    page.locator("img").first.wait_for(timeout=60_000)
+    assert page.get_by_text("True label 4").count() >= 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    shot = tmp_path / "explore.png"
+    page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
+
+
+def test_a_digit_drawn_with_the_mouse_is_classified(page, tmp_path):
+    """Draw a vertical stroke on the canvas: the model reads it as a 1 and explains it."""
+    page.get_by_text("predicted 4").first.wait_for(timeout=120_000)
+    page.get_by_text("draw your own").click()
+    canvas = page.locator("canvas").first
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + 40
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 21):
+        page.mouse.move(x + step * 0.5, y + step * 10)
+    page.mouse.up()
+    page.get_by_text("Your drawing").wait_for(timeout=60_000)
+    page.get_by_text("predicted 1").first.wait_for(timeout=60_000)
+    page.get_by_text("completeness error").first.wait_for(timeout=60_000)  # maps drawn
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(tmp_path / "drawn.png"), full_page=True)
