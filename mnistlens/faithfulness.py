@@ -155,3 +155,42 @@ def randomization_check(
             maps = A.attribute(method, randomized, images, target, **options).abs().flatten(1)
             result[name] = float(_spearman(original, maps).mean())
     return result
+
+
+def compare_methods(
+    model: nn.Module,
+    images: torch.Tensor,
+    methods: list[str],
+    randomization: bool = False,
+    randomization_images: int = 20,
+) -> tuple[dict[str, dict], dict[str, dict[str, torch.Tensor]]]:
+    """Every measure for several methods on the same images, explaining the prediction.
+
+    Returns (report, curves): report[method] holds `deletion_auc`, `insertion_auc`
+    (means), `completeness_error_median` and, with randomization=True,
+    `randomization` (see `randomization_check`, on the first images only: it
+    re-runs the method once per layer); curves[method][mode] is (N, S + 1). A
+    "random" ranking comes first as the reference.
+    """
+    images = A.check_images(images)
+    target = A.predict(model, images).argmax(dim=1)
+    report: dict[str, dict] = {}
+    curves: dict[str, dict[str, torch.Tensor]] = {}
+    for name in ["random", *methods]:
+        maps = random_maps(images) if name == "random" else A.attribute(name, model, images, target)
+        curves[name] = {
+            mode: perturbation_curve(model, images, maps, target, mode)
+            for mode in ("deletion", "insertion")
+        }
+        entry = {
+            f"{mode}_auc": float(area_under_curve(c).mean()) for mode, c in curves[name].items()
+        }
+        if name != "random":
+            entry["completeness_error_median"] = float(
+                completeness_error(model, images, maps, target).median()
+            )
+            if randomization:
+                k = randomization_images
+                entry["randomization"] = randomization_check(model, images[:k], name, target[:k])
+        report[name] = entry
+    return report, curves
