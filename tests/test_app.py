@@ -40,3 +40,13 @@ def test_other_model_and_target(app):
     assert not app.exception
     assert any("Grad-CAM needs a convolutional layer" in i.value for i in app.info)
     assert any("linear model" in c.value for c in app.caption)
+
+
+def test_contrast_adds_a_why_this_rather_than_that_figure():
+    """Choosing a contrast class adds one figure to the explanation tab."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    before = len(at.get("image"))
+    at.selectbox(key="contrast").set_value(9).run()
+    assert not at.exception
+    assert len(at.get("image")) == before + 1
