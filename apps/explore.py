@@ -207,7 +207,7 @@ def inside_tab(choice: dict) -> None:
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         filters = weights.conv_filters(model)
-        st.pyplot(
+        st.columns([3, 2])[0].pyplot(
             plots.plot_image_grid(filters, None, "first-layer filters", signed=True, columns=8)
         )
     elif len(linears) == 1:
@@ -237,7 +237,7 @@ def inside_tab(choice: dict) -> None:
     if not hidden:
         st.info("This model has no hidden layer: its weights above are the whole story.")
         return
-    layer = st.selectbox("Hidden layer", hidden, key="layer")
+    layer = st.selectbox("Hidden layer", hidden, index=len(hidden) - 1, key="layer")
 
     images, labels = get_test_set()
     units = activations.unit_activations(activations.layer_activations(model, images[:2000], layer))
