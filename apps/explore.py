@@ -15,6 +15,7 @@ from mnistlens import activations, attribution, explain, load_model, plots, weig
 from mnistlens.checkpoint import checkpoint_dir
 from mnistlens.data import load_mnist, prepare_digit
 from mnistlens.errors import MnistlensError
+from mnistlens.models import conv_layer_names
 
 st.set_page_config(page_title="mnistlens", layout="wide")
 
@@ -121,7 +122,7 @@ def explain_tab(choice: dict) -> None:
 def show_explanation(choice: dict, model, meta: dict, image: torch.Tensor, label, what: str):
     """Prediction, probabilities and the chosen maps for one (1, 28, 28) image."""
     methods = list(choice["methods"])
-    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    has_conv = bool(conv_layer_names(model))
     if "grad_cam" in methods and not has_conv:
         st.info("Grad-CAM needs a convolutional layer; skipped for this model.")
         methods.remove("grad_cam")
@@ -205,7 +206,7 @@ def class_maps_tab(choice: dict) -> None:
 def inside_tab(choice: dict) -> None:
     model, _ = get_model(choice["model"])
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+    if conv_layer_names(model):
         filters = weights.conv_filters(model)
         st.columns([3, 2])[0].pyplot(
             plots.plot_image_grid(filters, None, "first-layer filters", signed=True, columns=8)

@@ -34,6 +34,7 @@ from captum.attr import (
 
 from mnistlens import attribution as A
 from mnistlens import load_mnist, load_model
+from mnistlens.faithfulness import completeness_error
 
 
 class PeakRSS:
@@ -68,14 +69,6 @@ def timed(fn):
         out = fn()
         seconds = time.perf_counter() - start
     return out, seconds, memory.added_mb
-
-
-def completeness(model, images, target, maps):
-    """Relative completeness error per image, black baseline: (N,)."""
-    scores = A.predict(model, images).gather(1, target[:, None])[:, 0]
-    base = A.predict(model, torch.zeros_like(images[:1]))[0, target]
-    gap = scores - base
-    return (maps.sum(dim=(1, 2, 3)) - gap).abs() / gap.abs()
 
 
 def describe(errors: torch.Tensor) -> str:
@@ -163,7 +156,7 @@ def main() -> None:
         ("ours: tol=0.01 (adaptive steps)", args.n / tol_s, tol_maps, x, t, tol_mb),
     ]
     for name, rate, maps, xs, ts, mb in rows:
-        errors = completeness(model, xs, ts, maps)
+        errors = completeness_error(model, xs, maps, ts)
         print(
             f"| {name} | {rate:.1f} | {rate / naive_rate:.2f} | {describe(errors)} "
             f"| {map_error(maps)} | {mb:.0f} MB |"

@@ -45,7 +45,8 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from .errors import MnistlensError
-from .models import evaluating, get_layer
+from .metrics import predict_logits
+from .models import conv_layer_names, evaluating, get_layer
 
 Target = int | torch.Tensor | None
 INPUT_RANGE = 1.0  # images live in [0, 1]; noise levels are fractions of this range
@@ -68,11 +69,9 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     return images.detach()
 
 
-@torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Model scores (N, C) for (N, 1, 28, 28) images, in eval mode."""
-    with explaining(model):
-        return torch.cat([model(chunk) for chunk in images.split(batch_size)])
+    """Model scores (N, C) for (N, 1, 28, 28) images, in eval mode (`metrics.predict_logits`)."""
+    return predict_logits(model, images, batch_size)
 
 
 def resolve_target(model: nn.Module, images: torch.Tensor, target: Target) -> torch.Tensor:
@@ -408,7 +407,7 @@ def occlusion(
 
 def default_cam_layer(model: nn.Module) -> str:
     """The name of the last nn.Conv2d in `model` (Grad-CAM's usual choice)."""
-    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = conv_layer_names(model)
     if not convs:
         raise MnistlensError("grad_cam needs a convolutional layer; this model has none")
     return convs[-1]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import MnistlensError
+from .models import conv_layer_names
 
 
 def _arch_kwargs(args: argparse.Namespace) -> dict:
@@ -130,7 +131,6 @@ def _method_options(name: str, args: argparse.Namespace) -> dict:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
-    import torch
 
     from . import attribution as A
     from .checkpoint import load_model
@@ -158,7 +158,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     if args.methods:
         methods = [A.resolve_method(m) for m in args.methods.split(",") if m.strip()]
     else:
-        has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        has_conv = bool(conv_layer_names(model))
         methods = ["saliency", "integrated_gradients"] + (["grad_cam"] if has_conv else [])
     if args.image:
         image, label, what = load_digit_image(args.image), None, Path(args.image).name
@@ -244,7 +244,7 @@ def cmd_weights(args: argparse.Namespace) -> None:
     model, meta = load_model(args.model)
     name = Path(meta["path"]).name
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    has_conv = bool(conv_layer_names(model))
     if has_conv:
         filters = W.conv_filters(model)
         fig = plot_image_grid(

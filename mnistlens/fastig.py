@@ -63,59 +63,6 @@ def gauss_legendre(n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def ig_fixed(
-    model: nn.Module,
-    images: torch.Tensor,
-    baselines: torch.Tensor,
-    target: torch.Tensor,
-    n_steps: int,
-    rows_per_pass: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """IG with `n_steps` Gauss-Legendre points for a chunk of images.
-
-    images, baselines (n, 1, 28, 28); target (n,) -> maps (n, 1, 28, 28), delta (n,)
-    where delta = sum(map) - (f(x) - f(baseline)) for the target class.
-    `rows_per_pass` bounds how many interpolated images go through the model at
-    once (cache-sized passes are fastest on CPU; memory stays bounded).
-    """
-    alphas, weights = gauss_legendre(n_steps)
-    n = images.shape[0]
-    diff = images - baselines  # (n, 1, 28, 28)
-    # All (step, image) pairs, step-major: row k * n + i is image i at alpha_k.
-    path = baselines.unsqueeze(0) + alphas.view(-1, 1, 1, 1, 1) * diff.unsqueeze(0)
-    path = path.reshape(n_steps * n, 1, 28, 28)  # (S * n, 1, 28, 28)
-    path_target = target.repeat(n_steps)  # (S * n,)
-    grads = torch.empty_like(path)
-    for start in range(0, len(path), rows_per_pass):
-        x = path[start : start + rows_per_pass].contiguous(memory_format=torch.channels_last)
-        x.requires_grad_(True)
-        scores = model(x).gather(1, path_target[start : start + rows_per_pass, None])
-        (grads[start : start + rows_per_pass],) = torch.autograd.grad(scores.sum(), x)
-    avg_grad = (grads.view(n_steps, n, 1, 28, 28) * weights.view(-1, 1, 1, 1, 1)).sum(dim=0)
-    maps = diff * avg_grad  # (n, 1, 28, 28)
-    with torch.no_grad():
-        ends = model(torch.cat([images, baselines]).contiguous(memory_format=torch.channels_last))
-        ends = ends.gather(1, torch.cat([target, target])[:, None])[:, 0]  # (2n,)
-    gap = ends[:n] - ends[n:]
-    return maps.detach(), (maps.sum(dim=(1, 2, 3)) - gap).detach()
-
-
-@dataclass
-class AdaptiveIG:
-    """Result of `ig_adaptive` for N images.
-
-    maps (N, 1, 28, 28); delta (N,) completeness error sum(map) - gap; gap (N,)
-    f(x) - f(baseline); steps (N,) gradient evaluations spent; converged (N,) bool:
-    |delta| <= tol * |gap| (False = flagged: still outside tol when the budget ran out).
-    """
-
-    maps: torch.Tensor
-    delta: torch.Tensor
-    gap: torch.Tensor
-    steps: torch.Tensor
-    converged: torch.Tensor
-
-
 def _scores_and_grads(
     model: nn.Module, points: torch.Tensor, target: torch.Tensor, rows_per_pass: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +87,51 @@ def _scores(
         for p, t in zip(points.split(rows), target.split(rows), strict=True)
     ]
     return torch.cat(out) if out else torch.empty(0)
+
+
+def ig_fixed(
+    model: nn.Module,
+    images: torch.Tensor,
+    baselines: torch.Tensor,
+    target: torch.Tensor,
+    n_steps: int,
+    rows_per_pass: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IG with `n_steps` Gauss-Legendre points for a chunk of images.
+
+    images, baselines (n, 1, 28, 28); target (n,) -> maps (n, 1, 28, 28), delta (n,)
+    where delta = sum(map) - (f(x) - f(baseline)) for the target class.
+    `rows_per_pass` bounds how many interpolated images go through the model at
+    once (cache-sized passes are fastest on CPU; memory stays bounded).
+    """
+    alphas, weights = gauss_legendre(n_steps)
+    n = images.shape[0]
+    diff = images - baselines  # (n, 1, 28, 28)
+    # All (step, image) pairs, step-major: row k * n + i is image i at alpha_k.
+    path = baselines.unsqueeze(0) + alphas.view(-1, 1, 1, 1, 1) * diff.unsqueeze(0)
+    path = path.reshape(n_steps * n, 1, 28, 28)  # (S * n, 1, 28, 28)
+    _, grads = _scores_and_grads(model, path, target.repeat(n_steps), rows_per_pass)
+    avg_grad = (grads.view(n_steps, n, 1, 28, 28) * weights.view(-1, 1, 1, 1, 1)).sum(dim=0)
+    maps = diff * avg_grad  # (n, 1, 28, 28)
+    ends = _scores(model, torch.cat([images, baselines]), target.repeat(2), rows_per_pass)
+    gap = ends[:n] - ends[n:]  # (n,) f(x) - f(baseline)
+    return maps.detach(), (maps.sum(dim=(1, 2, 3)) - gap).detach()
+
+
+@dataclass
+class AdaptiveIG:
+    """Result of `ig_adaptive` for N images.
+
+    maps (N, 1, 28, 28); delta (N,) completeness error sum(map) - gap; gap (N,)
+    f(x) - f(baseline); steps (N,) gradient evaluations spent; converged (N,) bool:
+    |delta| <= tol * |gap| (False = flagged: still outside tol when the budget ran out).
+    """
+
+    maps: torch.Tensor
+    delta: torch.Tensor
+    gap: torch.Tensor
+    steps: torch.Tensor
+    converged: torch.Tensor
 
 
 def ig_adaptive(

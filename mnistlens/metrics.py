@@ -11,9 +11,9 @@ from torch import nn
 from .models import evaluating
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: callers may use the scores in later autograd code
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of `model` in eval mode (its mode is restored): (N, 1, 28, 28) -> (N, 10)."""
+    """Scores of `model` in eval mode (its mode is restored): (N, 1, 28, 28) -> (N, C)."""
     with evaluating(model):
         chunks = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat(chunks) if chunks else torch.empty(0, 10)

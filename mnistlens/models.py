@@ -154,6 +154,11 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def conv_layer_names(model: nn.Module) -> list[str]:
+    """Names of the model's nn.Conv2d layers, in order (empty for a model without any)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called `name`; an unknown name lists the valid ones."""
     try:

@@ -13,7 +13,7 @@ from torch import nn
 
 from .activations import capture
 from .errors import MnistlensError
-from .models import evaluating
+from .models import conv_layer_names, evaluating
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
@@ -67,7 +67,7 @@ def units_by_class(model: nn.Module, per_class: int = 4) -> list[tuple[int, list
 
 def conv_filters(model: nn.Module, layer: str | None = None) -> torch.Tensor:
     """Weights of a conv layer (default: the first) summed over input channels: -> (C, k, k)."""
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    convs = {name: model.get_submodule(name) for name in conv_layer_names(model)}
     if not convs:
         raise MnistlensError("this model has no convolutional layer")
     name = layer or next(iter(convs))
@@ -79,7 +79,7 @@ def conv_filters(model: nn.Module, layer: str | None = None) -> torch.Tensor:
 @torch.no_grad()
 def feature_maps(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each conv layer's output for one image: (1, 28, 28) -> {name: (C, H, W)}."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    names = conv_layer_names(model)
     if not names:
         raise MnistlensError("this model has no convolutional layer")
     with evaluating(model), capture(model, names) as acts:

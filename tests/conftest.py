@@ -29,6 +29,12 @@ def shipped():
     return {name: load_model(CHECKPOINTS / f"{name}.pt") for name in REQUIRED_ACCURACY}
 
 
+@pytest.fixture(scope="session")
+def cnn(shipped):
+    """The shipped CNN, in eval mode."""
+    return shipped["cnn"][0]
+
+
 class WritesAFile:
     """A pickle payload that, when unpickled by plain pickle, creates a file."""
 

@@ -17,11 +17,6 @@ FAST = {
 
 
 @pytest.fixture(scope="module")
-def cnn(shipped):
-    return shipped["cnn"][0]
-
-
-@pytest.fixture(scope="module")
 def digits(test_set):
     images, labels = test_set
     return images[:6], labels[:6]

@@ -11,11 +11,6 @@ from mnistlens.explain import class_mean_maps, contrast_maps, explain
 from mnistlens.plots import plot_class_maps, plot_explanation, save_figure
 
 
-@pytest.fixture(scope="module")
-def cnn(shipped):
-    return shipped["cnn"][0]
-
-
 def test_explain_bundles_maps_predictions_and_deltas(cnn, test_set):
     images = test_set[0][:4]
     result = explain(cnn, images, ["saliency", "ig", "gradcam"], ig={"n_steps": 16})

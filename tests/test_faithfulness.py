@@ -8,11 +8,6 @@ from mnistlens import faithfulness as F
 
 
 @pytest.fixture(scope="module")
-def cnn(shipped):
-    return shipped["cnn"][0]
-
-
-@pytest.fixture(scope="module")
 def batch(test_set, cnn):
     images = test_set[0][:100]
     return images, A.predict(cnn, images).argmax(dim=1)

@@ -9,11 +9,6 @@ from mnistlens.fastig import fold_batchnorm, ig_adaptive, ig_fixed, prepare_for_
 
 
 @pytest.fixture(scope="module")
-def cnn(shipped):
-    return shipped["cnn"][0]
-
-
-@pytest.fixture(scope="module")
 def batch(test_set, cnn):
     images = test_set[0][:40]
     return images, A.predict(cnn, images).argmax(dim=1)
