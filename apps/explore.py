@@ -15,7 +15,7 @@ from mnistlens import activations, attribution, explain, load_model, plots, weig
 from mnistlens.checkpoint import checkpoint_dir
 from mnistlens.data import load_mnist, prepare_digit
 from mnistlens.errors import MnistlensError
-from mnistlens.models import conv_layer_names
+from mnistlens.prepare import analyze
 
 st.set_page_config(page_title="mnistlens", layout="wide")
 
@@ -60,6 +60,8 @@ def sidebar() -> dict:
         attribution.list_methods(),
         default=["saliency", "integrated_gradients", "grad_cam"],
         key="methods",
+        help="Grad-CAM works on the last conv block's rectified maps; methods that "
+        "cannot explain the chosen model are skipped with a note.",
     )
     choice["baseline"] = st.sidebar.selectbox(
         "IG / DeepLIFT baseline", list(attribution.BASELINES), key="baseline"
@@ -121,19 +123,19 @@ def explain_tab(choice: dict) -> None:
 
 def show_explanation(choice: dict, model, meta: dict, image: torch.Tensor, label, what: str):
     """Prediction, probabilities and the chosen maps for one (1, 28, 28) image."""
-    methods = list(choice["methods"])
-    has_conv = bool(conv_layer_names(model))
-    if "grad_cam" in methods and not has_conv:
-        st.info("Grad-CAM needs a convolutional layer; skipped for this model.")
-        methods.remove("grad_cam")
+    methods = []
+    for name in choice["methods"]:
+        reason = attribution.why_not(name, model)
+        if reason is None:
+            methods.append(name)
+        else:
+            st.info(f"{reason[0].upper()}{reason[1:]}: skipped.")
     target = None if choice["target"] == "predicted" else int(choice["target"])
     options = {
-        "integrated_gradients": {"n_steps": choice["steps"], "baseline": choice["baseline"]},
-        "deeplift": {"baseline": choice["baseline"]},
+        m: attribution.method_options(m, n_steps=choice["steps"], baseline=choice["baseline"])
+        for m in methods
     }
-    result = explain.explain(
-        model, image[None], methods, target, **{m: o for m, o in options.items() if m in methods}
-    )
+    result = explain.explain(model, image[None], methods, target, measure=True, **options)
     probs = result.probabilities[0]
     prediction = int(result.predictions[0])
 
@@ -153,12 +155,16 @@ def show_explanation(choice: dict, model, meta: dict, image: torch.Tensor, label
                 delta_color="normal" if prediction == label else "inverse",
             )
         st.bar_chart({"probability": probs.tolist()}, height=220)
-        st.caption(f"{meta['arch']} model, test accuracy {meta['test_accuracy']:.2%}")
+        accuracy = meta.get("test_accuracy")
+        st.caption(
+            f"{meta.get('arch', 'user')} model"
+            + (f", test accuracy {accuracy:.2%}" if accuracy is not None else "")
+        )
     with right:
         if not methods:
             st.warning("Choose at least one method in the sidebar.")
             return
-        notes = {name: f"delta {float(d[0]):+.2e}" for name, d in result.deltas.items()}
+        notes = {name: trust_note(result, name) for name in result.maps}
         title = f"{what}: explaining class {int(result.target[0])}"
         fig = plots.plot_explanation(
             image,
@@ -180,11 +186,23 @@ def show_explanation(choice: dict, model, meta: dict, image: torch.Tensor, label
                     signed={f"{explained} rather than {other}"},
                 )
             )
-        for name, delta in result.deltas.items():
-            st.caption(
-                f"{name}: completeness error {float(delta[0]):+.3e} (the map should sum to "
-                "the score difference between the image and the baseline)."
-            )
+        st.caption(
+            "Under each map: its deletion area (the class probability as the pixels it "
+            "ranks first are blacked out; lower = more faithful) against a random ranking "
+            "of the same pixels, and for methods that claim completeness how far the map "
+            "misses summing to f(image) - f(baseline)."
+        )
+
+
+def trust_note(result: explain.Explanation, name: str) -> str:
+    """The numbers under a map: deletion area against random, completeness, layer."""
+    numbers = result.scores[name].image(0)
+    note = f"deletion {numbers['deletion_auc']:.2f} (random {numbers['random_deletion_auc']:.2f})"
+    if "completeness_error" in numbers:
+        note += f"\ncompleteness error {numbers['completeness_error']:.1%}"
+    if name in result.layers:
+        note += f"\nlayer {result.layers[name]}"
+    return note
 
 
 def class_maps_tab(choice: dict) -> None:
@@ -206,7 +224,8 @@ def class_maps_tab(choice: dict) -> None:
 def inside_tab(choice: dict) -> None:
     model, _ = get_model(choice["model"])
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if conv_layer_names(model):
+    info = analyze(model)
+    if info.conv_layers:
         filters = weights.conv_filters(model)
         st.columns([3, 2])[0].pyplot(
             plots.plot_image_grid(filters, None, "first-layer filters", signed=True, columns=8)
@@ -234,7 +253,7 @@ def inside_tab(choice: dict) -> None:
                 shared_scale=False,
             )
         )
-    hidden = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
+    hidden = info.hidden_layers
     if not hidden:
         st.info("This model has no hidden layer: its weights above are the whole story.")
         return

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .errors import MnistlensError
 from .models import evaluating, get_layer
+from .prepare import analyze
 
 
 @contextlib.contextmanager
@@ -162,19 +163,20 @@ def pca_2d(features: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.T
 def projections_by_layer(
     model: nn.Module, images: torch.Tensor, extra: list[str] | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """PCA of the pixels, of every ReLU's output in order, and of the logits, for the
-    same images: how the digits pull apart layer by layer.
+    """PCA of the pixels, of every hidden activation's output in execution order, and of
+    the logits, for the same images: how the digits pull apart layer by layer.
 
     -> {"pixels": (coords (N, 2), ratio (2,)), "relu1": ..., ..., "logits": ...};
-    `extra` layer names are added (in network order) if not already there.
+    `extra` layer names are added (in execution order) if not already there.
     """
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    info = analyze(model)
+    names = list(info.hidden_layers)
     for name in extra or []:
         get_layer(model, name)
         if name not in names:
             names.append(name)
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    names.sort(key=order.__getitem__)
+    order = {layer.name: i for i, layer in enumerate(info.layers)}
+    names.sort(key=lambda name: order.get(name, len(order)))
     result = {"pixels": pca_2d(images)}
     with torch.no_grad(), evaluating(model), capture(model, names) as acts:
         logits = model(images)

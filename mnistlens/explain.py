@@ -17,15 +17,19 @@ from tqdm.auto import tqdm
 
 from . import attribution as A
 from .errors import MnistlensError
+from .faithfulness import Scores, score_maps
+from .metrics import predict_logits
 
 
 @dataclass
 class Explanation:
     """Everything `explain` computed for N images.
 
-    images (N, 1, 28, 28); target, predictions (N,) int64; probabilities (N, 10);
+    images (N, 1, 28, 28); target, predictions (N,) int64; probabilities (N, C);
     maps: method -> (N, 1, 28, 28); deltas: method -> (N,) completeness error of
-    integrated gradients (sum of map - (f(x) - f(baseline))), where it applies.
+    integrated gradients (sum of map - (f(x) - f(baseline))), where it applies;
+    layers: method -> the layer a layer method (Grad-CAM) used; scores: method ->
+    per-image faithfulness (`faithfulness.Scores`), with measure=True.
     """
 
     images: torch.Tensor
@@ -34,6 +38,8 @@ class Explanation:
     probabilities: torch.Tensor
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     deltas: dict[str, torch.Tensor] = field(default_factory=dict)
+    layers: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, Scores] = field(default_factory=dict)
 
 
 def explain(
@@ -41,14 +47,18 @@ def explain(
     images: torch.Tensor,
     methods: list[str] | tuple[str, ...] = ("saliency", "integrated_gradients", "grad_cam"),
     target: A.Target = None,
+    measure: bool = False,
     **options: dict,
 ) -> Explanation:
     """Run several attribution methods on the same images.
 
     Args:
-        methods: names or aliases (see `attribution.list_methods()`); grad_cam is
-            skipped with an error if the model has no conv layer.
+        methods: names or aliases (see `attribution.list_methods()`); a method that
+            cannot explain this model (Grad-CAM without a conv layer) raises
+            MnistlensError saying why (`attribution.applicable_methods` lists those that can).
         target: None (each image's predicted class), an int, or (N,) classes.
+        measure: also score every map (deletion/insertion against a random ranking,
+            completeness where claimed): `result.scores[method]`.
         options: per-method options keyed by method name, e.g.
             `integrated_gradients={"n_steps": 32, "baseline": "blur"}`.
 
@@ -62,17 +72,25 @@ def explain(
     unknown = set(options) - set(canonical) - {m for m in methods}
     if unknown:
         raise MnistlensError(f"options given for methods not requested: {sorted(unknown)}")
-    probabilities = A.predict(model, images).softmax(dim=1)  # (N, C)
+    for name in canonical:
+        if (reason := A.why_not(name, model)) is not None:
+            raise MnistlensError(reason)
+    probabilities = predict_logits(model, images).softmax(dim=1)  # (N, C)
     target = A.resolve_target(model, images, target)
     result = Explanation(images, target, probabilities.argmax(dim=1), probabilities)
     for name, alias in zip(canonical, methods, strict=True):
         opts = dict(options.get(name, options.get(alias, {})))
-        if name == "integrated_gradients":
+        if name == "integrated_gradients":  # its delta comes free with the maps
             maps, delta = A.integrated_gradients(model, images, target, return_delta=True, **opts)
             result.deltas[name] = delta
         else:
             maps = A.attribute(name, model, images, target, **opts)
+        if A.get_spec(name).needs_conv:
+            layer = opts.get("layer") or A.default_cam_layer(model)
+            result.layers[name] = layer if isinstance(layer, str) else type(layer).__name__
         result.maps[name] = maps
+        if measure:
+            result.scores[name] = score_maps(model, images, maps, target, name, **opts)
     return result
 
 
@@ -99,15 +117,15 @@ def contrast_maps(
     """Why `target` rather than `other`: attribution of logit[target] - logit[other].
 
     Positive pixels push towards `target`, negative ones towards `other`. For
-    gradient methods this equals map(target) - map(other) (attribution is linear in
-    the output); computing it on the difference costs one pass instead of two.
-    (N, 1, 28, 28) -> (N, 1, 28, 28).
+    methods linear in the output (input x gradient, integrated gradients, DeepLIFT,
+    occlusion) this equals map(target) - map(other), in one pass instead of two; for
+    |saliency| and Grad-CAM (which take an absolute value or a ReLU) it is the map of
+    the difference, not the difference of the maps. (N, 1, 28, 28) -> (N, 1, 28, 28).
     """
     name = A.resolve_method(method)
-    if name == "grad_cam" and isinstance(options.get("layer"), str | None):
+    if isinstance(options.get("layer"), str):
         # Layer names refer to the user's model, not to the wrapper around it.
-        layer = options.get("layer") or A.default_cam_layer(model)
-        options["layer"] = model.get_submodule(layer)
+        options["layer"] = model.get_submodule(options["layer"])
     return A.attribute(name, LogitDifference(model, target, other), images, 0, **options)
 
 
@@ -126,7 +144,7 @@ def class_mean_maps(
     correctly classified image gets a map of NaNs.
     """
     images = A.check_images(images)
-    correct = A.predict(model, images).argmax(dim=1) == labels
+    correct = predict_logits(model, images).argmax(dim=1) == labels
     images, labels = images[correct], labels[correct]
     name = A.resolve_method(method)
     sums = torch.zeros(10, 28, 28)

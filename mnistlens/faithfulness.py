@@ -18,12 +18,23 @@ All functions take tensors and return tensors; `plots.py` draws them.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import attribution as A
+from .attribution.common import image_seed
+from .errors import MnistlensError
+from .metrics import predict_logits
 from .models import evaluating
+from .prepare import analyze
+
+MODES = ("deletion", "insertion")
+
+
+def _target_scores(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return predict_logits(model, images).gather(1, target[:, None])[:, 0]  # (N,)
 
 
 def completeness_error(
@@ -32,17 +43,37 @@ def completeness_error(
     maps: torch.Tensor,
     target: torch.Tensor,
     baseline: torch.Tensor | None = None,
+    reference_scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """|sum(map) - (f(x) - f(baseline))| / |f(x) - f(baseline)| per image: -> (N,).
 
     Meaningful for methods that claim completeness (integrated gradients, DeepLIFT,
-    GradientSHAP in expectation); baseline defaults to black.
+    GradientSHAP in expectation). The reference is `reference_scores` (N,) if given,
+    else f(baseline) with baseline default black.
     """
-    baseline = torch.zeros_like(images) if baseline is None else baseline.expand_as(images)
-    scores = A.predict(model, images).gather(1, target[:, None])[:, 0]
-    base = A.predict(model, baseline).gather(1, target[:, None])[:, 0]
-    gap = scores - base
+    if reference_scores is None:
+        baseline = torch.zeros_like(images) if baseline is None else baseline.expand_as(images)
+        reference_scores = _target_scores(model, baseline, target)
+    gap = _target_scores(model, images, target) - reference_scores
     return (maps.sum(dim=(1, 2, 3)) - gap).abs() / gap.abs().clamp(min=1e-8)
+
+
+def method_completeness_error(
+    method: str,
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    target: torch.Tensor,
+    **options,
+) -> torch.Tensor | None:
+    """completeness_error against the reference `method` used with these `options`
+    (its baseline, or GradientSHAP's expected baseline); None if the method does not
+    claim completeness: -> (N,) or None."""
+    spec = A.get_spec(method)
+    if not spec.claims_completeness:
+        return None
+    reference = spec.reference(model, images, target, **options)
+    return completeness_error(model, images, maps, target, reference_scores=reference)
 
 
 def _pixel_order(maps: torch.Tensor) -> torch.Tensor:
@@ -68,8 +99,8 @@ def perturbation_curve(
 
     images, maps (N, 1, 28, 28); target (N,) -> probabilities (N, steps + 1).
     """
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be deletion or insertion, got {mode!r}")
+    if mode not in MODES:
+        raise MnistlensError(f"mode must be deletion or insertion, got {mode!r}")
     n = images.shape[0]
     order = _pixel_order(maps)  # (N, 784)
     flat = images.flatten(1)  # (N, 784)
@@ -95,9 +126,110 @@ def area_under_curve(curve: torch.Tensor) -> torch.Tensor:
 
 
 def random_maps(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A random pixel ranking, the reference any map must beat: -> (N, 1, 28, 28)."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(images.shape, generator=gen)
+    """A random pixel ranking per image, the reference any map must beat:
+    (N, 1, 28, 28) -> (N, 1, 28, 28). Seeded from (seed, the image), so an image gets
+    the same ranking alone or in any batch."""
+    maps = torch.empty(images.shape)
+    for i, image in enumerate(images):
+        gen = torch.Generator().manual_seed(image_seed(image, seed))
+        maps[i] = torch.rand(images.shape[1:], generator=gen)
+    return maps
+
+
+@dataclass
+class Scores:
+    """Per-image faithfulness of one set of maps; every field is (N,).
+
+    deletion_auc (lower = more faithful) and insertion_auc (higher = more faithful),
+    the same areas for a seeded random ranking of each image's pixels (the reference
+    to beat), and the relative completeness error where the method claims it.
+    """
+
+    deletion_auc: torch.Tensor
+    insertion_auc: torch.Tensor
+    random_deletion_auc: torch.Tensor
+    random_insertion_auc: torch.Tensor
+    completeness_error: torch.Tensor | None = None
+    curves: dict[str, torch.Tensor] | None = None  # mode -> (N, S + 1), if kept
+
+    def __len__(self) -> int:
+        return len(self.deletion_auc)
+
+    def image(self, i: int) -> dict[str, float]:
+        """Image i's numbers as a JSON-ready dict (completeness_error only where it applies)."""
+        out = {
+            key: float(getattr(self, key)[i])
+            for key in (
+                "deletion_auc",
+                "insertion_auc",
+                "random_deletion_auc",
+                "random_insertion_auc",
+            )
+        }
+        if self.completeness_error is not None:
+            out["completeness_error"] = float(self.completeness_error[i])
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Means of the areas, the share of images where the map beats random on
+        deletion, and the median completeness error."""
+        out = {
+            "deletion_auc": float(self.deletion_auc.mean()),
+            "insertion_auc": float(self.insertion_auc.mean()),
+            "random_deletion_auc": float(self.random_deletion_auc.mean()),
+            "random_insertion_auc": float(self.random_insertion_auc.mean()),
+            "beats_random_deletion": float(
+                (self.deletion_auc < self.random_deletion_auc).float().mean()
+            ),
+            "n_images": len(self),
+        }
+        if self.completeness_error is not None:
+            out["completeness_error_median"] = float(self.completeness_error.median())
+        return out
+
+
+def score_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    target: torch.Tensor,
+    method: str | None = None,
+    *,
+    steps: int = 28,
+    seed: int = 0,
+    batch_size: int = 250,
+    keep_curves: bool = False,
+    **options,
+) -> Scores:
+    """Deletion/insertion areas of `maps` and of a random ranking, per image, in chunks
+    of `batch_size` (memory stays bounded); with `method` (and the `options` it ran
+    with), also its completeness error where it claims completeness. keep_curves
+    keeps the maps' deletion and insertion curves (N x (steps + 1) each).
+
+    images, maps (N, 1, 28, 28); target (N,) -> Scores of N images.
+    """
+    images = A.check_images(images)
+    columns: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size]
+        m, t = maps[start : start + batch_size], target[start : start + batch_size]
+        rand = random_maps(x, seed)
+        for mode in MODES:
+            for prefix, ranking in (("", m), ("random_", rand)):
+                curve = perturbation_curve(model, x, ranking, t, mode, steps)
+                columns.setdefault(f"{prefix}{mode}_auc", []).append(area_under_curve(curve))
+                if keep_curves:
+                    columns.setdefault(f"{prefix}{mode}_curve", []).append(curve)
+        if method is not None:
+            error = method_completeness_error(method, model, x, m, t, **options)
+            if error is not None:
+                columns.setdefault("completeness_error", []).append(error)
+    if not columns:
+        empty = torch.empty(0)
+        return Scores(empty, empty, empty, empty)
+    values = {k: torch.cat(v) for k, v in columns.items()}
+    curves = {key: values.pop(key) for key in list(values) if key.endswith("_curve")}
+    return Scores(**values, curves={k.removesuffix("_curve"): v for k, v in curves.items()} or None)
 
 
 def _ranks(row: torch.Tensor) -> torch.Tensor:
@@ -133,27 +265,50 @@ def randomization_check(
     compare each map with the trained model's (Adebayo et al. 2018).
 
     Returns {layer: mean Spearman rank correlation of |map| with the original}, in
-    the order layers were randomized (top first). Near 1 all the way down = the
-    map does not depend on what the model learned. The model is not modified (a
-    copy is randomized). Methods that multiply by the input (input x gradient,
-    integrated gradients) keep a high correlation from the shared zero background
-    alone: compare them with each other, not with saliency.
+    the order layers were randomized (top first: the reverse of execution order, from
+    `prepare.analyze`). Near 1 all the way down = the map does not depend on what the
+    model learned. The model is not modified (a copy is randomized). Methods that
+    multiply by the input (input x gradient, integrated gradients) keep a high
+    correlation from the shared zero background alone: compare them with each other,
+    not with saliency.
     """
     images = A.check_images(images)
     if target is None:
-        target = A.predict(model, images).argmax(dim=1)
+        target = predict_logits(model, images).argmax(dim=1)
     original = A.attribute(method, model, images, target, **options).abs().flatten(1)
     randomized = copy.deepcopy(model)
-    layers = [
-        (name, m) for name, m in randomized.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-    ]
+    layers = analyze(randomized).parameter_layers
     result = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for name, layer in reversed(layers):
-            layer.reset_parameters()
+        for name in reversed(layers):
+            randomized.get_submodule(name).reset_parameters()
             maps = A.attribute(method, randomized, images, target, **options).abs().flatten(1)
             result[name] = float(_spearman(original, maps).mean())
+    return result
+
+
+def score_methods(
+    model: nn.Module,
+    images: torch.Tensor,
+    methods: list[str],
+    target: torch.Tensor | None = None,
+    **shared_options,
+) -> dict[str, tuple[torch.Tensor, Scores]]:
+    """Maps and per-image Scores for several methods on the same images.
+
+    shared_options (baseline=, n_steps=, tol=, data_dir=) go to the methods that
+    take them (`attribution.method_options`). -> {method: (maps, scores)}.
+    """
+    images = A.check_images(images)
+    if target is None:
+        target = predict_logits(model, images).argmax(dim=1)
+    result = {}
+    for name in [A.resolve_method(m) for m in methods]:
+        options = A.method_options(name, **shared_options)
+        maps = A.attribute(name, model, images, target, **options)
+        scores = score_maps(model, images, maps, target, name, keep_curves=True, **options)
+        result[name] = (maps, scores)
     return result
 
 
@@ -166,31 +321,29 @@ def compare_methods(
 ) -> tuple[dict[str, dict], dict[str, dict[str, torch.Tensor]]]:
     """Every measure for several methods on the same images, explaining the prediction.
 
-    Returns (report, curves): report[method] holds `deletion_auc`, `insertion_auc`
-    (means), `completeness_error_median` and, with randomization=True,
-    `randomization` (see `randomization_check`, on the first images only: it
-    re-runs the method once per layer); curves[method][mode] is (N, S + 1). A
-    "random" ranking comes first as the reference.
+    Returns (report, curves): report[method] is `Scores.summary()` (mean areas,
+    `completeness_error_median` where it applies) and, with randomization=True,
+    `randomization` (see `randomization_check`, on the first images only: it re-runs
+    the method once per layer); curves[method][mode] is (N, S + 1). A "random"
+    ranking comes first as the reference.
     """
     images = A.check_images(images)
-    target = A.predict(model, images).argmax(dim=1)
-    report: dict[str, dict] = {}
-    curves: dict[str, dict[str, torch.Tensor]] = {}
-    for name in ["random", *methods]:
-        maps = random_maps(images) if name == "random" else A.attribute(name, model, images, target)
-        curves[name] = {
-            mode: perturbation_curve(model, images, maps, target, mode)
-            for mode in ("deletion", "insertion")
+    target = predict_logits(model, images).argmax(dim=1)
+    scored = score_methods(model, images, methods, target)
+    any_scores = next(iter(scored.values()), (None, None))[1]
+    if any_scores is None:  # no methods: the random reference alone
+        any_scores = score_maps(model, images, random_maps(images), target, keep_curves=True)
+    # The random ranking is the same for every method (seeded per image).
+    curves = {"random": {mode: any_scores.curves[f"random_{mode}"] for mode in MODES}}
+    report: dict[str, dict] = {
+        "random": {
+            f"{mode}_auc": float(getattr(any_scores, f"random_{mode}_auc").mean()) for mode in MODES
         }
-        entry = {
-            f"{mode}_auc": float(area_under_curve(c).mean()) for mode, c in curves[name].items()
-        }
-        if name != "random":
-            entry["completeness_error_median"] = float(
-                completeness_error(model, images, maps, target).median()
-            )
-            if randomization:
-                k = randomization_images
-                entry["randomization"] = randomization_check(model, images[:k], name, target[:k])
-        report[name] = entry
+    }
+    for name, (_, scores) in scored.items():
+        curves[name] = {mode: scores.curves[mode] for mode in MODES}
+        report[name] = scores.summary()
+        if randomization:
+            k = randomization_images
+            report[name]["randomization"] = randomization_check(model, images[:k], name, target[:k])
     return report, curves

@@ -19,31 +19,14 @@ few kinks with large jumps need many. This module does what Captum lacks:
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Copy of `model` with each BatchNorm2d that directly follows a Conv2d in an
-    nn.Sequential folded into that conv (the BN becomes Identity). Same function in
-    eval mode, one layer less per stage. Layer names are kept."""
-    model = copy.deepcopy(model).eval()
-    for module in model.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        names = list(module._modules)
-        for first, second in zip(names, names[1:], strict=False):
-            conv, bn = module._modules[first], module._modules[second]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                module._modules[first] = fuse_conv_bn_eval(conv, bn)
-                module._modules[second] = nn.Identity()
-    return model
+from .prepare import fold_batchnorm
 
 
 def prepare_for_explanation(model: nn.Module) -> nn.Module:

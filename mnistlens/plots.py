@@ -92,14 +92,21 @@ def plot_explanation(
         shared_scale: one colour scale for all signed maps (and one for all magnitude
             maps), so panels compare in absolute terms; default: each its own.
         signed: which methods give signed maps (diverging colours); default: those in
-            `attribution.SIGNED`, plus any map with negative values.
+            the registry calls signed (`attribution.get_spec(name).signed`), plus any
+            map with negative values.
     """
-    from .attribution import SIGNED
+    from .attribution import registry
+
+    def registered_signed(name: str) -> bool:
+        try:
+            return registry.get_spec(name).signed
+        except ValueError:  # a panel that is not a method, e.g. "4 rather than 9"
+            return False
 
     image = image.detach().reshape(28, 28).cpu()
     maps = {k: v.detach().reshape(28, 28).cpu() for k, v in maps.items()}
     is_signed = {
-        k: (k in (SIGNED if signed is None else signed)) or bool((v < 0).any())
+        k: (registered_signed(k) if signed is None else k in signed) or bool((v < 0).any())
         for k, v in maps.items()
     }
     shared = {}
@@ -109,8 +116,19 @@ def plot_explanation(
             if group:
                 shared[kind] = _map_style(torch.stack(group), kind)
 
-    fig = Figure(figsize=(2.6 * (len(maps) + 1), 3.0), layout="constrained")
-    axes = fig.subplots(1, len(maps) + 1, squeeze=False)[0]
+    # At most five panels a row: all nine methods wrap into rows instead of one
+    # 3,000-pixel strip that a page or a notebook shrinks into illegibility.
+    panels = len(maps) + 1
+    columns = min(panels, 5)
+    rows = -(-panels // columns)
+    note_lines = max((n.count("\n") + 1 for n in (notes or {}).values()), default=0)
+    fig = Figure(
+        figsize=(2.6 * columns, (2.9 + 0.15 * note_lines) * rows + 0.3), layout="constrained"
+    )
+    grid = fig.subplots(rows, columns, squeeze=False).flatten()
+    for ax in grid[panels:]:
+        ax.set_axis_off()
+    axes = grid[:panels]
     axes[0].imshow(image.numpy(), cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("input")
     for ax, (name, m) in zip(axes[1:], maps.items(), strict=True):

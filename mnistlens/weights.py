@@ -13,7 +13,8 @@ from torch import nn
 
 from .activations import capture
 from .errors import MnistlensError
-from .models import conv_layer_names, evaluating
+from .models import evaluating
+from .prepare import analyze
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
@@ -67,7 +68,7 @@ def units_by_class(model: nn.Module, per_class: int = 4) -> list[tuple[int, list
 
 def conv_filters(model: nn.Module, layer: str | None = None) -> torch.Tensor:
     """Weights of a conv layer (default: the first) summed over input channels: -> (C, k, k)."""
-    convs = {name: model.get_submodule(name) for name in conv_layer_names(model)}
+    convs = {name: model.get_submodule(name) for name in analyze(model).conv_layers}
     if not convs:
         raise MnistlensError("this model has no convolutional layer")
     name = layer or next(iter(convs))
@@ -79,9 +80,77 @@ def conv_filters(model: nn.Module, layer: str | None = None) -> torch.Tensor:
 @torch.no_grad()
 def feature_maps(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each conv layer's output for one image: (1, 28, 28) -> {name: (C, H, W)}."""
-    names = conv_layer_names(model)
+    names = analyze(model).conv_layers
     if not names:
         raise MnistlensError("this model has no convolutional layer")
     with evaluating(model), capture(model, names) as acts:
         model(image.reshape(1, 1, 28, 28))
     return {name: acts[name][0] for name in names}
+
+
+def _border_mask(border: int) -> torch.Tensor:
+    """True on the pixels within `border` of the image's edge: -> (28, 28) bool."""
+    mask = torch.ones(28, 28, dtype=torch.bool)
+    mask[border : 28 - border, border : 28 - border] = False
+    return mask
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Pearson correlation: (K, D), (K, D) -> (K,)."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-12)
+
+
+def template_quality(
+    model: nn.Module,
+    images: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    border: int = 4,
+) -> dict:
+    """Do the class templates of a softmax regression look like digits? (issue 13)
+
+    Two numbers, on the raw weight rows that `linear_templates` returns and the
+    pictures show:
+    - `border_energy`: the share of the templates' squared weights (all ten together)
+      on the outer `border` pixels, where MNIST has almost no ink (the digits sit in a
+      20 x 20 box): a template that spends its weight there shows background, not a digit;
+    - `correlation`: the mean over digits of the Pearson correlation (over the 784
+      pixels) between the digit's template and its class-mean image minus the mean
+      image of all digits, i.e. "where this digit has more ink than the others".
+      `per_digit_correlation` holds the ten values.
+
+    Args:
+        model: a single-linear-layer model (the `linear` architecture).
+        images: (N, 1, 28, 28) in [0, 1]; default: the 60k MNIST training images.
+        labels: (N,) digits for `images`.
+        border: width of the edge band in pixels (4).
+
+    Returns a JSON-ready dict: `border_energy`, `correlation`, `per_digit_correlation`.
+
+        >>> quality = template_quality(mnistlens.load_model("linear.pt")[0])
+    """
+    if (images is None) != (labels is None):
+        raise MnistlensError("give both images and labels, or neither (the training set)")
+    if not 0 < border < 14:
+        raise MnistlensError(f"border must be between 1 and 13 pixels, got {border}")
+    templates = linear_templates(model).double()  # (10, 28, 28)
+    if images is None:
+        from .data import load_mnist
+
+        images, labels = load_mnist("train")
+    flat = images.reshape(len(images), -1).double()  # (N, 784)
+    sums = torch.zeros(10, flat.shape[1], dtype=torch.float64).index_add_(0, labels, flat)
+    counts = torch.bincount(labels, minlength=10).double()  # (10,)
+    if (counts == 0).any():
+        raise MnistlensError("template_quality needs images of every digit 0-9")
+    contrast = sums / counts[:, None] - flat.mean(dim=0)  # (10, 784) class mean - overall mean
+
+    energy = templates.square()  # (10, 28, 28)
+    border_energy = energy[:, _border_mask(border)].sum() / energy.sum().clamp(min=1e-30)
+    per_digit = _pearson(templates.flatten(1), contrast)  # (10,)
+    return {
+        "border_energy": float(border_energy),
+        "correlation": float(per_digit.mean()),
+        "per_digit_correlation": per_digit.tolist(),
+    }

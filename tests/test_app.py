@@ -23,7 +23,7 @@ def test_page_runs_and_explains_test_digit_42(app):
     metric = app.metric[0]
     assert metric.label == "True label 4" and metric.value == "predicted 4"
     assert len(app.get("image")) == 4  # explanation, class maps, filters, unit profile
-    assert any("completeness error" in c.value for c in app.caption)
+    assert any("deletion area" in c.value for c in app.caption)
 
 
 def test_changing_the_index_changes_the_digit(app):
@@ -34,11 +34,12 @@ def test_changing_the_index_changes_the_digit(app):
 
 
 def test_other_model_and_target(app):
-    """The linear model has no conv layer: Grad-CAM is skipped with a note, not an error."""
+    """The linear model has no conv layer: Grad-CAM is skipped with the registry's
+    reason, not an error."""
     app.selectbox(key="model").set_value("linear.pt").run()
     app.selectbox(key="target").set_value(3).run()
     assert not app.exception
-    assert any("Grad-CAM needs a convolutional layer" in i.value for i in app.info)
+    assert any("Grad_cam needs a convolutional layer" in i.value for i in app.info)
     assert any("linear model" in c.value for c in app.caption)
 
 

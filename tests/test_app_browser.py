@@ -108,6 +108,6 @@ def test_a_digit_drawn_with_the_mouse_is_classified(page, tmp_path):
     page.mouse.up()
     page.get_by_text("Your drawing").wait_for(timeout=60_000)
     page.get_by_text("predicted 1").first.wait_for(timeout=60_000)
-    page.get_by_text("completeness error").first.wait_for(timeout=60_000)  # maps drawn
+    page.get_by_text("deletion area").first.wait_for(timeout=60_000)  # maps drawn
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(tmp_path / "drawn.png"), full_page=True)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from mnistlens import MnistlensError
 from mnistlens import attribution as A
+from mnistlens.metrics import predict_logits
 
 # Cheap settings per method, so the parametrized checks stay fast.
 FAST = {
@@ -31,7 +32,10 @@ def test_shape_and_batch_of_n_equals_n_single_calls(method, cnn, digits):
     singles = torch.cat(
         [A.attribute(method, cnn, images[i : i + 1], **FAST.get(method, {})) for i in range(3)]
     )
-    torch.testing.assert_close(batch[:3], singles, atol=1e-5, rtol=1e-4)
+    # Batched and single kernels may differ in the last bits on other CPUs: the
+    # tolerance is relative to the map's scale, far below anything visible.
+    scale = float(batch[:3].abs().max())
+    torch.testing.assert_close(batch[:3], singles, atol=1e-4 * scale, rtol=1e-3)
 
 
 @pytest.mark.parametrize("method", A.list_methods())
@@ -78,7 +82,7 @@ def test_input_x_gradient_on_linear_model_is_weight_times_input(shipped, digits)
 
 def test_target_defaults_to_prediction_and_accepts_int(cnn, digits):
     images, labels = digits
-    predicted = A.predict(cnn, images).argmax(dim=1)
+    predicted = predict_logits(cnn, images).argmax(dim=1)
     assert torch.equal(A.saliency(cnn, images), A.saliency(cnn, images, predicted))
     other = A.saliency(cnn, images, 0)
     assert not torch.allclose(other, A.saliency(cnn, images))
@@ -88,9 +92,9 @@ def test_target_defaults_to_prediction_and_accepts_int(cnn, digits):
 def test_integrated_gradients_completeness_improves_with_steps(cnn, digits):
     """|sum(map) - (f(x) - f(0))| is small relative to the logit gap, and shrinks."""
     images, _ = digits
-    logits = A.predict(cnn, images)
+    logits = predict_logits(cnn, images)
     target = logits.argmax(dim=1)
-    gap = (logits - A.predict(cnn, torch.zeros_like(images))).gather(1, target[:, None])[:, 0]
+    gap = (logits - predict_logits(cnn, torch.zeros_like(images))).gather(1, target[:, None])[:, 0]
     errors = []
     for steps in (4, 16, 64):
         maps, delta = A.integrated_gradients(cnn, images, n_steps=steps, return_delta=True)
@@ -108,16 +112,33 @@ def test_integrated_gradients_baselines_are_complete(cnn, digits, baseline):
     maps, delta = A.integrated_gradients(
         cnn, images, baseline=baseline, n_steps=64, return_delta=True
     )
-    target = A.predict(cnn, images).argmax(dim=1)
-    gap = (A.predict(cnn, images) - A.predict(cnn, base)).gather(1, target[:, None])[:, 0]
+    target = predict_logits(cnn, images).argmax(dim=1)
+    gap = (predict_logits(cnn, images) - predict_logits(cnn, base)).gather(1, target[:, None])[:, 0]
     assert (delta.abs() <= 0.05 * gap.abs() + 0.05).all()
 
 
 def test_grad_cam_is_non_negative_28x28(cnn, digits):
     maps = A.grad_cam(cnn, digits[0])
     assert maps.shape == (6, 1, 28, 28) and (maps >= 0).all() and maps.sum() > 0
-    assert A.default_cam_layer(cnn) == "conv3"
+    assert A.default_cam_layer(cnn) == "relu3"  # the last conv block, rectified
     assert not torch.equal(maps, A.grad_cam(cnn, digits[0], layer="conv2"))
+
+
+def test_grad_cam_default_layer_beats_random_and_the_raw_conv(cnn, test_set):
+    """On 100 test images (every 100th), Grad-CAM at its default layer deletes the
+    class clearly faster than a random ranking, and than Grad-CAM on the raw conv3
+    output (before batch norm and ReLU), which explains nothing (issue 9)."""
+    from mnistlens.faithfulness import score_maps
+
+    images = test_set[0][::100]
+    target = predict_logits(cnn, images).argmax(dim=1)
+    default = score_maps(cnn, images, A.grad_cam(cnn, images, target), target)
+    raw = score_maps(cnn, images, A.grad_cam(cnn, images, target, layer="conv3"), target)
+    better = score_maps(cnn, images, A.grad_cam_x_input(cnn, images, target), target)
+    summary = default.summary()
+    assert summary["deletion_auc"] < summary["random_deletion_auc"] - 0.1
+    assert summary["deletion_auc"] < raw.summary()["deletion_auc"] - 0.1
+    assert better.summary()["deletion_auc"] < summary["deletion_auc"]
 
 
 def test_grad_cam_refuses_a_model_without_conv(shipped, digits):
@@ -131,7 +152,11 @@ def test_grad_cam_refuses_a_model_without_conv(shipped, digits):
 def test_smoothgrad_with_zero_noise_equals_its_base(cnn, digits, base):
     images, _ = digits
     smooth = A.smoothgrad(cnn, images, base=base, noise=0.0, n_samples=3)
-    torch.testing.assert_close(smooth, A.attribute(base, cnn, images), atol=1e-6, rtol=1e-5)
+    plain = A.attribute(base, cnn, images)
+    # Same maps through two float paths (a batch of 3 copies, then a mean): equal up to
+    # the last bits, which differ across CPUs; the tolerance scales with the map.
+    scale = float(plain.abs().max())
+    torch.testing.assert_close(smooth, plain, atol=1e-5 * scale, rtol=1e-4)
 
 
 def test_smoothgrad_is_seeded(cnn, digits):
@@ -145,9 +170,9 @@ def test_occlusion_of_the_ink_lowers_the_score(cnn, digits):
     """With one window over the whole image, each pixel gets f(x) - f(black)."""
     images, _ = digits
     maps = A.occlusion(cnn, images, window=28, stride=28)
-    logits = A.predict(cnn, images)
+    logits = predict_logits(cnn, images)
     target = logits.argmax(dim=1)
-    drop = (logits - A.predict(cnn, torch.zeros_like(images))).gather(1, target[:, None])
+    drop = (logits - predict_logits(cnn, torch.zeros_like(images))).gather(1, target[:, None])
     torch.testing.assert_close(maps[:, 0, 0, 0], drop[:, 0], atol=1e-4, rtol=1e-4)
 
 
@@ -197,7 +222,7 @@ def test_every_method_works_for_a_user_model(method, test_set):
     maps = A.attribute(method, model, test_set[0][:3], **FAST.get(method, {}))
     assert maps.shape == (3, 1, 28, 28) and torch.isfinite(maps).all()
     if method == "grad_cam":
-        assert A.default_cam_layer(model) == "features"
+        assert A.default_cam_layer(model) == "act"  # the ReLU module after the conv
     ig, delta = A.integrated_gradients(model, test_set[0][:3], n_steps=64, return_delta=True)
     assert delta.abs().max() < 0.05
 

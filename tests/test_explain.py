@@ -8,6 +8,7 @@ from mnistlens import MnistlensError
 from mnistlens import attribution as A
 from mnistlens.data import load_digit_image, prepare_digit
 from mnistlens.explain import class_mean_maps, contrast_maps, explain
+from mnistlens.metrics import predict_logits
 from mnistlens.plots import plot_class_maps, plot_explanation, save_figure
 
 
@@ -42,7 +43,7 @@ def test_class_mean_maps_average_correct_images_per_digit(shipped, test_set):
     images, labels = test_set[0][:300], test_set[1][:300]
     maps = class_mean_maps(model, images, labels, method="input_x_gradient", batch_size=64)
     assert maps.shape == (10, 28, 28)
-    correct = A.predict(model, images).argmax(dim=1) == labels
+    correct = predict_logits(model, images).argmax(dim=1) == labels
     sevens = images[correct & (labels == 7)]
     expected = A.input_x_gradient(model, sevens, 7).mean(dim=0)[0]
     torch.testing.assert_close(maps[7], expected, atol=1e-5, rtol=1e-4)
@@ -64,7 +65,7 @@ def test_user_image_of_a_real_digit_comes_back_like_mnist(cnn, test_set, tmp_pat
         restored = load_digit_image(tmp_path / "d.png")
         assert restored.shape == (1, 28, 28) and 0 <= restored.min() and restored.max() <= 1
         assert (restored - images[index]).abs().mean() < 0.08
-        assert A.predict(cnn, restored[None]).argmax().item() == labels[index].item()
+        assert predict_logits(cnn, restored[None]).argmax().item() == labels[index].item()
 
 
 def test_user_image_rendered_with_a_font(cnn, tmp_path):
@@ -78,7 +79,7 @@ def test_user_image_rendered_with_a_font(cnn, tmp_path):
     mass = digit[0].sum()
     cy = float((torch.arange(28)[:, None] * digit[0]).sum() / mass)
     assert abs(cy - 14.0) <= 1.0  # centred by centre of mass, as in MNIST
-    assert A.predict(cnn, digit[None]).argmax().item() == 7
+    assert predict_logits(cnn, digit[None]).argmax().item() == 7
 
 
 def test_blank_and_unreadable_images_are_refused(tmp_path):

@@ -3,14 +3,16 @@
 import pytest
 import torch
 
+from mnistlens import MnistlensError
 from mnistlens import attribution as A
 from mnistlens import faithfulness as F
+from mnistlens.metrics import predict_logits
 
 
 @pytest.fixture(scope="module")
 def batch(test_set, cnn):
     images = test_set[0][:100]
-    return images, A.predict(cnn, images).argmax(dim=1)
+    return images, predict_logits(cnn, images).argmax(dim=1)
 
 
 def test_curves_start_and_end_where_they_must(cnn, batch):
@@ -18,8 +20,8 @@ def test_curves_start_and_end_where_they_must(cnn, batch):
     maps = A.saliency(cnn, images)
     deletion = F.perturbation_curve(cnn, images, maps, target, "deletion", steps=10)
     insertion = F.perturbation_curve(cnn, images, maps, target, "insertion", steps=10)
-    probs = A.predict(cnn, images).softmax(dim=1).gather(1, target[:, None])[:, 0]
-    blank = A.predict(cnn, torch.zeros_like(images)).softmax(dim=1).gather(1, target[:, None])
+    probs = predict_logits(cnn, images).softmax(dim=1).gather(1, target[:, None])[:, 0]
+    blank = predict_logits(cnn, torch.zeros_like(images)).softmax(dim=1).gather(1, target[:, None])
     assert deletion.shape == insertion.shape == (100, 11)
     torch.testing.assert_close(deletion[:, 0], probs)
     torch.testing.assert_close(insertion[:, -1], probs)
@@ -83,3 +85,58 @@ def test_guided_backprop_ignores_the_top_layer(cnn, batch):
     guided = F.randomization_check(cnn, images[:20], "guided_backprop", target[:20])
     plain = F.randomization_check(cnn, images[:20], "saliency", target[:20])
     assert guided["head"] > 0.8 > plain["head"]
+
+
+def test_score_maps_is_per_image_chunk_independent_and_matches_the_curves(cnn, batch):
+    """Per-image scores equal the curve areas computed directly, whatever the chunk size,
+    and the random reference of an image does not depend on its batch-mates."""
+    images, target = batch
+    images, target = images[:30], target[:30]
+    maps = A.integrated_gradients(cnn, images, target, n_steps=16)
+    scores = F.score_maps(cnn, images, maps, target, "ig", batch_size=7, n_steps=16)
+    direct = F.area_under_curve(F.perturbation_curve(cnn, images, maps, target, "deletion"))
+    torch.testing.assert_close(scores.deletion_auc, direct)
+    alone = F.score_maps(cnn, images[3:4], maps[3:4], target[3:4])
+    torch.testing.assert_close(alone.random_deletion_auc, scores.random_deletion_auc[3:4])
+    assert scores.completeness_error is not None and scores.completeness_error.median() < 0.05
+    summary = scores.summary()
+    assert summary["n_images"] == 30
+    assert summary["deletion_auc"] == pytest.approx(float(scores.deletion_auc.mean()))
+    assert summary["beats_random_deletion"] > 0.8
+    assert set(scores.image(0)) == {
+        "deletion_auc",
+        "insertion_auc",
+        "random_deletion_auc",
+        "random_insertion_auc",
+        "completeness_error",
+    }
+
+
+def test_negative_control_an_inverted_map_fails_the_measures(cnn, batch):
+    """A measure that cannot fail proves nothing: the same IG maps, ranked upside down
+    (least important first), must do worse than random on deletion."""
+    images, target = batch
+    maps = A.integrated_gradients(cnn, images, target, n_steps=16)
+    good = F.score_maps(cnn, images, maps, target).summary()
+    bad = F.score_maps(cnn, images, -maps, target).summary()
+    assert good["deletion_auc"] < good["random_deletion_auc"]
+    assert bad["deletion_auc"] > bad["random_deletion_auc"]
+    assert bad["insertion_auc"] < bad["random_insertion_auc"]
+
+
+def test_completeness_uses_the_reference_the_method_used(cnn, batch):
+    """DeepLIFT against the blurred image is measured against f(blurred), not f(black):
+    measured against black, the same maps miss by far more."""
+    images, target = batch
+    images, target = images[:20], target[:20]
+    maps = A.deeplift(cnn, images, target, baseline="blur")
+    right = F.method_completeness_error("deeplift", cnn, images, maps, target, baseline="blur")
+    wrong = F.completeness_error(cnn, images, maps, target)  # black reference
+    assert right.median() < 0.1 < wrong.median()
+    assert F.method_completeness_error("saliency", cnn, images, maps, target) is None
+
+
+def test_perturbation_curve_bad_mode_is_the_library_error(cnn, batch):
+    images, target = batch
+    with pytest.raises(MnistlensError, match="mode must be deletion or insertion"):
+        F.perturbation_curve(cnn, images[:2], images[:2], target[:2], "sideways")

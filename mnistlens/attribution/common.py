@@ -1,0 +1,186 @@
+"""What every attribution method shares: input checks, targets, chunking, seeding, baselines."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+from tqdm.auto import tqdm
+
+from ..errors import MnistlensError
+from ..metrics import predict_logits
+from ..models import evaluating
+
+Target = int | torch.Tensor | None
+Compute = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (chunk, target) -> maps
+INPUT_RANGE = 1.0  # images live in [0, 1]; noise levels are fractions of this range
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate a batch in the input convention: (N, 1, 28, 28) finite floating point."""
+    if not isinstance(images, torch.Tensor):
+        raise MnistlensError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        hint = " (add a batch axis: images.unsqueeze(0))" if images.dim() == 3 else ""
+        raise MnistlensError(
+            f"images must have shape (N, 1, 28, 28), got {tuple(images.shape)}{hint}"
+        )
+    if not images.is_floating_point():
+        raise MnistlensError(f"images must be float in [0, 1], got dtype {images.dtype}")
+    return images.detach()
+
+
+def resolve_target(model: nn.Module, images: torch.Tensor, target: Target) -> torch.Tensor:
+    """Target classes as a (N,) int64 tensor; None means the model's prediction.
+
+    A class outside the model's outputs 0..C-1 is refused here, with the valid range,
+    rather than deep inside a gather.
+    """
+    n = images.shape[0]
+    if target is None:
+        return predict_logits(model, images).argmax(dim=1)
+    target = torch.as_tensor(target)
+    if target.is_floating_point() or target.is_complex():
+        raise MnistlensError(f"target must be integer classes, got dtype {target.dtype}")
+    target = target.to(torch.int64)
+    if target.dim() == 0:
+        target = target.expand(n)
+    if target.shape != (n,):
+        raise MnistlensError(
+            f"target must be an int or a tensor of {n} classes, got {tuple(target.shape)}"
+        )
+    n_classes = predict_logits(model, images[:1]).shape[1] if n else 10
+    if n and not ((target >= 0) & (target < n_classes)).all():
+        bad = int(target[(target < 0) | (target >= n_classes)][0])
+        raise MnistlensError(
+            f"target class {bad} is out of range; this model has classes 0-{n_classes - 1}"
+        )
+    return target.clone()
+
+
+def explaining(model: nn.Module):
+    """Eval mode and frozen parameters for the duration (no method can write into a
+    weight's .grad, and dropout is off); each module's previous state is restored."""
+    return evaluating(model, freeze=True)
+
+
+def chunked(
+    compute: Compute,
+    model: nn.Module,
+    images: torch.Tensor,
+    target: Target,
+    batch_size: int,
+    progress: bool = False,
+    desc: str = "explaining",
+) -> torch.Tensor:
+    """Run `compute(chunk, chunk_target)` over chunks of images: -> (N, 1, 28, 28).
+
+    Memory stays bounded by `batch_size` whatever N is; the caller's tensor and its
+    .grad are never touched (each chunk is a fresh leaf).
+    """
+    images = check_images(images)
+    target = resolve_target(model, images, target)
+    outputs = []
+    with explaining(model), warnings.catch_warnings():
+        # Captum announces each hook it sets on ReLUs; they are removed when it returns.
+        warnings.filterwarnings("ignore", message=".*(hooks|Setting backward hooks).*")
+        chunks = zip(images.split(batch_size), target.split(batch_size), strict=True)
+        total = -(-len(images) // batch_size)
+        for x, t in tqdm(chunks, total=total, desc=desc, disable=not progress, unit="batch"):
+            x = x.clone().requires_grad_(True)
+            outputs.append(compute(x, t).detach())
+    return torch.cat(outputs) if outputs else torch.empty_like(images)
+
+
+def seeded_per_image(compute: Compute, seed: int) -> Compute:
+    """Wrap a random method so each image's noise depends only on (seed, the image).
+
+    Captum draws noise for a whole batch from the global generator, so an image's
+    map would change with its batch-mates. Seeding per image from its pixels makes
+    an explanation a pure function of (model, image, seed): a batch of N equals N
+    single calls. One Captum call per image still batches its n_samples copies.
+    """
+
+    def per_image(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        maps = []
+        for xi, ti in zip(x.split(1), t.split(1), strict=True):
+            maps.append(with_image_seed(xi, seed, lambda xi=xi, ti=ti: compute(xi, ti)))
+        return torch.cat(maps)
+
+    return per_image
+
+
+def image_seed(image: torch.Tensor, seed: int) -> int:
+    """A 32-bit seed from (seed, the image's float32 bytes): the same image, the same seed."""
+    data = image.detach().to(torch.float32).contiguous().numpy().tobytes()
+    return zlib.crc32(data, seed & 0xFFFFFFFF)
+
+
+def with_image_seed(image: torch.Tensor, seed: int, run: Callable[[], torch.Tensor]):
+    """Call `run()` with torch's and numpy's global generators seeded from the image,
+    both restored afterwards (Captum's GradientShap also draws from numpy)."""
+    s = image_seed(image, seed)
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            np.random.seed(s)
+            return run()
+    finally:
+        np.random.set_state(numpy_state)
+
+
+# ---------------------------------------------------------------- baselines
+
+BASELINES = ("black", "mean", "blur", "noise")
+
+
+@functools.lru_cache(maxsize=4)
+def _mean_image(data_dir: str | None) -> torch.Tensor:
+    from ..data import load_mnist
+
+    return load_mnist("train", data_dir)[0].mean(dim=0, keepdim=True)  # (1, 1, 28, 28)
+
+
+def mean_image(data_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """The training set's mean image (1, 1, 28, 28), read from `data_dir` (default: the
+    library's data directory), cached per directory."""
+    from ..data import resolve_data_dir
+
+    return _mean_image(str(resolve_data_dir(data_dir).resolve()))
+
+
+def make_baseline(
+    kind: str | float | torch.Tensor,
+    images: torch.Tensor,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+) -> torch.Tensor:
+    """A reference input for each image: (N, 1, 28, 28) -> (N, 1, 28, 28).
+
+    kind: "black" (zeros: no ink), "mean" (the training set's mean image, from
+    `data_dir`), "blur" (the image itself under a heavy Gaussian blur: strokes gone,
+    mass kept), "noise" (uniform noise in [0, 1], seeded), a number (a constant
+    image) or a tensor broadcastable to the images.
+    """
+    if isinstance(kind, torch.Tensor):
+        return kind.to(images.dtype).expand_as(images)
+    if isinstance(kind, (int, float)) and not isinstance(kind, bool):
+        return torch.full_like(images, float(kind))
+    if kind == "black":
+        return torch.zeros_like(images)
+    if kind == "mean":
+        return mean_image(data_dir).to(images.dtype).expand_as(images)
+    if kind == "blur":
+        return gaussian_blur(images, kernel_size=[13, 13], sigma=[4.0, 4.0])
+    if kind == "noise":
+        gen = torch.Generator().manual_seed(seed)
+        return torch.rand(images.shape, generator=gen).to(images.dtype)
+    raise MnistlensError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")

@@ -1,0 +1,92 @@
+"""Methods read off one backward pass: saliency, input x gradient, guided backprop."""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import GuidedBackprop, InputXGradient, Saliency
+from torch import nn
+
+from ..prepare import with_relu_modules
+from .common import Target, chunked
+from .registry import register_method
+
+
+@register_method("saliency", "|d score / d pixel|: where a small change moves the score most")
+def saliency(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: Target = None,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """|d score_target / d pixel| (Simonyan et al. 2013): (N, 1, 28, 28) -> (N, 1, 28, 28)."""
+    method = Saliency(model)
+    return chunked(
+        lambda x, t: method.attribute(x, target=t, abs=True),
+        model,
+        images,
+        target,
+        batch_size,
+        progress,
+        "saliency",
+    )
+
+
+@register_method(
+    "input_x_gradient",
+    "pixel x gradient, signed: a first-order estimate of each pixel's contribution",
+    aliases=("ixg",),
+    signed=True,
+)
+def input_x_gradient(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: Target = None,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Pixel x gradient, signed (Shrikumar et al. 2016): (N, 1, 28, 28) -> (N, 1, 28, 28)."""
+    method = InputXGradient(model)
+    return chunked(
+        lambda x, t: method.attribute(x, target=t),
+        model,
+        images,
+        target,
+        batch_size,
+        progress,
+        "input x gradient",
+    )
+
+
+@register_method(
+    "guided_backprop",
+    "only positive gradients pass back through each ReLU: sharp, but blind to upper layers",
+    aliases=("gbp",),
+    signed=True,  # positive through the ReLUs, but the first layer's weights are signed
+    needs_relu_modules=True,
+)
+def guided_backprop(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: Target = None,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2014): only positive gradients pass
+    back through each ReLU. Sharp pictures, but known to ignore the model's upper
+    layers (Adebayo et al. 2018): see the sanity checks. Functional ReLUs are first
+    rewritten into modules (`prepare.with_relu_modules`), as Captum needs."""
+    model = with_relu_modules(model)
+    method = GuidedBackprop(model)
+    return chunked(
+        lambda x, t: method.attribute(x, target=t),
+        model,
+        images,
+        target,
+        batch_size,
+        progress,
+        "guided backprop",
+    )
