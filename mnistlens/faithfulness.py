@@ -244,13 +244,25 @@ def _ranks(row: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation per row, ties averaged: (N, D), (N, D) -> (N,)."""
-    ra = torch.stack([_ranks(r) for r in a])
-    rb = torch.stack([_ranks(r) for r in b])
-    ra = ra - ra.mean(dim=1, keepdim=True)
-    rb = rb - rb.mean(dim=1, keepdim=True)
-    return ((ra * rb).sum(dim=1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-12)).float()
+def _spearman(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Spearman rank correlation per row, ties averaged, over the entries where `mask`
+    is True (all by default): (N, D), (N, D), (N, D) bool -> (N,)."""
+    out = torch.empty(len(a))
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if mask is not None:
+            x, y = x[mask[i]], y[mask[i]]
+        rx, ry = _ranks(x), _ranks(y)
+        rx, ry = rx - rx.mean(), ry - ry.mean()
+        out[i] = float((rx * ry).sum() / (rx.norm() * ry.norm()).clamp(min=1e-12))
+    return out
+
+
+INK = 0.1  # a pixel brighter than this is part of the digit
+SANITY_THRESHOLD = 0.7
+SANITY_RULE = (
+    f"pass if the mean Spearman rank correlation of |map| over the digit's pixels "
+    f"(input > {INK}) stays below {SANITY_THRESHOLD} once the top layer is re-initialized"
+)
 
 
 def randomization_check(
@@ -259,6 +271,7 @@ def randomization_check(
     method: str,
     target: torch.Tensor | None = None,
     seed: int = 0,
+    region: str = "ink",
     **options,
 ) -> dict[str, float]:
     """Cascading model randomization: re-initialize layers from the output down and
@@ -267,14 +280,20 @@ def randomization_check(
     Returns {layer: mean Spearman rank correlation of |map| with the original}, in
     the order layers were randomized (top first: the reverse of execution order, from
     `prepare.analyze`). Near 1 all the way down = the map does not depend on what the
-    model learned. The model is not modified (a copy is randomized). Methods that
-    multiply by the input (input x gradient, integrated gradients) keep a high
-    correlation from the shared zero background alone: compare them with each other,
-    not with saliency.
+    model learned. The model is not modified (a copy is randomized).
+
+    region: "ink" correlates over the digit's pixels only (input > 0.1), "all" over
+    all 784. Methods that multiply by the input (input x gradient, IG, DeepLIFT) are
+    zero on the background of both maps, and that shared background alone keeps an
+    all-pixel correlation near 1 (0.99 on the shipped CNN after randomizing the head,
+    against 0.38 over the ink), so "ink" is what tells the methods apart.
     """
+    if region not in ("ink", "all"):
+        raise MnistlensError(f"region must be ink or all, got {region!r}")
     images = A.check_images(images)
     if target is None:
         target = predict_logits(model, images).argmax(dim=1)
+    mask = (images > INK).flatten(1) if region == "ink" else None
     original = A.attribute(method, model, images, target, **options).abs().flatten(1)
     randomized = copy.deepcopy(model)
     layers = analyze(randomized).parameter_layers
@@ -284,8 +303,20 @@ def randomization_check(
         for name in reversed(layers):
             randomized.get_submodule(name).reset_parameters()
             maps = A.attribute(method, randomized, images, target, **options).abs().flatten(1)
-            result[name] = float(_spearman(original, maps).mean())
+            result[name] = float(_spearman(original, maps, mask).mean())
     return result
+
+
+def sanity_verdict(randomization: dict[str, float]) -> str:
+    """ "pass" or "fail" from `randomization_check(..., region="ink")`, by SANITY_RULE.
+
+    The threshold separates the known cases on the shipped CNN (20 test images):
+    guided backprop keeps 0.96 after the head is re-initialized (Adebayo et al.'s
+    finding), while saliency (0.21), IG (0.38), DeepLIFT (0.44), occlusion (0.42),
+    Grad-CAM (0.07) all fall well below 0.7.
+    """
+    top = next(iter(randomization.values()))
+    return "pass" if top < SANITY_THRESHOLD else "fail"
 
 
 def score_methods(
@@ -324,7 +355,8 @@ def compare_methods(
     Returns (report, curves): report[method] is `Scores.summary()` (mean areas,
     `completeness_error_median` where it applies) and, with randomization=True,
     `randomization` (see `randomization_check`, on the first images only: it re-runs
-    the method once per layer); curves[method][mode] is (N, S + 1). A "random"
+    the method once per layer) with its `sanity` verdict ("pass"/"fail", by
+    `SANITY_RULE`); curves[method][mode] is (N, S + 1). A "random"
     ranking comes first as the reference.
     """
     images = A.check_images(images)
@@ -345,5 +377,8 @@ def compare_methods(
         report[name] = scores.summary()
         if randomization:
             k = randomization_images
-            report[name]["randomization"] = randomization_check(model, images[:k], name, target[:k])
+            cascade = randomization_check(model, images[:k], name, target[:k])
+            report[name]["randomization"] = cascade
+            report[name]["sanity"] = sanity_verdict(cascade)
+            report[name]["sanity_rule"] = SANITY_RULE
     return report, curves

@@ -140,3 +140,36 @@ def test_perturbation_curve_bad_mode_is_the_library_error(cnn, batch):
     images, target = batch
     with pytest.raises(MnistlensError, match="mode must be deletion or insertion"):
         F.perturbation_curve(cnn, images[:2], images[:2], target[:2], "sideways")
+
+
+def test_sanity_verdicts_separate_the_known_cases(cnn, batch):
+    """Saliency, IG and input x gradient pass the model-randomization check; guided
+    backprop fails it. Over all 784 pixels IG would look as insensitive as guided
+    backprop (the shared zero background): the verdict correlates over the ink."""
+    images, target = batch
+    images, target = images[:20], target[:20]
+    verdicts = {}
+    for method in ("saliency", "integrated_gradients", "input_x_gradient", "guided_backprop"):
+        options = {"n_steps": 16} if method == "integrated_gradients" else {}
+        cascade = F.randomization_check(cnn, images, method, target, **options)
+        verdicts[method] = F.sanity_verdict(cascade)
+    assert verdicts == {
+        "saliency": "pass",
+        "integrated_gradients": "pass",
+        "input_x_gradient": "pass",
+        "guided_backprop": "fail",
+    }
+    everywhere = F.randomization_check(cnn, images, "input_x_gradient", target, region="all")
+    assert F.sanity_verdict(everywhere) == "fail"  # why the rule looks at the ink only
+
+
+def test_compare_methods_reports_the_verdict_and_its_rule(cnn, batch):
+    images, _ = batch
+    report, curves = F.compare_methods(
+        cnn, images[:10], ["saliency", "gbp"], randomization=True, randomization_images=5
+    )
+    assert list(report) == ["random", "saliency", "guided_backprop"]
+    assert report["saliency"]["sanity"] == "pass"
+    assert report["guided_backprop"]["sanity"] == "fail"
+    assert "0.7" in report["saliency"]["sanity_rule"]
+    assert curves["saliency"]["deletion"].shape == (10, 29)
