@@ -34,7 +34,8 @@ def test_faithful_methods_beat_a_random_ranking(cnn, batch, method):
     """Deleting what the map ranks first hurts the class far more than deleting at random;
     inserting it first restores the class far sooner."""
     images, target = batch
-    maps = A.attribute(method, cnn, images, target)
+    options = {"integrated_gradients": {"n_steps": 16}, "occlusion": {"stride": 4}}
+    maps = A.attribute(method, cnn, images, target, **options.get(method, {}))
     shuffled = F.random_maps(images)
     auc = {
         (mode, name): F.area_under_curve(F.perturbation_curve(cnn, images, m, target, mode))
