@@ -319,6 +319,66 @@ def sanity_verdict(randomization: dict[str, float]) -> str:
     return "pass" if top < SANITY_THRESHOLD else "fail"
 
 
+def infidelity(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    target: torch.Tensor,
+    noise: float = 0.03,
+    n_samples: int = 10,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Infidelity (Yeh et al. 2019, arXiv:1901.09392) by `captum.metrics.infidelity`:
+    how badly map . I predicts the score drop f(x) - f(x - I) for Gaussian noise I
+    (std `noise` per pixel), with each map optimally rescaled (normalize=True) so that
+    methods in different units compare. Lower = more faithful. -> (N,).
+
+    Measured on the shipped CNN (20 test images, noise 0.03): saliency 0.36, IG 0.36,
+    Grad-CAM 0.40 against 0.37 for a random ranking. Noise on every pixel at once asks
+    whether the map predicts the score's response to all pixels moving together,
+    which none of these maps is made for; `compare_methods` therefore reports the
+    random ranking's infidelity too, and deletion/insertion remain the main measure.
+    """
+    from captum.metrics import infidelity as captum_infidelity
+
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noise_sample = torch.randn_like(inputs) * noise
+        return noise_sample, inputs - noise_sample
+
+    with torch.random.fork_rng(devices=[]), A.explaining(model):
+        torch.manual_seed(seed)
+        return captum_infidelity(
+            model, perturb, images, maps, target=target, n_perturb_samples=n_samples, normalize=True
+        ).detach()
+
+
+def sensitivity_max(
+    model: nn.Module,
+    images: torch.Tensor,
+    method: str,
+    target: torch.Tensor,
+    radius: float = 0.02,
+    n_samples: int = 10,
+    seed: int = 0,
+    **options,
+) -> torch.Tensor:
+    """Max-sensitivity (Yeh et al. 2019) by `captum.metrics.sensitivity_max`: the
+    largest change of the map (Frobenius norm) when the image moves by at most `radius`
+    per pixel. Lower = more stable; it says nothing about faithfulness alone. -> (N,)."""
+    from captum.metrics import sensitivity_max as captum_sensitivity_max
+
+    def explanation(inputs, target: torch.Tensor):
+        if isinstance(inputs, tuple):  # Captum passes perturbed inputs as a 1-tuple
+            return (A.attribute(method, model, inputs[0], target, **options),)
+        return A.attribute(method, model, inputs, target, **options)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return captum_sensitivity_max(
+            explanation, images, perturb_radius=radius, n_perturb_samples=n_samples, target=target
+        ).detach()
+
+
 def score_methods(
     model: nn.Module,
     images: torch.Tensor,
@@ -349,6 +409,7 @@ def compare_methods(
     methods: list[str],
     randomization: bool = False,
     randomization_images: int = 20,
+    captum_metrics: bool = False,
 ) -> tuple[dict[str, dict], dict[str, dict[str, torch.Tensor]]]:
     """Every measure for several methods on the same images, explaining the prediction.
 
@@ -356,8 +417,9 @@ def compare_methods(
     `completeness_error_median` where it applies) and, with randomization=True,
     `randomization` (see `randomization_check`, on the first images only: it re-runs
     the method once per layer) with its `sanity` verdict ("pass"/"fail", by
-    `SANITY_RULE`); curves[method][mode] is (N, S + 1). A "random"
-    ranking comes first as the reference.
+    `SANITY_RULE`); with captum_metrics=True, the mean `infidelity` and
+    `sensitivity_max` on the same first images. curves[method][mode] is (N, S + 1). A
+    "random" ranking comes first as the reference.
     """
     images = A.check_images(images)
     target = predict_logits(model, images).argmax(dim=1)
@@ -372,7 +434,7 @@ def compare_methods(
             f"{mode}_auc": float(getattr(any_scores, f"random_{mode}_auc").mean()) for mode in MODES
         }
     }
-    for name, (_, scores) in scored.items():
+    for name, (maps, scores) in scored.items():
         curves[name] = {mode: scores.curves[mode] for mode in MODES}
         report[name] = scores.summary()
         if randomization:
@@ -381,4 +443,13 @@ def compare_methods(
             report[name]["randomization"] = cascade
             report[name]["sanity"] = sanity_verdict(cascade)
             report[name]["sanity_rule"] = SANITY_RULE
+        if captum_metrics:
+            k = randomization_images
+            if "infidelity" not in report["random"]:
+                report["random"]["infidelity"] = float(
+                    infidelity(model, images[:k], random_maps(images[:k]), target[:k]).mean()
+                )
+            x, t = images[:k], target[:k]
+            report[name]["infidelity"] = float(infidelity(model, x, maps[:k], t).mean())
+            report[name]["sensitivity_max"] = float(sensitivity_max(model, x, name, t).mean())
     return report, curves

@@ -174,3 +174,16 @@ def test_compare_methods_reports_the_verdict_and_its_rule(cnn, batch):
     assert report["guided_backprop"]["sanity"] == "fail"
     assert "0.7" in report["saliency"]["sanity_rule"]
     assert curves["saliency"]["deletion"].shape == (10, 29)
+
+
+def test_captum_metrics_are_reported_with_a_random_reference(cnn, batch):
+    """infidelity and sensitivity_max come from captum.metrics: finite, non-negative,
+    and occlusion's coarse windows are more stable under small noise than saliency."""
+    images, _ = batch
+    report, _ = F.compare_methods(
+        cnn, images[:6], ["saliency", "occlusion"], captum_metrics=True, randomization_images=6
+    )
+    assert report["random"]["infidelity"] > 0
+    for name in ("saliency", "occlusion"):
+        assert report[name]["infidelity"] >= 0 and report[name]["sensitivity_max"] >= 0
+    assert report["occlusion"]["sensitivity_max"] < report["saliency"]["sensitivity_max"]
