@@ -62,7 +62,26 @@ _FUNCTION_KINDS = {
     "log_softmax": "softmax",
     "softmax": "softmax",
 }
-_RELU_CALLS = (F.relu, torch.relu, "relu")
+# A torch.export program (.pt2) is a graph of ATen operators, with no modules at all.
+_aten = torch.ops.aten
+_FUNCTION_KINDS.update(
+    {
+        _aten.conv2d.default: "conv",
+        _aten.linear.default: "linear",
+        _aten.relu.default: "relu",
+        _aten.max_pool2d.default: "pool",
+        _aten.avg_pool2d.default: "pool",
+        _aten.flatten.using_ints: "flatten",
+        _aten.view.default: "flatten",
+        _aten.reshape.default: "flatten",
+        _aten.dropout.default: "dropout",
+        _aten.log_softmax.int: "softmax",
+        _aten._log_softmax.default: "softmax",
+        _aten.softmax.int: "softmax",
+        _aten._softmax.default: "softmax",
+    }
+)
+_RELU_CALLS = (F.relu, torch.relu, "relu", _aten.relu.default)
 
 
 @dataclass(frozen=True)
@@ -123,12 +142,14 @@ class ModelInfo:
         Grad-CAM is defined on the rectified feature maps of the last conv block
         (Selvaraju et al. 2017). Hooking the raw convolution (before batch norm and
         ReLU) gives maps no better than random on the shipped CNN (deletion AUC 0.52
-        against 0.32 after relu3, issue 9). None for a model without convolutions.
+        against 0.32 after relu3, issue 9). None for a model without convolutions, or
+        whose last conv block has no module to hook (`with_relu_modules` makes one).
         """
         convs = [i for i, layer in enumerate(self.layers) if layer.kind == "conv"]
         if not convs:
             return None
-        best = self.layers[convs[-1]].name
+        last = self.layers[convs[-1]]
+        best = None if last.functional else last.name  # a hook needs a module
         for layer in self.layers[convs[-1] + 1 :]:
             if layer.kind in ("linear", "flatten"):
                 break

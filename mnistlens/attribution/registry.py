@@ -111,12 +111,15 @@ def method_options(name: str, **shared) -> dict:
 
 def why_not(name: str, model: nn.Module) -> str | None:
     """Why method `name` cannot explain `model`, or None if it can."""
-    from ..prepare import analyze
+    from ..prepare import analyze, with_relu_modules
 
     spec = get_spec(name)
     info = analyze(model)
-    if spec.needs_conv and not info.conv_layers:
-        return f"{spec.name} needs a convolutional layer; this model has none"
+    if spec.needs_conv and info.cam_layer is None:
+        if info.traced and info.functional_relus:  # what grad_cam itself will rewrite
+            info = analyze(with_relu_modules(model))
+        if info.cam_layer is None:
+            return f"{spec.name} needs a convolutional layer; this model has none"
     if spec.needs_relu_modules and not info.traced:
         return (
             f"{spec.name} needs each ReLU as an nn.ReLU module, and this model cannot be "

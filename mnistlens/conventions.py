@@ -1,0 +1,165 @@
+"""A user's own model, made to follow the library's conventions.
+
+mnistlens feeds every model pixels in [0, 1], shaped (N, 1, 28, 28), and attributes
+logits. Models people train themselves differ: PyTorch's examples/mnist standardizes its
+input with MNIST's mean and std and ends in `F.log_softmax`; others take [0, 255] pixels
+or flat (N, 784) vectors, or end in a softmax. `load` reads any supported file
+(`formats.load_any`) and then:
+
+1. removes a final softmax / log-softmax (torch.fx, `prepare.strip_output_softmax`), so
+   methods attribute logits and DeepLIFT's summation rule can hold;
+2. rewrites functional ReLUs into modules (`prepare.with_relu_modules`), so DeepLIFT and
+   guided backprop do what their names say;
+3. chooses the input convention: `input="auto"` tries each on the first test images and
+   keeps the one with clearly the best accuracy, or asks the user to choose.
+
+    >>> model, meta = load("net.pt", model_code="net.py:Net")
+    >>> meta["input"], meta["input_accuracies"], meta["outputs"], meta["output_removed"]
+    ('mnist-normalized', {'unit': 0.62, 'mnist-normalized': 0.98, '0-255': 0.11}, ...)
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .errors import MnistlensError
+from .formats import InputAdapter, load_any
+from .metrics import predict_logits
+from .prepare import strip_output_softmax, trace, with_relu_modules
+
+# name -> (multiply the [0, 1] pixels by, then standardize with MNIST's mean and std?)
+CONVENTIONS: dict[str, tuple[float, bool]] = {
+    "unit": (1.0, False),  # pixels in [0, 1], mnistlens' own convention
+    "mnist-normalized": (1.0, True),  # (x - 0.1307) / 0.3081, as PyTorch's examples/mnist
+    "0-255": (255.0, False),  # raw bytes as floats
+}
+AUTO_SAMPLE = 1000  # test images tried per convention
+AUTO_MARGIN = 0.05  # the best convention must beat the runner-up by this much accuracy
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    model_code: str | None = None,
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
+    input: str = "auto",  # noqa: A002 - the CLI option is --input
+    data_dir: str | os.PathLike | None = None,
+) -> tuple[nn.Module, dict]:
+    """Load any supported model file and adapt it: -> (model, metadata).
+
+    The model takes (N, 1, 28, 28) float32 in [0, 1] and returns (N, 10) logits where
+    the file's model could be rewritten to (metadata says what was done). mnistlens
+    checkpoints come back as they are.
+
+    Args:
+        model_code, arch, arch_kwargs: for state_dict files (see `formats.load_any`).
+        input: "auto", or one of CONVENTIONS: how the model expects its pixels.
+        data_dir: MNIST, for input="auto" (the first AUTO_SAMPLE test images).
+
+    metadata adds to `formats.load_any`'s: `input` (the convention used),
+    `input_reason`, `input_accuracies` (auto only), `outputs` (what the file's model
+    returns), `output_removed` (a final softmax taken off), `relu_modules` (functional
+    ReLUs rewritten) and `notes` (what could not be done, one line each).
+    """
+    if input != "auto" and input not in CONVENTIONS:
+        raise MnistlensError(
+            f"unknown input convention {input!r}; choose auto or one of {', '.join(CONVENTIONS)}"
+        )
+    model, meta = load_any(path, model_code=model_code, arch=arch, arch_kwargs=arch_kwargs)
+    if meta["format"] == "mnistlens-checkpoint":
+        if input not in ("auto", "unit"):
+            raise MnistlensError(
+                f"{meta['path']} is a mnistlens checkpoint: it takes [0, 1] pixels and "
+                "normalizes inside; drop --input"
+            )
+        return model, dict(meta, input="unit", input_reason="a mnistlens checkpoint")
+    net, shape, per_image = _unwrap(model)
+    net, meta = _to_logits_and_relu_modules(net, meta)
+    if input == "auto":
+        input, reason, accuracies = choose_convention(net, shape, per_image, data_dir)
+        meta["input_accuracies"] = accuracies
+    else:
+        reason = "chosen by the user"
+    scale, normalize = CONVENTIONS[input]
+    model = InputAdapter(net, shape, normalize, per_image, scale).eval()
+    return model, dict(meta, input=input, input_reason=reason, normalize=normalize)
+
+
+def _unwrap(model: nn.Module) -> tuple[nn.Module, tuple, bool]:
+    """The user's own network, the per-image input shape it takes, and per_image."""
+    if isinstance(model, InputAdapter):
+        return model.net, model.shape, model.per_image
+    return model, (1, 28, 28), False
+
+
+def _to_logits_and_relu_modules(net: nn.Module, meta: dict) -> tuple[nn.Module, dict]:
+    """Strip a final softmax and rewrite functional ReLUs, where torch.fx can."""
+    notes = []
+    stripped, kind = strip_output_softmax(net)
+    measured = meta.get("outputs", "logits")
+    meta["output_removed"] = kind in ("softmax", "log_softmax")
+    if meta["output_removed"]:
+        meta["outputs"] = "log_probabilities" if kind == "log_softmax" else "probabilities"
+    elif measured != "logits":
+        notes.append(
+            f"the model returns {measured.replace('_', '-')} and its last step could not be "
+            "removed: maps explain those, not logits, and completeness is not expected to hold"
+        )
+    net = stripped
+    meta["relu_modules"] = False
+    if trace(net) is None:
+        notes.append(
+            "torch.fx cannot trace the model: functional ReLUs (if any) stay functional, so "
+            "DeepLIFT and guided backprop are refused"
+        )
+    else:
+        rewritten = with_relu_modules(net)
+        meta["relu_modules"] = rewritten is not net
+        net = rewritten
+    meta["notes"] = notes
+    return net.eval(), meta
+
+
+@torch.no_grad()
+def choose_convention(
+    net: nn.Module,
+    shape: tuple = (1, 28, 28),
+    per_image: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    sample: int = AUTO_SAMPLE,
+) -> tuple[str, str, dict[str, float]]:
+    """Try each input convention on the first `sample` test images.
+
+    -> (name, reason, {name: accuracy}). Raises MnistlensError naming the accuracies
+    when no convention beats the others by AUTO_MARGIN (the user must choose), or when
+    none reaches 50% (the model may not be an MNIST classifier at all).
+    """
+    from .data import load_mnist
+
+    images, labels = load_mnist("test", data_dir)
+    images, labels = images[:sample], labels[:sample]
+    accuracies = {}
+    for name, (scale, normalize) in CONVENTIONS.items():
+        wrapped = InputAdapter(net, shape, normalize, per_image, scale).eval()
+        predictions = predict_logits(wrapped, images).argmax(dim=1)
+        accuracies[name] = round(float((predictions == labels).float().mean()), 4)
+    ranked = sorted(accuracies, key=accuracies.get, reverse=True)
+    best, runner_up = ranked[0], ranked[1]
+    listed = ", ".join(f"{k} {v:.1%}" for k, v in accuracies.items())
+    if accuracies[best] < 0.5:
+        raise MnistlensError(
+            f"no input convention gives the model 50% accuracy on {sample} test images "
+            f"({listed}): is it an MNIST classifier taking 28x28 digits?"
+        )
+    if accuracies[best] - accuracies[runner_up] < AUTO_MARGIN:
+        raise MnistlensError(
+            f"cannot tell the model's input convention ({listed} on {sample} test images); "
+            f"choose one with --input {'|'.join(CONVENTIONS)}"
+        )
+    reason = f"{accuracies[best]:.1%} on {sample} test images (next best {runner_up} "
+    reason += f"{accuracies[runner_up]:.1%})"
+    return best, reason, accuracies
