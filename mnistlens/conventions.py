@@ -163,3 +163,48 @@ def choose_convention(
     reason = f"{accuracies[best]:.1%} on {sample} test images (next best {runner_up} "
     reason += f"{accuracies[runner_up]:.1%})"
     return best, reason, accuracies
+
+
+def describe(model: nn.Module, meta: dict, data_dir: str | os.PathLike | None = None) -> dict:
+    """What mnistlens sees in a loaded model, JSON-ready (what `mnistlens inspect` prints):
+    format, input convention and why, output kind and what was done to it, layers in
+    execution order with their output shapes, parameters, test accuracy on all 10,000
+    test images, the methods that apply and why the others do not."""
+    from . import attribution
+    from .data import load_mnist
+    from .metrics import evaluate
+    from .prepare import analyze
+
+    info = analyze(model)
+    images, labels = load_mnist("test", data_dir)
+    report = evaluate(model, images, labels)
+    reasons = {name: attribution.why_not(name, model) for name in attribution.list_methods()}
+    skipped = {name: why for name, why in reasons.items() if why is not None}
+    return {
+        "path": meta.get("path"),
+        "format": meta.get("format", "module"),
+        "input": meta.get("input", "unit"),
+        "input_reason": meta.get("input_reason", ""),
+        "input_accuracies": meta.get("input_accuracies"),
+        "input_shape": meta.get("input_shape", [1, 28, 28]),
+        "outputs": meta.get("outputs", "logits"),
+        "output_removed": meta.get("output_removed", False),
+        "relu_modules": meta.get("relu_modules", False),
+        "notes": meta.get("notes", []),
+        "traced": info.traced,
+        "layers": [
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "functional": layer.functional,
+                "shape": list(layer.shape) if layer.shape is not None else None,
+            }
+            for layer in info.layers
+        ],
+        "hidden_layers": info.hidden_layers,
+        "cam_layer": info.cam_layer,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "test_accuracy": report["accuracy"],
+        "methods": [m for m in attribution.list_methods() if m not in skipped],
+        "methods_skipped": skipped,
+    }

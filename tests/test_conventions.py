@@ -190,3 +190,18 @@ def test_a_shipped_checkpoint_passes_through(shipped):
     assert meta["test_accuracy"] == shipped["cnn"][1]["test_accuracy"]
     with pytest.raises(MnistlensError, match="drop --input"):
         conventions.load("cnn.pt", input="0-255")
+
+
+def test_describe_says_what_was_detected(loaded):
+    model, meta = loaded["pt2"]
+    facts = conventions.describe(model, meta)
+    assert facts["format"] == "torch-export" and facts["input"] == "mnist-normalized"
+    assert facts["outputs"] == "log_probabilities" and facts["output_removed"]
+    assert facts["relu_modules"] and facts["cam_layer"] is not None
+    kinds = [layer["kind"] for layer in facts["layers"]]
+    assert kinds.count("conv") == 2 and kinds.count("relu") == 3 and "softmax" not in kinds
+    assert facts["parameters"] == sum(p.numel() for p in model.parameters()) > 10_000
+    assert 0.8 < facts["test_accuracy"] <= 1
+    assert "grad_cam" in facts["methods"] and not facts["methods_skipped"]
+    mlp_facts = conventions.describe(*loaded["mlp"])
+    assert "grad_cam" in mlp_facts["methods_skipped"]
