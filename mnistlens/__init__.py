@@ -7,11 +7,27 @@ Train reference models, explain their predictions, measure the explanations.
     >>> images, labels = mnistlens.load_mnist("test")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import MnistlensError  # no torch behind it, so no reason to defer it
+
 __version__ = "0.1.0"
 
-from .checkpoint import load_model, save_checkpoint  # noqa: E402
-from .data import get_test_image, load_mnist  # noqa: E402
-from .errors import MnistlensError  # noqa: E402
+# The names below import torch (and torchvision), ~3 s; they are resolved on first use
+# (PEP 562 module __getattr__) so that `import mnistlens` and `mnistlens --help` do not pay.
+_LAZY = {
+    "load_model": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "get_test_image": "data",
+    "load_mnist": "data",
+}
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from .checkpoint import load_model, save_checkpoint
+    from .data import get_test_image, load_mnist
 
 __all__ = [
     "__version__",
@@ -21,3 +37,15 @@ __all__ = [
     "load_model",
     "save_checkpoint",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

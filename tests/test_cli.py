@@ -1,27 +1,88 @@
-"""The `mnistlens` command, run as a user runs it (a subprocess), on real data."""
+"""The `mnistlens` command on real data.
+
+Most tests call `cli.main(argv)` in this process, which is what the console script
+runs, so they pay for importing torch once, not once per test. A few run a real
+`python -m mnistlens` for what only a fresh interpreter shows: help without torch,
+an end-to-end explain, the refusal of an untrusted pickle, the exit code.
+"""
 
 import json
-import os
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from mnistlens import attribution, cli, load_model
+from mnistlens.commands.train import parse_value
+from mnistlens.data import resolve_data_dir
+
 from conftest import CHECKPOINTS, WritesAFile
 
 
-def run(*args, env=None, cwd=None):
+@dataclass
+class Result:
+    """What a run of the command left: exit code and its text output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_process(*args) -> subprocess.CompletedProcess:
     """Run `python -m mnistlens ARGS`; -> CompletedProcess with text stdout/stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "mnistlens", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=600,
+        [sys.executable, "-m", "mnistlens", *args], capture_output=True, text=True, timeout=600
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread while these tests run: they check what the command does, not its
+    speed, and on a shared 2-core machine two threads that wait for each other's busy core
+    made them 3 to 6 times slower (measure: 7 s with one thread, 19-27 s with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run(capsys):
+    """run(*args) -> Result: `mnistlens ARGS` in this process, output captured."""
+
+    def run(*args) -> Result:
+        capsys.readouterr()  # start from nothing
+        code = cli.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory) -> Path:
+    """A data dir whose test split is the first 1,000 real MNIST test images (the train
+    split is linked to the real one): for commands that go over the whole test set."""
+    n = 1000
+    source = resolve_data_dir() / "MNIST" / "raw"
+    raw = tmp_path_factory.mktemp("small_mnist") / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    # IDX files: a magic number, the item count, the item shape, then one byte per value.
+    images = (source / "t10k-images-idx3-ubyte").read_bytes()
+    header = images[:4] + n.to_bytes(4, "big") + images[8:16]
+    (raw / "t10k-images-idx3-ubyte").write_bytes(header + images[16 : 16 + n * 28 * 28])
+    labels = (source / "t10k-labels-idx1-ubyte").read_bytes()
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(
+        labels[:4] + n.to_bytes(4, "big") + labels[8 : 8 + n]
+    )
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (raw / name).symlink_to(source / name)
+    return raw.parent.parent
 
 
 def assert_clean_error(result, *fragments):
@@ -35,16 +96,95 @@ def assert_clean_error(result, *fragments):
         assert fragment in lines[0]
 
 
+def _is_png(path):
+    with Image.open(path) as image:
+        return image.format == "PNG" and min(image.size) > 50
+
+
+# ---------------------------------------------------------------- help, startup, exit codes
+
+
 def test_help_reads_like_a_manual():
-    result = run("--help")
+    result = run_process("--help")
     assert result.returncode == 0
     for word in ("train", "evaluate", "predict", "MNISTLENS_DATA", "examples:"):
         assert word in result.stdout
 
 
-def test_evaluate_json_and_confusion_png(tmp_path):
+HEAVY = ("torch", "torchvision", "numpy", "matplotlib", "captum")
+NO_TORCH_SCRIPT = f"""
+import json, sys
+from mnistlens import cli
+codes = [cli.main(["--help"])]
+codes += [cli.main([name, "--help"]) for name in cli.COMMANDS]
+codes += [cli.main(["explode"]), cli.main(["predict", "--model", "cnn.pt"])]
+codes += [cli.main(["train", "--arch", "mlp", "--arch-kwargs", "hidden", "--out", "x.pt"])]
+print(json.dumps({{"codes": codes, "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+
+
+def test_help_and_usage_errors_do_not_import_torch(tmp_path):
+    """--help, COMMAND --help and argument errors answer without loading the library."""
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["codes"] == [0] * (1 + len(cli.COMMANDS)) + [2, 2, 2]
+    assert out["loaded"] == []
+
+
+def test_package_names_resolve_on_first_use():
+    import mnistlens
+    import mnistlens.checkpoint
+    import mnistlens.data
+
+    assert load_model is mnistlens.checkpoint.load_model
+    assert mnistlens.load_mnist is mnistlens.data.load_mnist
+    assert set(mnistlens.__all__) <= set(dir(mnistlens))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        mnistlens.nothing  # noqa: B018
+
+
+INTERRUPT_SCRIPT = """
+import runpy, sys
+import mnistlens.commands.predict as predict
+
+def interrupted(args):
+    raise KeyboardInterrupt
+
+predict.run = interrupted  # picked up when main() builds the parser
+sys.argv = ["mnistlens", "predict", "--model", "cnn.pt", "--index", "1"]
+runpy.run_module("mnistlens", run_name="__main__")
+"""
+
+
+def test_interrupt_exits_130():
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPT_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 130
+    assert result.stderr == "mnistlens: interrupted\n"
+
+
+def test_explain_help_names_every_method(run):
+    """The explain epilog is written out (no torch for --help): it must not fall behind."""
+    result = run("explain", "--help")
+    assert result.returncode == 0
+    for name in [*attribution.list_methods(), *attribution.aliases()]:
+        assert name in result.stdout, name
+
+
+# ---------------------------------------------------------------- evaluate, predict, train
+
+
+def test_evaluate_json_and_confusion_png(run, tmp_path):
     png = tmp_path / "confusion.png"
-    result = run("evaluate", "--model", "linear.pt", "--plot", str(png), "--json")
+    result = run("evaluate", "--model", "linear.pt", "--plot", png, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["n_images"] == 10_000 and report["accuracy"] >= 0.92
@@ -54,14 +194,14 @@ def test_evaluate_json_and_confusion_png(tmp_path):
         assert image.format == "PNG" and min(image.size) > 200
 
 
-def test_evaluate_text_names_accuracy_and_confusions():
-    result = run("evaluate", "--model", str(CHECKPOINTS / "mlp.pt"))
+def test_evaluate_text_names_accuracy_and_confusions(run):
+    result = run("evaluate", "--model", CHECKPOINTS / "mlp.pt")
     assert result.returncode == 0, result.stderr
     assert "accuracy 98." in result.stdout or "accuracy 99." in result.stdout
     assert "most confused" in result.stdout
 
 
-def test_predict_index_42():
+def test_predict_index_42(run):
     result = run("predict", "--model", "cnn.pt", "--index", "42", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -69,49 +209,61 @@ def test_predict_index_42():
     assert len(out["probabilities"]) == 10 and sum(out["probabilities"]) == pytest.approx(1, 1e-4)
 
 
-def test_train_writes_a_loadable_checkpoint(tmp_path):
+def test_train_writes_a_loadable_checkpoint(run, tmp_path):
     out = tmp_path / "tiny.pt"
-    result = run(
-        "train",
-        "--arch",
-        "mlp",
-        "--hidden",
-        "32",
-        "--epochs",
-        "2",
-        "--lr",
-        "1e-2",
-        "--quiet",
-        "--train-subset",
-        "2000",
-        "--out",
-        str(out),
-    )
+    args = ["train", "--arch", "mlp", "--arch-kwargs", "hidden=32,", "dropout=0.05"]
+    args += ["--epochs", "2", "--lr", "1e-2", "--quiet", "--train-subset", "2000", "--out", out]
+    result = run(*args)
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
-    report = json.loads(run("evaluate", "--model", str(out), "--json").stdout)
+    _, meta = load_model(out)
+    assert meta["arch_kwargs"] == {"hidden": [32], "dropout": 0.05}
+    assert meta["command"] == "mnistlens " + " ".join(map(str, args))
+    report = json.loads(run("evaluate", "--model", out, "--json").stdout)
     assert report["accuracy"] > 0.6  # chance is 0.1
 
 
-def test_offline_with_empty_data_dir(tmp_path):
-    result = run(
-        "evaluate",
-        "--model",
-        "linear.pt",
-        "--data-dir",
-        str(tmp_path),
-        env={"MNISTLENS_OFFLINE": "1"},
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        (["hidden=512,256", "dropout=0.1"], {"hidden": [512, 256], "dropout": 0.1}),
+        (
+            ["channels=32,;hidden=128 batch_norm=false"],
+            {"channels": [32], "hidden": 128, "batch_norm": False},
+        ),
+        (
+            ["kernel_size=5", "normalize=True", "x=1e-3"],
+            {"kernel_size": 5, "normalize": True, "x": 1e-3},
+        ),
+    ],
+)
+def test_arch_kwargs_parsing(words, expected):
+    args = cli.build_parser().parse_args(
+        ["train", "--arch", "cnn", "--arch-kwargs", *words, "--out", "x.pt"]
     )
+    assert args.arch_kwargs == expected
+    assert all(type(args.arch_kwargs[k]) is type(v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.5,2", ",", "32,x"])
+def test_arch_kwargs_bad_values(text):
+    with pytest.raises(ValueError, match="bad value"):
+        parse_value(text)
+
+
+def test_offline_with_empty_data_dir(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNISTLENS_OFFLINE", "1")
+    result = run("evaluate", "--model", "linear.pt", "--data-dir", tmp_path)
     assert_clean_error(result, "MNIST files missing", str(tmp_path), "t10k-images-idx3-ubyte")
 
 
-def test_unknown_model(tmp_path):
-    result = run("evaluate", "--model", "resnet50.pt", cwd=tmp_path)
-    assert_clean_error(result, "no checkpoint 'resnet50.pt'")
+def test_unknown_model(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run("evaluate", "--model", "resnet50.pt"), "no checkpoint 'resnet50.pt'")
 
 
 @pytest.mark.parametrize("index", ["10000", "-1"])
-def test_out_of_range_index(index):
+def test_out_of_range_index(run, index):
     result = run("predict", "--model", "linear.pt", "--index", index)
     assert_clean_error(result, f"test index {index} is out of range")
 
@@ -119,7 +271,7 @@ def test_out_of_range_index(index):
 def test_untrusted_pickle_is_refused(tmp_path):
     target = tmp_path / "pwned.txt"
     torch.save({"state_dict": WritesAFile(target)}, tmp_path / "evil.pt")
-    result = run("evaluate", "--model", str(tmp_path / "evil.pt"))
+    result = run_process("evaluate", "--model", str(tmp_path / "evil.pt"))
     assert_clean_error(result, "refusing to load", "would import or run code")
     assert not target.exists()
 
@@ -128,26 +280,29 @@ def test_untrusted_pickle_is_refused(tmp_path):
     "args, fragment",
     [
         (["train", "--arch", "vgg", "--out", "x.pt"], "unknown architecture 'vgg'"),
-        (["train", "--arch", "linear", "--hidden", "3", "--out", "x.pt"], "bad arguments"),
+        (["train", "--arch", "linear", "--arch-kwargs", "hidden=3", "--out", "x.pt"], "bad arg"),
+        (["train", "--arch", "mlp", "--arch-kwargs", "hidden=32", "--out", "x.pt"], "hidden=N,"),
+        (["train", "--arch", "mlp", "--arch-kwargs", "hidden", "--out", "x.pt"], "KEY=VALUE"),
+        (["train", "--arch", "mlp", "--arch-kwargs", "dropout=a", "--out", "x.pt"], "bad value"),
+        (["train", "--arch", "mlp", "--arch-kwargs", "a=1", "a=2", "--out", "x.pt"], "twice"),
         (["predict", "--model", "cnn.pt"], "--index"),
         (["explode"], "invalid choice"),
     ],
 )
-def test_bad_options(args, fragment, tmp_path):
-    assert_clean_error(run(*args, cwd=tmp_path), fragment)
+def test_bad_options(run, args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run(*args), fragment)
     assert not (tmp_path / "x.pt").exists()
 
 
+# ---------------------------------------------------------------- explain
+
+
 def test_explain_index_42_png_and_json(tmp_path):
+    """End to end, as a user runs it."""
     png = tmp_path / "e42.png"
-    result = run(
-        "explain",
-        "--model",
-        "cnn.pt",
-        "--index",
-        "42",
-        "--methods",
-        "saliency,ig",
+    result = run_process(
+        *"explain --model cnn.pt --index 42 --methods saliency,ig".split(),
         "--out",
         str(png),
         "--json",
@@ -163,28 +318,84 @@ def test_explain_index_42_png_and_json(tmp_path):
         assert image.format == "PNG"
 
 
-def test_explain_text_output_and_user_image(tmp_path, test_set):
+def test_explain_text_output_and_user_image(run, tmp_path, test_set, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     pixels = (255 - test_set[0][0, 0] * 255).byte().numpy()  # test digit 0 (a 7), ink on white
     Image.fromarray(pixels).resize((140, 140)).save(tmp_path / "mine.png")
-    result = run(
-        "explain", "--model", "cnn.pt", "--image", str(tmp_path / "mine.png"), cwd=tmp_path
-    )
+    result = run("explain", "--model", "cnn.pt", "--image", tmp_path / "mine.png")
     assert result.returncode == 0, result.stderr
     assert "mine.png: predicted 7" in result.stdout
     assert "completeness delta" in result.stdout
     assert (tmp_path / "explain_mine.png").is_file()
 
 
-def test_explain_all_writes_npy_for_the_test_set(tmp_path):
-    import numpy as np
-
-    out = tmp_path / "maps.npy"
+def _explain_json(run, tmp_path, *options):
+    """`explain --index 42 --json OPTIONS` -> the JSON's methods entry and the JSON."""
     result = run(
-        "explain", "--model", "linear.pt", "--all", "--method", "saliency", "--out", str(out)
+        *"explain --model cnn.pt --index 42 --json".split(), "--out", tmp_path / "e.png", *options
     )
     assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    return out["methods"], out
+
+
+def test_explain_target_explains_that_class(run, tmp_path, cnn, test_set):
+    """--target 3 explains class 3: IG's map sums to logit_3(x) - logit_3(black)."""
+    own, out = _explain_json(run, tmp_path, "--methods", "saliency,ig")
+    three, out3 = _explain_json(run, tmp_path, "--methods", "saliency,ig", "--target", "3")
+    assert out["target"] == out["prediction"] == 4 and out3["target"] == 3
+    assert out3["prediction"] == 4
+    for name in ("saliency", "integrated_gradients"):
+        assert three[name]["sum"] != pytest.approx(own[name]["sum"], rel=1e-3)
+    image = test_set[0][42:43]
+    with torch.no_grad():
+        gap = cnn(image)[0] - cnn(torch.zeros_like(image))[0]  # (10,)
+    assert three["integrated_gradients"]["sum"] == pytest.approx(float(gap[3]), abs=0.05)
+    assert own["integrated_gradients"]["sum"] == pytest.approx(float(gap[4]), abs=0.05)
+    expected = attribution.saliency(cnn, image, 3)
+    assert three["saliency"]["sum"] == pytest.approx(float(expected.sum()), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "options, library",
+    [
+        (["--steps", "4"], {"n_steps": 4}),
+        (["--tol", "0.01"], {"tol": 0.01}),
+        (["--baseline", "blur"], {"baseline": "blur"}),
+    ],
+)
+def test_explain_ig_options_reach_integrated_gradients(
+    run, tmp_path, cnn, test_set, options, library
+):
+    """--steps, --tol and --baseline change IG's result, to what the library computes."""
+    default, _ = _explain_json(run, tmp_path, "--methods", "ig")
+    given, _ = _explain_json(run, tmp_path, "--methods", "ig", *options)
+    default, given = default["integrated_gradients"], given["integrated_gradients"]
+    maps, delta = attribution.integrated_gradients(
+        cnn, test_set[0][42:43], return_delta=True, **library
+    )
+    assert given["sum"] == pytest.approx(float(maps.sum()), rel=1e-4, abs=1e-5)
+    assert given["delta"] == pytest.approx(float(delta[0]), rel=1e-3, abs=1e-6)
+    assert (given["sum"], given["delta"]) != pytest.approx((default["sum"], default["delta"]))
+
+
+def test_explain_deeplift_takes_the_baseline(run, tmp_path):
+    black, _ = _explain_json(run, tmp_path, "--methods", "dl")
+    blur, _ = _explain_json(run, tmp_path, "--methods", "dl", "--baseline", "blur")
+    assert blur["deeplift"]["sum"] != pytest.approx(black["deeplift"]["sum"], rel=1e-2)
+
+
+def test_explain_all_writes_the_library_maps(run, tmp_path, shipped, test_set):
+    out = tmp_path / "maps.npy"
+    result = run("explain", "--model", "linear.pt", "--all", "--method", "saliency", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout
     maps = np.load(out)
     assert maps.shape == (10_000, 28, 28) and maps.dtype == np.float32
+    some = [0, 42, 9999]
+    expected = attribution.saliency(shipped["linear"][0], test_set[0][some])[:, 0].numpy()
+    assert np.abs(maps[some]).sum(axis=(1, 2)).min() > 0
+    np.testing.assert_allclose(maps[some], expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -197,13 +408,12 @@ def test_explain_all_writes_npy_for_the_test_set(tmp_path):
         (["--all", "--out", "maps.png"], "writes a .npy file"),
     ],
 )
-def test_explain_errors(args, fragment, tmp_path):
-    assert_clean_error(run("explain", "--model", "cnn.pt", *args, cwd=tmp_path), fragment)
+def test_explain_errors(run, args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run("explain", "--model", "cnn.pt", *args), fragment)
 
 
-def _is_png(path):
-    with Image.open(path) as image:
-        return image.format == "PNG" and min(image.size) > 50
+# ---------------------------------------------------------------- network internals
 
 
 @pytest.mark.parametrize(
@@ -214,51 +424,30 @@ def _is_png(path):
         ("cnn.pt", ["--index", "3"], ["w.png", "w_conv1.png", "w_conv2.png", "w_conv3.png"]),
     ],
 )
-def test_weights_command_writes_pngs(tmp_path, model, extra, expected):
-    result = run("weights", "--model", model, "--out", str(tmp_path / "w.png"), *extra)
+def test_weights_command_writes_pngs(run, tmp_path, model, extra, expected):
+    result = run("weights", "--model", model, "--out", tmp_path / "w.png", *extra)
     assert result.returncode == 0, result.stderr
     for name in expected:
         assert f"wrote {tmp_path / name}" in result.stdout and _is_png(tmp_path / name)
 
 
-def test_units_command_top_images_and_profile(tmp_path):
+def test_units_command_top_images_and_profile(run, tmp_path, small_mnist):
     out = tmp_path / "units.png"
-    result = run(
-        "units",
-        "--model",
-        "cnn.pt",
-        "--layer",
-        "relu_fc1",
-        "--unit",
-        "3",
-        "--top",
-        "8",
-        "--out",
-        str(out),
-    )
+    args = ["--data-dir", small_mnist, "--out", out]  # the first 1,000 test images: faster
+    result = run(*"units --model cnn.pt --layer relu_fc1 --unit 3 --top 8".split(), *args)
     assert result.returncode == 0, result.stderr
     assert "unit 3: top test images" in result.stdout and _is_png(out)
     result = run(
-        "units",
-        "--model",
-        "mlp.pt",
-        "--layer",
-        "relu1",
-        "--out",
-        str(out),
-        "--pca-out",
-        str(tmp_path / "pca.png"),
+        *"units --model mlp.pt --layer relu1".split(), *args, "--pca-out", tmp_path / "pca.png"
     )
     assert result.returncode == 0, result.stderr
     assert "most class-selective" in result.stdout
     assert _is_png(out) and _is_png(tmp_path / "pca.png")
 
 
-def test_visualize_command(tmp_path):
+def test_visualize_command(run, tmp_path):
     out = tmp_path / "dream3.png"
-    result = run(
-        "visualize", "--model", "cnn.pt", "--class", "3", "--steps", "120", "--out", str(out)
-    )
+    result = run("visualize", "--model", "cnn.pt", "--class", "3", "--steps", "60", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "the model reads the result as 3" in result.stdout and _is_png(out)
 
@@ -272,34 +461,37 @@ def test_visualize_command(tmp_path):
         (["weights", "--model", "nothing.pt"], "no checkpoint 'nothing.pt'"),
     ],
 )
-def test_internals_errors(args, fragment, tmp_path):
-    assert_clean_error(run(*args, cwd=tmp_path), fragment)
+def test_internals_errors(run, args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run(*args), fragment)
 
 
-def test_measure_command_json_and_plot(tmp_path):
+# ---------------------------------------------------------------- measure
+
+
+def test_measure_command_json_and_plot(run, tmp_path):
     png = tmp_path / "curves.png"
-    result = run(
-        "measure",
-        "--model",
-        "cnn.pt",
-        "--methods",
-        "saliency,ig",
-        "--n",
-        "50",
-        "--plot",
-        str(png),
-        "--json",
-    )
+    result = run(*"measure --model cnn.pt --methods saliency,ig --n 20 --json --plot".split(), png)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert set(out["methods"]) == {"random", "saliency", "integrated_gradients"}
     ig, rnd = out["methods"]["integrated_gradients"], out["methods"]["random"]
     assert ig["deletion_auc"] < rnd["deletion_auc"] and ig["insertion_auc"] > rnd["insertion_auc"]
     assert ig["completeness_error_median"] < 0.02
+    assert not any("randomization" in entry for entry in out["methods"].values())
     assert _is_png(png)
 
 
-def test_measure_bad_n(tmp_path):
-    assert_clean_error(
-        run("measure", "--model", "cnn.pt", "--n", "0", cwd=tmp_path), "--n must be 1 to 10000"
-    )
+def test_measure_randomization_adds_the_sanity_check(run):
+    args = "measure --model cnn.pt --methods saliency --n 4 --randomization".split()
+    result = run(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    check = json.loads(result.stdout)["methods"]["saliency"]["randomization"]
+    assert check and all(-1 <= value <= 1 for value in check.values())
+    text = run(*args).stdout
+    assert "rank correlation" in text and "saliency: " in text
+
+
+def test_measure_bad_n(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run("measure", "--model", "cnn.pt", "--n", "0"), "--n must be 1 to 10000")

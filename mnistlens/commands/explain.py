@@ -1,0 +1,175 @@
+"""`mnistlens explain`: attribution maps for one digit (a PNG), or one method for all."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import MnistlensError
+from ._common import Parents, add_json_option, print_json, resolve_methods, save_npy, top3_line
+
+# Written out, not read from the registry, so that --help needs no torch; a test
+# checks that it names every registered method and alias.
+EPILOG = (
+    "methods: saliency, input_x_gradient (ixg), integrated_gradients (ig), "
+    "smoothgrad (sg), deeplift (dl), gradient_shap (shap), occlusion, grad_cam (gradcam), "
+    "grad_cam_x_input (gradcam_x_input, gcxi), guided_backprop (gbp)"
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
+    p = subparsers.add_parser(
+        "explain",
+        parents=[parents["model"]],
+        help="attribution maps for one digit (or all)",
+        description="Explain why the model labels a digit as it does: attribution maps side "
+        "by side (a PNG), the prediction and top-3 probabilities, and the completeness error "
+        "(delta) of integrated gradients. The digit is test image --index, or your own "
+        "picture with --image (fitted into 28x28 as MNIST was made). With --all, one "
+        "method's maps for the whole test set go into a .npy file.",
+        epilog=EPILOG,
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=int, help="test-set index, 0 to 9999")
+    which.add_argument("--image", metavar="FILE", help="your own digit picture (PNG, JPEG)")
+    which.add_argument("--all", action="store_true", help="every test image (needs --method)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated methods (default: saliency,ig, and grad_cam for CNNs)",
+    )
+    p.add_argument("--method", help="the one method for --all (default ig)")
+    p.add_argument("--target", type=int, help="explain this class instead of the prediction")
+    p.add_argument(
+        "--baseline",
+        default="black",
+        help="IG/DeepLIFT baseline: black, mean, blur or noise (black)",
+    )
+    p.add_argument("--steps", type=int, default=50, help="integration steps for IG (50)")
+    p.add_argument(
+        "--tol",
+        type=float,
+        help="IG to a completeness tolerance instead of fixed steps, e.g. 0.01 (adaptive)",
+    )
+    p.add_argument("--shared-scale", action="store_true", help="one colour scale for all maps")
+    p.add_argument("--out", help="PNG to write (default explain_<index>.png); .npy with --all")
+    add_json_option(p)
+    p.set_defaults(run=run)
+
+
+def _method_options(name: str, args: argparse.Namespace) -> dict:
+    """Those of --baseline, --steps, --tol, --data-dir that method `name` takes (the
+    registry knows which)."""
+    from .. import attribution
+
+    return attribution.method_options(
+        name, baseline=args.baseline, n_steps=args.steps, tol=args.tol, data_dir=args.data_dir
+    )
+
+
+def _explain_all(model, args: argparse.Namespace) -> None:
+    """One method's maps for the 10,000 test images, into a .npy file (N, 28, 28)."""
+    from .. import attribution
+    from ..data import load_mnist
+
+    name = attribution.resolve_method(args.method or "ig")
+    out = Path(args.out or f"{name}_maps.npy")
+    if out.suffix != ".npy":
+        raise MnistlensError(f"--all writes a .npy file; got --out {out}")
+    images, _ = load_mnist("test", args.data_dir)
+    maps = attribution.attribute(
+        name, model, images, args.target, progress=True, **_method_options(name, args)
+    )
+    save_npy(out, maps[:, 0].numpy())
+    print(f"{name} maps for {len(images):,} test images, shape {tuple(maps[:, 0].shape)}")
+    print(f"wrote {out}")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..checkpoint import load_model
+
+    model, meta = load_model(args.model)
+    if args.target is not None and not 0 <= args.target <= 9:
+        raise MnistlensError(f"--target must be a digit 0-9, got {args.target}")
+    if args.all:
+        _explain_all(model, args)
+        return
+
+    from ..attribution import why_not
+    from ..data import get_test_image, load_digit_image
+    from ..explain import explain
+    from ..plots import plot_explanation, save_figure
+
+    if args.methods:
+        methods = resolve_methods(args.methods)
+    else:
+        with_cam = why_not("grad_cam", model) is None  # not without a conv layer
+        methods = ["saliency", "integrated_gradients"] + (["grad_cam"] if with_cam else [])
+    if args.image:
+        image, label, what = load_digit_image(args.image), None, Path(args.image).name
+    else:
+        image, label = get_test_image(args.index, args.data_dir)
+        what = f"test image {args.index}"
+    result = explain(
+        model,
+        image.unsqueeze(0),
+        methods,
+        args.target,
+        **{m: _method_options(m, args) for m in methods},
+    )
+
+    probs = result.probabilities[0]
+    prediction, target = int(result.predictions[0]), int(result.target[0])
+    notes = {}
+    numbers: dict[str, dict] = {}
+    for name, maps in result.maps.items():
+        numbers[name] = {"sum": float(maps.sum()), "max_abs": float(maps.abs().max())}
+        if name in result.deltas:
+            delta = float(result.deltas[name][0])
+            numbers[name]["delta"] = delta
+            notes[name] = f"delta {delta:+.2e}"
+    stem = f"explain_{args.index}" if args.image is None else f"explain_{Path(args.image).stem}"
+    title = (
+        f"{what}: "
+        + (f"label {label}, " if label is not None else "")
+        + f"predicted {prediction} ({float(probs[prediction]):.1%}); explaining {target}"
+    )
+    fig = plot_explanation(
+        image,
+        {k: v[0] for k, v in result.maps.items()},
+        title,
+        notes,
+        shared_scale=args.shared_scale,
+    )
+    png = str(save_figure(fig, args.out or f"{stem}.png"))
+    for entry in numbers.values():
+        entry["png"] = png
+
+    if args.json:
+        print_json(
+            {
+                "index": args.index,
+                "image": args.image,
+                "label": label,
+                "prediction": prediction,
+                "target": target,
+                "probabilities": [float(p) for p in probs],
+                "model": meta["path"],
+                "png": png,
+                "methods": numbers,
+            }
+        )
+        return
+    print(
+        f"{what}: "
+        + (f"true label {label}, " if label is not None else "")
+        + f"predicted {prediction}"
+        + (f", explaining {target}" if target != prediction else "")
+    )
+    print(top3_line(probs))
+    for name, entry in numbers.items():
+        line = f"  {name}: sum {entry['sum']:+.3f}, max |a| {entry['max_abs']:.3g}"
+        if "delta" in entry:
+            line += f", completeness delta {entry['delta']:+.2e}"
+        print(line)
+    print(f"wrote {png}")

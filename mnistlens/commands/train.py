@@ -1,0 +1,136 @@
+"""`mnistlens train`: train a reference model and write a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..errors import MnistlensError
+from ._common import Parents
+
+# Written with line breaks: the raw formatter keeps the epilog's layout (and so this one's).
+DESCRIPTION = """\
+Train a model on the 60,000 training images (with a progress bar), report its accuracy
+on the 10,000 test images, and write a checkpoint atomically. The checkpoint records
+the arch, hyper-parameters, seed, data checksums, accuracy, training time and versions.
+"""
+
+EPILOG = """\
+--arch-kwargs takes the keyword arguments of the architecture's builder
+(mnistlens/models.py) as KEY=VALUE pairs, separated by spaces or ';'. A value is
+true/false, an int, a float, or a comma-separated list of ints; a list of one int
+is written with a trailing comma (channels=32,), since channels=32 is the number 32.
+
+examples:
+  mnistlens train --arch mlp --arch-kwargs hidden=512,256 dropout=0.1 --out mlp.pt
+  mnistlens train --arch cnn --arch-kwargs channels=32,64,128 hidden=128 --out cnn.pt
+  mnistlens train --arch linear --epochs 10 --no-augment --lr 1e-2 --out linear.pt
+"""
+
+
+def parse_value(text: str) -> bool | int | float | list[int]:
+    """'true' -> True, '32' -> 32, '0.1' -> 0.1, '32,64' -> [32, 64], '32,' -> [32]."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        if "," not in text:
+            return int(text) if text.lstrip("+-").isdigit() else float(text)
+        values = [int(part) for part in text.split(",") if part.strip()]
+        if values:
+            return values
+    except ValueError:
+        pass
+    raise ValueError(f"bad value {text!r}: expected true/false, an int, a float or ints like 32,64")
+
+
+class _KeyValues(argparse.Action):
+    """Collect KEY=VALUE pairs (separated by spaces or ';') into one dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        pairs = dict(getattr(namespace, self.dest) or {})  # a repeated option adds to it
+        for item in re.split(r"[;\s]+", " ".join(values).strip()):
+            key, equals, text = item.partition("=")
+            if not (equals and key.isidentifier()):
+                parser.error(f"argument {option_string}: expected KEY=VALUE, got {item!r}")
+            if key in pairs:
+                parser.error(f"argument {option_string}: {key} given twice")
+            try:
+                pairs[key] = parse_value(text)
+            except ValueError as err:
+                parser.error(f"argument {option_string}: {key}: {err}")
+        setattr(namespace, self.dest, pairs)
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
+    p = subparsers.add_parser(
+        "train",
+        parents=[parents["data"]],
+        help="train a reference model and write a checkpoint",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--arch", required=True, help="architecture name: linear, mlp or cnn")
+    p.add_argument(
+        "--arch-kwargs",
+        nargs="+",
+        action=_KeyValues,
+        default={},
+        metavar="KEY=VALUE",
+        help="architecture options, e.g. mlp: hidden=512,256 dropout=0.1; "
+        "cnn: channels=32,64 kernel_size=3 hidden=128 (see below)",
+    )
+    p.add_argument("--out", required=True, metavar="PATH", help="checkpoint file to write")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training set (5)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (128)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak one-cycle learning rate (3e-3)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (1e-4)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="(0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random draw (0)")
+    p.add_argument("--no-augment", action="store_true", help="no random shift/rotate/scale")
+    p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _check_arch(arch: str, kwargs: dict) -> None:
+    """Build the model once, so bad arch options fail before the data is loaded."""
+    from ..models import build
+
+    try:
+        build(arch, **kwargs)
+    except MnistlensError as err:
+        # channels=32 is the int 32, and a builder iterating over it says only
+        # "'int' object is not iterable": name the fix.
+        lone = [k for k, v in kwargs.items() if type(v) is int]
+        if lone and "not iterable" in str(err):
+            raise MnistlensError(f"{err} (a list of one int is written {lone[0]}=N,)") from None
+        raise
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..checkpoint import save_checkpoint
+    from ..train import TrainConfig, train
+
+    config = TrainConfig(
+        arch=args.arch,
+        arch_kwargs=args.arch_kwargs,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        augment=not args.no_augment,
+        seed=args.seed,
+        train_subset=args.train_subset,
+    )
+    config.validate()
+    _check_arch(config.arch, config.arch_kwargs)
+    model, metadata = train(config, data_dir=args.data_dir, progress=not args.quiet)
+    metadata["command"] = "mnistlens " + " ".join(args.argv)
+    path = save_checkpoint(args.out, model, config.arch, config.arch_kwargs, metadata)
+    print(
+        f"test accuracy {metadata['test_accuracy']:.2%} after {metadata['train_seconds']:.0f} s "
+        f"of training ({metadata['n_parameters']:,} parameters)"
+    )
+    print(f"wrote {path}")

@@ -1,0 +1,89 @@
+"""`mnistlens weights`: pictures of what the weights learned."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import Parents, model_name
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
+    p = subparsers.add_parser(
+        "weights",
+        parents=[parents["model"]],
+        help="pictures of what the weights learned",
+        description="linear: the 10 class templates (signed). mlp: first-layer units as "
+        "28x28 images, for each digit the units that drive it most (through the outgoing "
+        "weights). cnn: first-layer filters, and with --index each conv layer's feature maps "
+        "for that test image.",
+    )
+    p.add_argument("--index", type=int, help="cnn: also show feature maps for this test image")
+    p.add_argument("--out", default="weights.png", help="PNG to write (weights.png)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from .. import weights as W
+    from ..checkpoint import load_model
+    from ..data import get_test_image
+    from ..models import conv_layer_names
+    from ..plots import plot_image_grid, save_figure
+
+    model, meta = load_model(args.model)
+    name = model_name(meta)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    has_conv = bool(conv_layer_names(model))
+    if has_conv:
+        filters = W.conv_filters(model)
+        fig = plot_image_grid(
+            filters,
+            [str(i) for i in range(len(filters))],
+            f"{name}: first-layer filters",
+            signed=True,
+            columns=8,
+        )
+        written = [save_figure(fig, args.out)]
+        if args.index is not None:
+            image, label = get_test_image(args.index, args.data_dir)
+            for layer, maps in W.feature_maps(model, image).items():
+                out = Path(args.out).with_name(f"{Path(args.out).stem}_{layer}.png")
+                fig = plot_image_grid(
+                    maps[:32].clamp(min=0),
+                    [str(i) for i in range(32)],
+                    f"{layer} feature maps for test image {args.index} "
+                    f"(label {label}), first 32 channels, after conv",
+                    columns=8,
+                    shared_scale=False,
+                )
+                written.append(save_figure(fig, out))
+    elif len(linears) == 1:
+        templates = W.linear_templates(model)
+        fig = plot_image_grid(
+            templates,
+            [f"digit {d}" for d in range(10)],
+            f"{name}: class templates (red = ink raises the logit)",
+            signed=True,
+            columns=5,
+        )
+        written = [save_figure(fig, args.out)]
+    else:
+        units = W.first_layer_units(model)
+        ranked = W.units_by_class(model, per_class=4)
+        order = [u for _, us in ranked for u in us]
+        titles = [f"{d}: unit {u}" for d, us in ranked for u in us]
+        fig = plot_image_grid(
+            units[order],
+            titles,
+            f"{name}: first-layer units that drive each digit most (4 per digit)",
+            signed=True,
+            columns=8,
+            shared_scale=False,
+        )
+        written = [save_figure(fig, args.out)]
+        for digit, us in ranked:
+            print(f"digit {digit}: units {', '.join(map(str, us))}")
+    for path in written:
+        print(f"wrote {path}")
