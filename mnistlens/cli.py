@@ -17,6 +17,7 @@ import importlib
 import sys
 
 from . import __version__
+from .commands._common import KeyValues
 from .errors import MnistlensError
 
 # One module per command, in the order `--help` lists them: a new command is a new
@@ -30,6 +31,7 @@ COMMANDS = (
     "units",
     "visualize",
     "measure",
+    "inspect",
 )
 
 DESCRIPTION = """\
@@ -39,7 +41,8 @@ explains their predictions and measures the explanations.
 Images follow one convention everywhere: (N, 1, 28, 28) float32 in [0, 1], white
 digit on black. MNIST is read from --data-dir, else $MNISTLENS_DATA, else
 ~/.cache/mnistlens (downloaded there when online). A model is a checkpoint path or
-the name of a shipped one (linear.pt, mlp.pt, cnn.pt).
+the name of a shipped one (linear.pt, mlp.pt, cnn.pt), a torch.export program (.pt2),
+or your own state_dict file with --model-code FILE.py:CLASS or --arch NAME.
 """
 
 EPILOG = """\
@@ -53,6 +56,8 @@ examples:
   mnistlens visualize --model cnn.pt --class 3 --out dream3.png
   mnistlens measure --model cnn.pt --methods saliency,ig,gradcam --plot curves.png
   mnistlens train --arch cnn --arch-kwargs channels=32,64,128 --epochs 8 --out cnn.pt
+  mnistlens inspect --model net.pt --model-code net.py:Net      # your own model
+  mnistlens explain --model net.pt2 --index 42                   # a torch.export program
 
 Run `mnistlens COMMAND --help` for each command's options.
 Exit codes: 0 success, 2 bad input (message on stderr), 130 interrupted.
@@ -76,7 +81,32 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     )
     model = argparse.ArgumentParser(add_help=False, parents=[data])
     model.add_argument(
-        "--model", required=True, help="checkpoint path or shipped name (linear.pt, mlp.pt, cnn.pt)"
+        "--model",
+        required=True,
+        help="a mnistlens checkpoint (path or shipped name: linear.pt, mlp.pt, cnn.pt), "
+        "a torch.export program (.pt2), or a state_dict file with --model-code or --arch",
+    )
+    yours = model.add_argument_group("your own model (a state_dict file)")
+    yours.add_argument(
+        "--model-code",
+        metavar="FILE.py:CLASS",
+        help="your model's class in your own source file, e.g. net.py:Net",
+    )
+    yours.add_argument("--arch", help="or a registered architecture: linear, mlp, cnn")
+    yours.add_argument(
+        "--arch-kwargs",
+        nargs="+",
+        action=KeyValues,
+        default={},
+        metavar="KEY=VALUE",
+        help="constructor arguments for --model-code or --arch, e.g. hidden=128",
+    )
+    yours.add_argument(
+        "--input",
+        choices=["auto", "unit", "mnist-normalized", "0-255"],
+        default="auto",
+        help="the pixels your model expects: [0, 1] (unit), (x - 0.1307) / 0.3081 "
+        "(mnist-normalized) or 0-255; auto tries each on 1,000 test images (auto)",
     )
     return {"data": data, "model": model}
 

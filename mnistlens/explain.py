@@ -159,3 +159,20 @@ def class_mean_maps(
         sums.index_add_(0, y, maps)
     counts = torch.bincount(labels, minlength=10).float()
     return sums / counts[:, None, None]  # NaN where a digit has no correct image
+
+
+def map_note(result: Explanation, name: str, i: int = 0) -> str:
+    """The lines printed under a map (in the CLI's figure and the app): its deletion area
+    against a random ranking, its completeness error where the method claims
+    completeness, and the layer of a layer method. Needs `explain(..., measure=True)`."""
+    lines = []
+    if name in result.scores:
+        numbers = result.scores[name].image(i)
+        lines.append(
+            f"deletion {numbers['deletion_auc']:.2f} (random {numbers['random_deletion_auc']:.2f})"
+        )
+        if "completeness_error" in numbers:
+            lines.append(f"completeness error {numbers['completeness_error']:.1%}")
+    if name in result.layers:
+        lines.append(f"layer {result.layers[name]}")
+    return "\n".join(lines)

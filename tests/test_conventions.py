@@ -111,7 +111,7 @@ def test_conventions_are_detected_and_reported(loaded):
         assert meta["outputs"] == "log_probabilities" and meta["output_removed"]
         accuracies = meta["input_accuracies"]
         assert accuracies["mnist-normalized"] > max(accuracies["unit"], accuracies["0-255"])
-        assert "test images" in meta["input_reason"]
+        assert "lowest loss" in meta["input_reason"]
     _, meta = loaded["mlp"]
     assert meta["input"] == "0-255" and meta["outputs"] == "logits"
     assert not meta["output_removed"] and meta["input_shape"] == [784]

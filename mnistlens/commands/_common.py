@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,39 @@ if TYPE_CHECKING:
 # The parent parsers cli.py hands to each command: "data" declares --data-dir,
 # "model" declares --model and --data-dir.
 Parents = dict[str, argparse.ArgumentParser]
+
+
+def parse_value(text: str) -> bool | int | float | list[int]:
+    """'true' -> True, '32' -> 32, '0.1' -> 0.1, '32,64' -> [32, 64], '32,' -> [32]."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        if "," not in text:
+            return int(text) if text.lstrip("+-").isdigit() else float(text)
+        values = [int(part) for part in text.split(",") if part.strip()]
+        if values:
+            return values
+    except ValueError:
+        pass
+    raise ValueError(f"bad value {text!r}: expected true/false, an int, a float or ints like 32,64")
+
+
+class KeyValues(argparse.Action):
+    """Collect KEY=VALUE pairs (separated by spaces or ';') into one dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        pairs = dict(getattr(namespace, self.dest) or {})  # a repeated option adds to it
+        for item in re.split(r"[;\s]+", " ".join(values).strip()):
+            key, equals, text = item.partition("=")
+            if not (equals and key.isidentifier()):
+                parser.error(f"argument {option_string}: expected KEY=VALUE, got {item!r}")
+            if key in pairs:
+                parser.error(f"argument {option_string}: {key} given twice")
+            try:
+                pairs[key] = parse_value(text)
+            except ValueError as err:
+                parser.error(f"argument {option_string}: {key}: {err}")
+        setattr(namespace, self.dest, pairs)
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -60,3 +94,19 @@ def save_npy(path: str | os.PathLike, array: Any) -> Path:
     from ..checkpoint import atomic_write
 
     return atomic_write(path, lambda f: np.save(f, array))
+
+
+def load_model(args: argparse.Namespace):
+    """The model named by --model (any supported format: `conventions.load`), adapted to
+    the library's conventions, with --model-code/--arch/--arch-kwargs/--input for a
+    user's state_dict: -> (model, metadata)."""
+    from ..conventions import load
+
+    return load(
+        args.model,
+        model_code=getattr(args, "model_code", None),
+        arch=getattr(args, "arch", None),
+        arch_kwargs=getattr(args, "arch_kwargs", None) or None,
+        input=getattr(args, "input", "auto"),
+        data_dir=getattr(args, "data_dir", None),
+    )

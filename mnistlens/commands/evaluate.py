@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, add_json_option, model_name, print_json
+from ._common import Parents, add_json_option, load_model, model_name, print_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -24,14 +24,18 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..checkpoint import load_model
     from ..data import load_mnist
     from ..metrics import evaluate
 
-    model, meta = load_model(args.model)
+    model, meta = load_model(args)
     images, labels = load_mnist(args.split, args.data_dir)
     report = evaluate(model, images, labels)
-    report = {"model": meta["path"], "arch": meta["arch"], "split": args.split, **report}
+    report = {
+        "model": meta["path"],
+        "arch": meta.get("arch", meta.get("format")),
+        "split": args.split,
+        **report,
+    }
     if args.plot:
         from ..plots import plot_confusion, save_figure
 

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..errors import MnistlensError
-from ._common import Parents, add_json_option, print_json, resolve_methods, save_npy, top3_line
+from ._common import (
+    Parents,
+    add_json_option,
+    load_model,
+    print_json,
+    resolve_methods,
+    save_npy,
+    top3_line,
+)
 
 # Written out, not read from the registry, so that --help needs no torch; a test
 # checks that it names every registered method and alias.
@@ -86,9 +94,8 @@ def _explain_all(model, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..checkpoint import load_model
 
-    model, meta = load_model(args.model)
+    model, meta = load_model(args)
     if args.target is not None and not 0 <= args.target <= 9:
         raise MnistlensError(f"--target must be a digit 0-9, got {args.target}")
     if args.all:
@@ -97,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
 
     from ..attribution import why_not
     from ..data import get_test_image, load_digit_image
-    from ..explain import explain
+    from ..explain import explain, map_note
     from ..plots import plot_explanation, save_figure
 
     if args.methods:
@@ -115,19 +122,24 @@ def run(args: argparse.Namespace) -> None:
         image.unsqueeze(0),
         methods,
         args.target,
+        measure=True,  # every map carries its own numbers (issue 9)
         **{m: _method_options(m, args) for m in methods},
     )
 
     probs = result.probabilities[0]
     prediction, target = int(result.predictions[0]), int(result.target[0])
-    notes = {}
+    notes = {name: map_note(result, name) for name in result.maps}
     numbers: dict[str, dict] = {}
     for name, maps in result.maps.items():
-        numbers[name] = {"sum": float(maps.sum()), "max_abs": float(maps.abs().max())}
+        numbers[name] = {
+            "sum": float(maps.sum()),
+            "max_abs": float(maps.abs().max()),
+            "faithfulness": result.scores[name].image(0),
+        }
+        if name in result.layers:
+            numbers[name]["layer"] = result.layers[name]
         if name in result.deltas:
-            delta = float(result.deltas[name][0])
-            numbers[name]["delta"] = delta
-            notes[name] = f"delta {delta:+.2e}"
+            numbers[name]["delta"] = float(result.deltas[name][0])
     stem = f"explain_{args.index}" if args.image is None else f"explain_{Path(args.image).stem}"
     title = (
         f"{what}: "
@@ -156,6 +168,9 @@ def run(args: argparse.Namespace) -> None:
                 "probabilities": [float(p) for p in probs],
                 "model": meta["path"],
                 "png": png,
+                "faithfulness_keys": "deletion/insertion AUC of the map and of a random "
+                "ranking of this image's pixels (deletion: lower is better); "
+                "completeness_error is relative, for methods that claim completeness",
                 "methods": numbers,
             }
         )
@@ -169,7 +184,13 @@ def run(args: argparse.Namespace) -> None:
     print(top3_line(probs))
     for name, entry in numbers.items():
         line = f"  {name}: sum {entry['sum']:+.3f}, max |a| {entry['max_abs']:.3g}"
-        if "delta" in entry:
-            line += f", completeness delta {entry['delta']:+.2e}"
+        trust = entry["faithfulness"]
+        line += (
+            f"; deletion {trust['deletion_auc']:.2f} vs random {trust['random_deletion_auc']:.2f}"
+        )
+        if "completeness_error" in trust:
+            line += f", completeness error {trust['completeness_error']:.1%}"
+        if "layer" in entry:
+            line += f" (layer {entry['layer']})"
         print(line)
     print(f"wrote {png}")

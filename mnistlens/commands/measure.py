@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import MnistlensError
-from ._common import Parents, add_json_option, model_name, print_json, resolve_methods
+from ._common import Parents, add_json_option, load_model, model_name, print_json, resolve_methods
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -26,7 +26,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     p.add_argument(
         "--randomization",
         action="store_true",
-        help="also run the model-randomization check (on 20 images)",
+        help="also run the model-randomization check and give each method a sanity "
+        "verdict (on 20 images)",
+    )
+    p.add_argument(
+        "--captum-metrics",
+        action="store_true",
+        help="also Captum's infidelity and max-sensitivity (on 20 images)",
     )
     p.add_argument("--plot", metavar="PNG", help="write the mean deletion/insertion curves")
     add_json_option(p)
@@ -35,15 +41,16 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 def run(args: argparse.Namespace) -> None:
     from .. import faithfulness
-    from ..checkpoint import load_model
     from ..data import load_mnist
 
-    model, meta = load_model(args.model)
+    model, meta = load_model(args)
     if not 1 <= args.n <= 10_000:
         raise MnistlensError(f"--n must be 1 to 10000, got {args.n}")
     methods = resolve_methods(args.methods)
     images = load_mnist("test", args.data_dir)[0][: args.n]
-    report, curves = faithfulness.compare_methods(model, images, methods, args.randomization)
+    report, curves = faithfulness.compare_methods(
+        model, images, methods, args.randomization, captum_metrics=args.captum_metrics
+    )
     result = {"model": meta["path"], "n_images": len(images), "methods": report}
     if args.plot:
         from ..plots import plot_perturbation_curves, save_figure
@@ -70,6 +77,18 @@ def run(args: argparse.Namespace) -> None:
         for name, entry in report.items():
             if "randomization" in entry:
                 cells = ", ".join(f"{k} {v:.2f}" for k, v in entry["randomization"].items())
-                print(f"  {name}: {cells}")
+                print(f"  {name}: {cells} -> sanity {entry['sanity']}")
+        print(f"sanity rule: {faithfulness.SANITY_RULE}")
+    if args.captum_metrics:
+        print(
+            "Captum metrics (lower is better; infidelity of a random ranking: "
+            f"{report['random']['infidelity']:.3f}):"
+        )
+        for name, entry in report.items():
+            if "sensitivity_max" in entry:
+                print(
+                    f"  {name}: infidelity {entry['infidelity']:.3f}, "
+                    f"max-sensitivity {entry['sensitivity_max']:.3f}"
+                )
     if args.plot:
         print(f"wrote {result['plot']}")

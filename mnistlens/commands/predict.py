@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, add_json_option, print_json, top3_line
+from ._common import Parents, add_json_option, load_model, print_json, top3_line
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -22,10 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..checkpoint import load_model
     from ..data import get_test_image
 
-    model, _ = load_model(args.model)
+    model, _ = load_model(args)
     image, label = get_test_image(args.index, args.data_dir)
     with torch.inference_mode():
         probs = model(image.unsqueeze(0)).softmax(dim=1)[0]  # (10,)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from ..errors import MnistlensError
-from ._common import Parents
+from ._common import KeyValues, Parents
 
 # Written with line breaks: the raw formatter keeps the epilog's layout (and so this one's).
 DESCRIPTION = """\
@@ -28,39 +27,6 @@ examples:
 """
 
 
-def parse_value(text: str) -> bool | int | float | list[int]:
-    """'true' -> True, '32' -> 32, '0.1' -> 0.1, '32,64' -> [32, 64], '32,' -> [32]."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        if "," not in text:
-            return int(text) if text.lstrip("+-").isdigit() else float(text)
-        values = [int(part) for part in text.split(",") if part.strip()]
-        if values:
-            return values
-    except ValueError:
-        pass
-    raise ValueError(f"bad value {text!r}: expected true/false, an int, a float or ints like 32,64")
-
-
-class _KeyValues(argparse.Action):
-    """Collect KEY=VALUE pairs (separated by spaces or ';') into one dict."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        pairs = dict(getattr(namespace, self.dest) or {})  # a repeated option adds to it
-        for item in re.split(r"[;\s]+", " ".join(values).strip()):
-            key, equals, text = item.partition("=")
-            if not (equals and key.isidentifier()):
-                parser.error(f"argument {option_string}: expected KEY=VALUE, got {item!r}")
-            if key in pairs:
-                parser.error(f"argument {option_string}: {key} given twice")
-            try:
-                pairs[key] = parse_value(text)
-            except ValueError as err:
-                parser.error(f"argument {option_string}: {key}: {err}")
-        setattr(namespace, self.dest, pairs)
-
-
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
     p = subparsers.add_parser(
         "train",
@@ -74,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     p.add_argument(
         "--arch-kwargs",
         nargs="+",
-        action=_KeyValues,
+        action=KeyValues,
         default={},
         metavar="KEY=VALUE",
         help="architecture options, e.g. mlp: hidden=512,256 dropout=0.1; "

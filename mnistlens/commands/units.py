@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, model_name
+from ._common import Parents, load_model, model_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -26,11 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 def run(args: argparse.Namespace) -> None:
     from .. import activations as act
-    from ..checkpoint import load_model
     from ..data import load_mnist
     from ..plots import plot_class_profile, plot_image_grid, plot_projections, save_figure
 
-    model, meta = load_model(args.model)
+    model, meta = load_model(args)
     images, labels = load_mnist("test", args.data_dir)
     raw = act.layer_activations(model, images, args.layer, progress=True)
     units = act.unit_activations(raw)  # (N, units)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import MnistlensError
-from ._common import Parents, model_name
+from ._common import Parents, load_model, model_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -29,12 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..checkpoint import load_model
     from ..featureviz import maximize
     from ..models import get_layer
     from ..plots import plot_image_grid, save_figure
 
-    model, meta = load_model(args.model)
+    model, meta = load_model(args)
     if (args.digit is None) == (args.unit is None):
         raise MnistlensError("give either --class DIGIT or --layer NAME --unit U")
     if args.unit is not None:

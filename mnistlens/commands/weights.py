@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import Parents, model_name
+from ._common import Parents, load_model, model_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -27,12 +27,11 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from .. import weights as W
-    from ..checkpoint import load_model
     from ..data import get_test_image
     from ..models import conv_layer_names
     from ..plots import plot_image_grid, save_figure
 
-    model, meta = load_model(args.model)
+    model, meta = load_model(args)
     name = model_name(meta)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     has_conv = bool(conv_layer_names(model))
