@@ -129,6 +129,28 @@ def load_mnist(
     return images, labels.clone()
 
 
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate a batch in the input convention: (N >= 1, 1, 28, 28) finite floating point.
+
+    float64/float16 and non-contiguous batches are accepted and returned as float32
+    (the models' dtype); the checks name the problem and the fix."""
+    if not isinstance(images, torch.Tensor):
+        raise MnistlensError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        hint = " (add a batch axis: images.unsqueeze(0))" if images.dim() == 3 else ""
+        raise MnistlensError(
+            f"images must have shape (N, 1, 28, 28), got {tuple(images.shape)}{hint}"
+        )
+    if not images.is_floating_point():
+        raise MnistlensError(f"images must be float in [0, 1], got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise MnistlensError("images is an empty batch (N = 0); pass at least one image")
+    if not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images)).flatten(1).any(dim=1).nonzero()[0])
+        raise MnistlensError(f"images must be finite; image {bad} holds NaN or inf values")
+    return images.detach().to(torch.float32)  # the models' dtype; float64 input is fine
+
+
 def get_test_image(
     index: int, data_dir: str | os.PathLike | None = None
 ) -> tuple[torch.Tensor, int]:

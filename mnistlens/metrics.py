@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import MnistlensError
 from .models import evaluating
 
 
@@ -19,8 +20,27 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 100
     return torch.cat(chunks) if chunks else torch.empty(0, 10)
 
 
+def check_labels(labels: torch.Tensor, n: int = 10, name: str = "labels") -> torch.Tensor:
+    """Validate (N,) integer classes in 0..n-1; -> int64."""
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise MnistlensError(f"{name} must be a (N,) tensor of classes, got {shape}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise MnistlensError(f"{name} must be integer classes, got dtype {labels.dtype}")
+    if len(labels) and not ((labels >= 0) & (labels < n)).all():
+        bad = int(labels[(labels < 0) | (labels >= n)][0])
+        raise MnistlensError(f"{name} hold class {bad}, outside 0-{n - 1}")
+    return labels.long()
+
+
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, n: int = 10) -> torch.Tensor:
     """Counts (n, n) int64, rows = true digit, columns = predicted digit: (N,), (N,) -> (n, n)."""
+    predictions = check_labels(predictions, n, "predictions")
+    labels = check_labels(labels, n)
+    if len(predictions) != len(labels):
+        raise MnistlensError(
+            f"{len(predictions)} predictions for {len(labels)} labels; give one per image"
+        )
     flat = labels.long() * n + predictions.long()  # (N,) index into the flattened matrix
     return torch.bincount(flat, minlength=n * n).reshape(n, n)  # (n, n)
 
@@ -51,6 +71,12 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> di
     `n_images`, `n_errors`, `top_confusions` (list of [true, predicted, count]),
     and `confusion` (10 x 10 nested list, rows = true digit).
     """
+    from .data import check_images
+
+    images = check_images(images)
+    labels = check_labels(labels)
+    if len(labels) != len(images):
+        raise MnistlensError(f"{len(images)} images but {len(labels)} labels; give one per image")
     predictions = predict_logits(model, images).argmax(dim=1)
     confusion = confusion_matrix(predictions, labels)
     n_correct = int(confusion.diagonal().sum())

@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import MnistlensError
 from ..models import get_layer
 from ..prepare import analyze, with_relu_modules
-from .common import Target, chunked
+from .common import Target, check_images, chunked
 from .registry import register_method
 
 
@@ -96,4 +96,4 @@ def grad_cam_x_input(
     (N, 1, 28, 28) -> (N, 1, 28, 28), non-negative.
     """
     cams = grad_cam(model, images, target, layer=layer, batch_size=batch_size, progress=progress)
-    return cams * images.detach()
+    return cams * check_images(images)

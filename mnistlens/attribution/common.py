@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
+from ..data import check_images
 from ..errors import MnistlensError
 from ..metrics import predict_logits
 from ..models import evaluating
@@ -21,20 +22,6 @@ from ..models import evaluating
 Target = int | torch.Tensor | None
 Compute = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (chunk, target) -> maps
 INPUT_RANGE = 1.0  # images live in [0, 1]; noise levels are fractions of this range
-
-
-def check_images(images: torch.Tensor) -> torch.Tensor:
-    """Validate a batch in the input convention: (N, 1, 28, 28) finite floating point."""
-    if not isinstance(images, torch.Tensor):
-        raise MnistlensError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        hint = " (add a batch axis: images.unsqueeze(0))" if images.dim() == 3 else ""
-        raise MnistlensError(
-            f"images must have shape (N, 1, 28, 28), got {tuple(images.shape)}{hint}"
-        )
-    if not images.is_floating_point():
-        raise MnistlensError(f"images must be float in [0, 1], got dtype {images.dtype}")
-    return images.detach()
 
 
 def resolve_target(model: nn.Module, images: torch.Tensor, target: Target) -> torch.Tensor:
