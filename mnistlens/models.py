@@ -68,11 +68,20 @@ class Normalize(nn.Module):
 
 
 @register("linear")
-def linear() -> nn.Module:
-    """Softmax regression: one weight template per digit, `fc.weight` is (10, 784)."""
+def linear(*, normalize: bool = True) -> nn.Module:
+    """Softmax regression: one weight template per digit, `fc.weight` is (10, 784).
+
+    Args:
+        normalize: standardize the pixels first (`norm` = `Normalize`). With False,
+            `norm` is `nn.Identity()` and the model works on the raw [0, 1] pixels: a
+            pixel that is blank in every training image then gets no gradient at all, so
+            trained from zeros with SGD its weight stays zero and the class templates
+            look like digits (issue 13). True is the default: older checkpoints hold
+            `norm` buffers.
+    """
     return nn.Sequential(
         OrderedDict(
-            norm=Normalize(),
+            norm=Normalize() if normalize else nn.Identity(),
             flatten=nn.Flatten(),  # (N, 784)
             fc=nn.Linear(28 * 28, 10),
         )

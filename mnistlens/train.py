@@ -4,11 +4,18 @@ Recipe (why each piece is there):
 - the whole split as one tensor and random index batches: no DataLoader overhead;
 - AdamW with a one-cycle learning-rate schedule (Smith & Topin 2017,
   https://arxiv.org/abs/1708.07120): reaches high accuracy in few epochs;
+- or plain SGD (`optimizer="sgd"`, same schedule) from zero weights (`zero_init`), for
+  softmax regression: Adam rescales every gradient to a full-size step, so the small,
+  steady gradients of pixels that carry no information still move their weights, and
+  the class templates fill up with background (issue 13); SGD moves a weight in
+  proportion to its gradient, and a pixel that never sees ink keeps its zero weight;
 - small random affine distortions (shift, rotation, scale) as augmentation, done on
   the whole batch with `affine_grid`/`grid_sample`: the classic way to push MNIST
   CNNs past 99.5% (Simard et al. 2003);
 - every random draw comes from one seed (init, dropout, shuffling, augmentation), and
-  the seed, the config and the data checksums are saved in the checkpoint.
+  the seed, the config and the data checksums are saved in the checkpoint. The global
+  torch RNG is seeded inside `torch.random.fork_rng`, so a caller's own random state is
+  the same after `train()` as before (issue 8).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from .data import data_checksums, load_mnist
 from .errors import MnistlensError
 from .metrics import evaluate
 
+OPTIMIZERS = ("adamw", "sgd")
+
 
 @dataclass
 class TrainConfig:
@@ -49,6 +58,9 @@ class TrainConfig:
     max_scale: float = 0.1  # relative, e.g. 0.1 -> zoom in [0.9, 1.1]
     seed: int = 0
     train_subset: int | None = None  # use only the first n training images (quick runs)
+    optimizer: str = "adamw"  # one of OPTIMIZERS
+    momentum: float = 0.0  # SGD only; AdamW's beta1 is cycled by the one-cycle schedule
+    zero_init: bool = False  # start from all-zero weights (linear only: see module doc)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -69,6 +81,17 @@ class TrainConfig:
         if self.train_subset is not None and self.train_subset < self.batch_size:
             raise MnistlensError(
                 f"train_subset={self.train_subset} is smaller than batch_size={self.batch_size}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise MnistlensError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}"
+            )
+        if not 0 <= self.momentum < 1:
+            raise MnistlensError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.zero_init and self.arch != "linear":
+            # hidden units that start equal get equal gradients and never tell apart
+            raise MnistlensError(
+                f"zero_init only suits the 'linear' model (no hidden units), not {self.arch!r}"
             )
 
 
@@ -94,34 +117,50 @@ def random_affine(images: torch.Tensor, config: TrainConfig, gen: torch.Generato
     return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
 
 
-def train(
-    config: TrainConfig, data_dir: str | None = None, progress: bool = True
-) -> tuple[nn.Module, dict]:
-    """Train a model as `config` says; -> (model in eval mode, metadata for the checkpoint).
-
-    The metadata holds test accuracy (full 10k test set), per-digit accuracy, the
-    config, per-epoch history, training seconds, versions and data checksums.
-    """
-    config.validate()
-    torch.manual_seed(config.seed)  # model init and dropout
-    gen = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation
-
-    images, labels = load_mnist("train", data_dir)
-    if config.train_subset is not None:
-        images, labels = images[: config.train_subset], labels[: config.train_subset]
-    model = models.build(config.arch, **config.arch_kwargs)
-
-    steps_per_epoch = len(images) // config.batch_size  # drop the ragged last batch
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
+    """The optimizer `config.optimizer` names and its one-cycle schedule (peak `config.lr`)."""
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+        optimizer,
+        max_lr=config.lr,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        # one-cycle also cycles AdamW's beta1; SGD keeps its fixed momentum, so that
+        # momentum=0 stays plain SGD
+        cycle_momentum=config.optimizer == "adamw",
     )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return optimizer, schedule
 
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    gen: torch.Generator,
+    progress: bool = True,
+) -> list[dict]:
+    """Train `model` in place on (N, 1, 28, 28) images, (N,) labels; -> per-epoch history.
+
+    Shuffling and augmentation draw from `gen`; init and dropout from the global RNG,
+    which the caller (`train`) seeds inside a forked RNG state.
+    """
+    steps_per_epoch = len(images) // config.batch_size  # drop the ragged last batch
+    optimizer, schedule = make_optimizer(model, config, steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = []
-    start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(images), generator=gen)
@@ -154,7 +193,37 @@ def train(
                     lr=f"{schedule.get_last_lr()[0]:.2e}",
                 )
         history.append({"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen})
-    train_seconds = time.perf_counter() - start
+    return history
+
+
+def train(
+    config: TrainConfig, data_dir: str | None = None, progress: bool = True
+) -> tuple[nn.Module, dict]:
+    """Train a model as `config` says; -> (model in eval mode, metadata for the checkpoint).
+
+    The metadata holds test accuracy (full 10k test set), per-digit accuracy, the
+    config, per-epoch history, training seconds, versions and data checksums.
+    Deterministic on CPU for a given config, and the caller's global RNG state is
+    left as it was.
+    """
+    config.validate()
+    images, labels = load_mnist("train", data_dir)
+    if config.train_subset is not None:
+        images, labels = images[: config.train_subset], labels[: config.train_subset]
+
+    # fork_rng saves the global CPU RNG state and restores it on exit: the seed decides
+    # init and dropout without touching the caller's random stream (issue 8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # model init and dropout
+        gen = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation
+        model = models.build(config.arch, **config.arch_kwargs)
+        if config.zero_init:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+        start = time.perf_counter()
+        history = fit(model, images, labels, config, gen, progress)
+        train_seconds = time.perf_counter() - start
 
     test_images, test_labels = load_mnist("test", data_dir)
     report = evaluate(model, test_images, test_labels)

@@ -54,32 +54,48 @@ def test_activation_shapes_per_layer(shipped, test_set, arch, layer, shape):
     assert out.shape == (50, *shape)
 
 
-def test_linear_templates_are_the_weight_rows(shipped):
+def test_linear_templates_look_like_their_digit(shipped, test_set):
+    """Each template correlates best with its own digit's mean image (minus the overall
+    mean): the pictures show what the model learned, not a training artifact."""
     model, _ = shipped["linear"]
     templates = W.linear_templates(model)
     assert templates.shape == (10, 28, 28)
-    for digit in range(10):
-        assert torch.equal(templates[digit].flatten(), model.fc.weight[digit])
+    images, labels = test_set
+    means = torch.stack([images[labels == d, 0].mean(0) for d in range(10)])
+    contrast = (means - images[:, 0].mean(0)).flatten(1)  # (10, 784)
+    t = templates.flatten(1)
+    t = (t - t.mean(1, keepdim=True)) / t.std(1, keepdim=True)
+    c = (contrast - contrast.mean(1, keepdim=True)) / contrast.std(1, keepdim=True)
+    correlation = t @ c.T / 783  # (10 templates, 10 digits)
+    assert (correlation.argmax(dim=1) == torch.arange(10)).all()
     with pytest.raises(MnistlensError, match="single linear layer"):
         W.linear_templates(shipped["mlp"][0])
 
 
 def test_linear_template_scores_the_digit(shipped, test_set):
-    """Template . normalized image + bias is the logit: templates really are the model."""
+    """Template . (the model's view of the image) + bias is the logit: templates really
+    are the model."""
     model, _ = shipped["linear"]
     images = test_set[0][:20]
     templates = W.linear_templates(model).flatten(1)  # (10, 784)
-    normalized = ((images - 0.1307) / 0.3081).flatten(1)
+    normalized = model.norm(images).flatten(1)  # identity for the shipped raw-pixel model
     torch.testing.assert_close(
         normalized @ templates.T + model.fc.bias, model(images), atol=1e-4, rtol=1e-4
     )
 
 
 def test_mlp_unit_influence_is_the_linear_path(shipped):
+    """With every later ReLU open, raising unit u of fc1 by 1 moves the logits by
+    influence[:, u]: checked by autograd through the model's own layers."""
     model, _ = shipped["mlp"]
     influence = W.unit_class_influence(model)
     assert influence.shape == (10, 512)
-    torch.testing.assert_close(influence, model.head.weight @ model.fc2.weight)
+    hidden = torch.rand(512, requires_grad=True)
+    logits = model.head(model.fc2(hidden))  # the path after fc1 with its ReLUs open
+    jacobian = torch.stack(
+        [torch.autograd.grad(logits[c], hidden, retain_graph=True)[0] for c in range(10)]
+    )
+    torch.testing.assert_close(influence, jacobian, atol=1e-5, rtol=1e-4)
     ranked = W.units_by_class(model, per_class=3)
     assert [d for d, _ in ranked] == list(range(10))
     assert all(influence[d, us[0]] == influence[d].max() for d, us in ranked)

@@ -96,3 +96,79 @@ def test_config_rejects_unknown_keys():
 def test_config_validation(changes, pattern):
     with pytest.raises(MnistlensError, match=pattern):
         TrainConfig(**changes).validate()
+
+
+# ---------------------------------------------------------------- global RNG (issue 8)
+
+TINY = dict(arch="mlp", arch_kwargs={"hidden": [16]}, epochs=1, batch_size=64, train_subset=256)
+
+
+def test_train_leaves_the_callers_global_rng_state_unchanged():
+    """A caller's random stream continues as if train() had not run (issue 8)."""
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    expected_next = torch.rand(5)
+    torch.set_rng_state(before)
+    train(TrainConfig(**TINY, seed=7), progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.rand(5), expected_next)
+
+
+def test_training_is_deterministic_whatever_the_callers_rng_state():
+    """Same seed -> identical weights, even when the global RNG was in another state."""
+    torch.manual_seed(1)
+    first, _ = train(TrainConfig(**TINY), progress=False)
+    torch.manual_seed(2)
+    torch.rand(100)
+    second, _ = train(TrainConfig(**TINY), progress=False)
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, second.state_dict()[name]), name
+
+
+# ---------------------------------------------------------------- SGD, zero init (issue 13)
+
+LINEAR_SGD = dict(
+    arch="linear",
+    arch_kwargs={"normalize": False},
+    optimizer="sgd",
+    zero_init=True,
+    augment=False,
+    epochs=1,
+    lr=0.5,
+    weight_decay=1e-3,
+    train_subset=2048,
+)
+
+
+def test_sgd_from_zeros_on_raw_pixels_leaves_never_inked_pixels_at_zero():
+    """No input, no gradient: a pixel blank in every training image keeps weight exactly 0."""
+    from mnistlens.data import load_mnist
+
+    model, meta = train(TrainConfig(**LINEAR_SGD), progress=False)
+    assert meta["config"]["optimizer"] == "sgd" and meta["config"]["zero_init"] is True
+    assert meta["test_accuracy"] > 0.7
+    images, _ = load_mnist("train")
+    blank = images[:2048].amax(dim=0).flatten() == 0  # (784,) never inked in the subset
+    assert 100 < int(blank.sum()) < 784
+    assert (model.fc.weight[:, blank] == 0).all()
+    assert (model.fc.weight[:, ~blank] != 0).any()
+
+
+def test_sgd_momentum_is_used_and_adamw_unchanged():
+    """The optimizer option picks the optimizer; momentum changes the SGD trajectory."""
+    plain, _ = train(TrainConfig(**LINEAR_SGD), progress=False)
+    heavy, _ = train(TrainConfig(**{**LINEAR_SGD, "momentum": 0.5}), progress=False)
+    assert not torch.equal(plain.fc.weight, heavy.fc.weight)
+
+
+@pytest.mark.parametrize(
+    "changes, pattern",
+    [
+        ({"optimizer": "adam"}, r"unknown optimizer 'adam'; choose one of \['adamw', 'sgd'\]"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+        ({"arch": "mlp", "zero_init": True}, "zero_init only suits the 'linear' model"),
+    ],
+)
+def test_optimizer_options_are_validated(changes, pattern):
+    with pytest.raises(MnistlensError, match=pattern):
+        TrainConfig(**changes).validate()

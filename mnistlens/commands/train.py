@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import MnistlensError
 from ._common import KeyValues, Parents
@@ -50,12 +51,22 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     p.add_argument("--epochs", type=int, default=5, help="passes over the training set (5)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (128)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak one-cycle learning rate (3e-3)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (1e-4)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (1e-4)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="(adamw)")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (0)")
+    p.add_argument(
+        "--zero-init",
+        action="store_true",
+        help="start from all-zero weights (linear only: templates free of init noise)",
+    )
     p.add_argument("--label-smoothing", type=float, default=0.0, help="(0)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random draw (0)")
     p.add_argument("--no-augment", action="store_true", help="no random shift/rotate/scale")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--force", action="store_true", help="overwrite --out if it exists (a shipped model too)"
+    )
     p.set_defaults(run=run)
 
 
@@ -89,7 +100,14 @@ def run(args: argparse.Namespace) -> None:
         augment=not args.no_augment,
         seed=args.seed,
         train_subset=args.train_subset,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        zero_init=args.zero_init,
     )
+    if Path(args.out).exists() and not args.force:
+        raise MnistlensError(
+            f"{args.out} exists; pass --force to overwrite it (or choose another --out)"
+        )
     config.validate()
     _check_arch(config.arch, config.arch_kwargs)
     model, metadata = train(config, data_dir=args.data_dir, progress=not args.quiet)
