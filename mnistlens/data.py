@@ -88,9 +88,53 @@ def _ensure_files(root: Path, download: bool) -> None:
             )
 
 
+# SHA-256 of the four original (uncompressed) files: a file that claims to be the full
+# MNIST split (60,000 or 10,000 items) must be exactly the original.
+ORIGINAL_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+_IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # idx3 uint8, idx1 uint8
+
+
+def verify_raw_file(path: Path) -> None:
+    """Refuse a truncated or corrupted MNIST file before torchvision reads it.
+
+    IDX files state their item count in the header, so a truncated file is caught by its
+    size; a file with the original count must match the original's SHA-256. (A smaller,
+    self-consistent file, e.g. a subset someone wrote on purpose, is read as it is.)
+    """
+    kind = "images" if "images" in path.name else "labels"
+    fix = (
+        "delete it and let torchvision download it again (online), or copy the original "
+        f"file back; its SHA-256 is {ORIGINAL_SHA256.get(path.name, '?')[:16]}..."
+    )
+    data = path.read_bytes()
+    header = 16 if kind == "images" else 8
+    if len(data) < header or int.from_bytes(data[:4], "big") != _IDX_MAGIC[kind]:
+        raise MnistlensError(f"MNIST file {path} is not an IDX {kind} file; {fix}")
+    count = int.from_bytes(data[4:8], "big")
+    expected = header + count * (28 * 28 if kind == "images" else 1)
+    if len(data) != expected:
+        raise MnistlensError(
+            f"MNIST file {path} is truncated or padded: {len(data):,} bytes, its header "
+            f"says {expected:,}; {fix}"
+        )
+    original = 60_000 if path.name.startswith("train") else 10_000
+    if count == original and hashlib.sha256(data).hexdigest() != ORIGINAL_SHA256[path.name]:
+        raise MnistlensError(f"MNIST file {path} is corrupted (SHA-256 mismatch); {fix}")
+
+
 @functools.lru_cache(maxsize=4)
 def _read_split(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read one split as (N, 28, 28) uint8 images and (N,) int64 labels, cached per process."""
+    """Read one split as (N, 28, 28) uint8 images and (N,) int64 labels, cached per process
+    (after `verify_raw_file` on its two files: about 0.1 s, once)."""
+    prefix = "train" if split == "train" else "t10k"
+    for name in RAW_FILES:
+        if name.startswith(prefix):
+            verify_raw_file(root / "MNIST" / "raw" / name)
     dataset = MNIST(root=str(root), train=(split == "train"), download=False)
     return dataset.data.contiguous(), dataset.targets.long().contiguous()
 
@@ -218,29 +262,56 @@ def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
     return out
 
 
+MAX_PICTURE_SIDE = 1024  # larger pictures are shrunk first: a 10000 x 10000 PNG stays cheap
+
+
 def load_digit_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read a user's digit picture (PNG, JPEG, ...) as an MNIST-style (1, 28, 28) image."""
-    import numpy as np
+    """Read a user's digit picture (PNG, JPEG, ...) as an MNIST-style (1, 28, 28) image.
+
+    Any mode works: 8- or 16-bit grayscale, RGB, palette, and transparency (strokes drawn
+    on a transparent canvas are put on a contrasting ground). Pictures larger than
+    MAX_PICTURE_SIDE are shrunk before decoding to floats, so memory stays small.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as picture:
-            picture.load()
-            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
-                rgba = picture.convert("RGBA")
-                # Strokes drawn on a transparent canvas: put them on a contrasting ground.
-                lum = np.asarray(rgba.convert("L"), dtype=np.float32)
-                alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
-                light_strokes = (lum * alpha).sum() > 0.5 * 255 * alpha.sum()
-                ground = Image.new(
-                    "RGBA", rgba.size, (0, 0, 0, 255) if light_strokes else (255, 255, 255, 255)
+            if picture.width < 1 or picture.height < 1:
+                raise MnistlensError(
+                    f"{path} is an empty picture ({picture.width}x{picture.height})"
                 )
-                picture = Image.alpha_composite(ground, rgba)
-            gray = np.asarray(picture.convert("L"), dtype=np.float32) / 255.0
+            picture.draft("L", (MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))  # JPEG: decode smaller
+            picture.load()
+            if max(picture.size) > MAX_PICTURE_SIDE:
+                picture.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))
+            gray = _grayscale(picture)
     except FileNotFoundError:
         raise MnistlensError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise MnistlensError(
             f"cannot read {path} as an image ({type(err).__name__}); use a PNG or JPEG"
         ) from None
     return prepare_digit(torch.from_numpy(gray))
+
+
+def _grayscale(picture):  # -> np.ndarray (H, W)
+    """(H, W) float32 in [0, 1] from a PIL picture of any mode."""
+    import numpy as np
+    from PIL import Image
+
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grayscale
+        values = np.asarray(picture, dtype=np.float32)
+        top = float(values.max()) if values.size else 0.0
+        return values / top if top > 0 else values
+    if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+        rgba = picture.convert("RGBA")
+        # Strokes on a transparent canvas: the ground must contrast with the strokes, so
+        # light strokes go on black and dark strokes on white.
+        lum = np.asarray(rgba.convert("L"), dtype=np.float32)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
+        light_strokes = (lum * alpha).sum() > 0.5 * 255 * alpha.sum()
+        ground = Image.new(
+            "RGBA", rgba.size, (0, 0, 0, 255) if light_strokes else (255, 255, 255, 255)
+        )
+        picture = Image.alpha_composite(ground, rgba)
+    return np.asarray(picture.convert("L"), dtype=np.float32) / 255.0

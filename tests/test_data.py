@@ -1,5 +1,7 @@
 """mnistlens.data: real MNIST in memory, the input convention, clear errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -88,8 +90,46 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
     assert resolve_data_dir() == default_data_dir() == tmp_path / "cache" / "mnistlens"
 
 
-def test_data_checksums_are_stable_and_distinct():
+def test_data_checksums_hash_the_pixels_and_labels(test_set):
+    """The checksum recorded in checkpoints is SHA-256 of the split's bytes, recomputed
+    here from the loaded tensors."""
+    import hashlib
+
     sums = data_checksums()
-    assert sums == data_checksums()
-    assert set(sums) == {"train", "test"} and sums["train"] != sums["test"]
-    assert all(len(v) == 64 for v in sums.values())
+    images, labels = test_set
+    digest = hashlib.sha256((images[:, 0] * 255).round().to(torch.uint8).numpy().tobytes())
+    digest.update(labels.numpy().tobytes())
+    assert sums["test"] == digest.hexdigest()
+    assert sums["train"] != sums["test"]
+
+
+def _copy_raw(tmp_path) -> Path:
+    """A writable copy of the real MNIST raw files (symlinks for the big train images)."""
+    source = resolve_data_dir() / "MNIST" / "raw"
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-labels-idx1-ubyte"):
+        (raw / name).write_bytes((source / name).read_bytes())
+    (raw / "train-images-idx3-ubyte").symlink_to(source / "train-images-idx3-ubyte")
+    return raw
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda data: data[:-784], "truncated"),
+        (lambda data: data[:16] + bytes([255 - data[16]]) + data[17:], "corrupted"),
+        (lambda data: b"PK\x03\x04" + data[4:], "not an IDX images file"),
+    ],
+)
+def test_damaged_mnist_files_are_named_never_read(tmp_path, damage, problem):
+    """A truncated, corrupted or foreign test-images file: one line naming the file, the
+    problem and the fix; never a silently different dataset."""
+    raw = _copy_raw(tmp_path)
+    path = raw / "t10k-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(MnistlensError) as info:
+        load_mnist("test", data_dir=tmp_path, download=False)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and problem in message
+    assert "download it again" in message

@@ -1,5 +1,6 @@
 """explain(), contrast and class maps, user images, and the explanation plots."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -138,3 +139,35 @@ def test_quickstart_notebook_runs(tmp_path):
     printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert "test accuracy 99." in printed and "predictions [7, 2, 1, 0]" in printed
     assert (tmp_path / "quickstart_explanation.png").is_file()
+
+
+@pytest.mark.parametrize("stroke", ["white", "black"])
+def test_strokes_on_a_transparent_canvas_become_an_mnist_digit(cnn, test_set, tmp_path, stroke):
+    """Test digit 0 (a 7) drawn as opaque strokes on a fully transparent canvas, light or
+    dark: the ground is chosen to contrast, so the result is white ink on black and the
+    model still reads a 7 (an inverted choice would give a white square)."""
+    digit = test_set[0][0, 0]
+    alpha = (digit * 255).byte().numpy()
+    color = 255 if stroke == "white" else 0
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[..., :3] = color
+    rgba[..., 3] = alpha
+    Image.fromarray(rgba, "RGBA").resize((112, 112)).save(tmp_path / "t.png")
+    restored = load_digit_image(tmp_path / "t.png")
+    assert float(restored[0, 0, 0]) == 0.0  # background black
+    assert predict_logits(cnn, restored[None]).argmax().item() == 7
+
+
+def test_16_bit_and_huge_pictures(cnn, test_set, tmp_path):
+    """A 16-bit grayscale PNG is scaled by its own range; a 10000 x 10000 picture is
+    shrunk before decoding to floats (no 400 MB array) and still reads as its digit."""
+    digit = test_set[0][0, 0]
+    sixteen = (digit.numpy() * 65535).astype(np.uint16)
+    Image.fromarray(sixteen).resize((140, 140)).save(tmp_path / "d16.png")
+    restored = load_digit_image(tmp_path / "d16.png")
+    assert predict_logits(cnn, restored[None]).argmax().item() == 7
+    big = Image.fromarray((digit.numpy() * 255).astype(np.uint8)).resize((10000, 10000))
+    big.save(tmp_path / "big.png")
+    restored = load_digit_image(tmp_path / "big.png")
+    assert restored.shape == (1, 28, 28)
+    assert predict_logits(cnn, restored[None]).argmax().item() == 7
