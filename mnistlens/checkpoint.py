@@ -32,10 +32,23 @@ CHECKPOINT_ENV_VAR = "MNISTLENS_CHECKPOINTS"
 
 
 def checkpoint_dir() -> Path:
-    """Where shipped checkpoints live: $MNISTLENS_CHECKPOINTS, else the project's checkpoints/."""
+    """Where shipped checkpoints live: $MNISTLENS_CHECKPOINTS, else inside the installed
+    package (`mnistlens/shipped/`, from a wheel), else the source tree's `checkpoints/`."""
     if os.environ.get(CHECKPOINT_ENV_VAR):
         return Path(os.environ[CHECKPOINT_ENV_VAR])
+    installed = Path(__file__).resolve().parent / "shipped"
+    if installed.is_dir():
+        return installed
     return Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def app_path() -> Path:
+    """The explorer app's entry script: inside the installed package (`mnistlens/app/`),
+    else the source tree's `apps/explore.py`."""
+    installed = Path(__file__).resolve().parent / "app" / "explore.py"
+    if installed.is_file():
+        return installed
+    return Path(__file__).resolve().parent.parent / "apps" / "explore.py"
 
 
 def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
@@ -57,8 +70,14 @@ def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call `write(file_object)` on a temp file beside `path`, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # a read-only directory, a file where a folder should be, ...
+        raise MnistlensError(
+            f"cannot write {path} ({err.strerror or type(err).__name__}); choose a writable "
+            "location"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -32,6 +32,9 @@ COMMANDS = (
     "visualize",
     "measure",
     "inspect",
+    "series",
+    "compare",
+    "app",
 )
 
 DESCRIPTION = """\
@@ -56,6 +59,8 @@ examples:
   mnistlens visualize --model cnn.pt --class 3 --out dream3.png
   mnistlens measure --model cnn.pt --methods saliency,ig,gradcam --plot curves.png
   mnistlens train --arch cnn --arch-kwargs channels=32,64,128 --epochs 8 --out cnn.pt
+  mnistlens series train                                          # the architecture series
+  mnistlens compare --series --report docs/                       # ... compared
   mnistlens inspect --model net.pt --model-code net.py:Net      # your own model
   mnistlens explain --model net.pt2 --index 42                   # a torch.export program
 

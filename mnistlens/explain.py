@@ -161,6 +161,61 @@ def class_mean_maps(
     return sums / counts[:, None, None]  # NaN where a digit has no correct image
 
 
+def explain_models(
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    methods: list[str] | tuple[str, ...] = ("saliency", "integrated_gradients"),
+    target: A.Target = None,
+    **options: dict,
+) -> dict[str, Explanation]:
+    """The same images and methods through several models: -> model name -> Explanation.
+
+    A method a model cannot run (Grad-CAM without a conv layer) is left out for that
+    model only; `plots.plot_model_grid` draws the result with one scale per method.
+    """
+    results = {}
+    for name, model in models.items():
+        usable = [m for m in methods if A.why_not(m, model) is None]
+        opts = {
+            m: o for m, o in options.items() if A.resolve_method(m) in map(A.resolve_method, usable)
+        }
+        results[name] = explain(model, images, usable, target, measure=True, **opts)
+    return results
+
+
+def where_b_beats_a(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    method: str = "integrated_gradients",
+    examples: int = 6,
+    **options,
+) -> dict:
+    """What B looks at that A misses: on the images B gets right and A gets wrong, both
+    models' maps for the true class.
+
+    -> {"indices": (K,) the images, "mean_a", "mean_b": (28, 28) mean maps,
+    "examples_a", "examples_b": (min(K, examples), 28, 28) maps of the first images}.
+    """
+    images = A.check_images(images)
+    right_a = predict_logits(model_a, images).argmax(dim=1) == labels
+    right_b = predict_logits(model_b, images).argmax(dim=1) == labels
+    indices = (right_b & ~right_a).nonzero()[:, 0]
+    if len(indices) == 0:
+        raise MnistlensError("model B gets no image right that model A gets wrong here")
+    x, y = images[indices], labels[indices]
+    maps_a = A.attribute(method, model_a, x, y, **options)[:, 0]  # (K, 28, 28)
+    maps_b = A.attribute(method, model_b, x, y, **options)[:, 0]
+    return {
+        "indices": indices,
+        "mean_a": maps_a.mean(dim=0),
+        "mean_b": maps_b.mean(dim=0),
+        "examples_a": maps_a[:examples],
+        "examples_b": maps_b[:examples],
+    }
+
+
 def map_note(result: Explanation, name: str, i: int = 0) -> str:
     """The lines printed under a map (in the CLI's figure and the app): its deletion area
     against a random ranking, its completeness error where the method claims

@@ -171,6 +171,42 @@ def plot_class_maps(class_maps: dict[str, torch.Tensor], title: str = "") -> Fig
     return fig
 
 
+def plot_model_grid(
+    image: torch.Tensor,
+    maps: dict[str, dict[str, torch.Tensor]],
+    titles: dict[str, str] | None = None,
+    title: str = "",
+) -> Figure:
+    """A models x methods grid for one digit: model -> method -> (1, 28, 28) map.
+
+    Each method (column) has ONE colour scale across all models, so a map that is
+    brighter in one model than in another really is larger there. titles: model -> a
+    row label (e.g. its prediction and probability).
+    """
+    models = list(maps)
+    methods = list(next(iter(maps.values())))
+    image = image.detach().reshape(28, 28).cpu()
+    fig = Figure(figsize=(2.4 * len(methods) + 1.2, 2.3 * len(models) + 0.6), layout="constrained")
+    axes = fig.subplots(len(models), len(methods), squeeze=False)
+    for col, method in enumerate(methods):
+        column = torch.stack([maps[m][method].detach().reshape(28, 28).cpu() for m in models])
+        style = _map_style(column, bool((column < 0).any()))
+        for row, model in enumerate(models):
+            ax = axes[row, col]
+            shown = ax.imshow(column[row].numpy(), **style)
+            _overlay_digit(ax, image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(method.replace("_", " "), fontsize=10)
+            if col == 0:
+                ax.set_ylabel((titles or {}).get(model, model), fontsize=9)
+        fig.colorbar(shown, ax=axes[:, col].tolist(), shrink=0.6, location="bottom")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 # ---------------------------------------------------------------- network internals
 
 

@@ -644,3 +644,75 @@ def test_users_model_errors_are_one_line(run, tmp_path, user_model, monkeypatch)
     truncated = tmp_path / "cut.pt2"
     truncated.write_bytes((user_model / "net.pt2").read_bytes()[:3000])
     assert_clean_error(run("predict", "--model", truncated, "--index", "0"), "cut.pt2")
+
+
+# ---------------------------------------------------------------- series and compare
+
+
+def test_compare_three_shipped_models(run, tmp_path, shipped, test_set):
+    """Accuracies equal evaluate's; McNemar's counts recomputed here; the listed
+    disagreements really are images the models label differently; plots written."""
+    from math import comb
+
+    from mnistlens.metrics import evaluate, predict_logits
+
+    result = run("compare", "--models", "linear.pt,mlp.pt,cnn.pt", "--json", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    images, labels = test_set
+    predictions = {}
+    for row in report["models"]:
+        model = shipped[row["name"]][0]
+        assert row["accuracy"] == evaluate(model, images, labels)["accuracy"]
+        predictions[row["name"]] = predict_logits(model, images).argmax(dim=1)
+    for pair in report["pairs"]:
+        a, b = predictions[pair["a"]] == labels, predictions[pair["b"]] == labels
+        n_a, n_b = int((a & ~b).sum()), int((b & ~a).sum())
+        assert (pair["a_only_right"], pair["b_only_right"]) == (n_a, n_b)
+        n, k = n_a + n_b, min(n_a, n_b)
+        p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+        assert pair["mcnemar_p"] == pytest.approx(p, rel=1e-9, abs=1e-300)
+    for record in report["disagreements"][:20]:
+        answers = {name: int(predictions[name][record["index"]]) for name in predictions}
+        assert len(set(answers.values())) > 1
+    for path in report["plots"].values():
+        assert _is_png(path)
+
+
+def test_compare_errors_are_one_line(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run("compare", "--models", "cnn.pt"), "two or more models")
+    (tmp_path / "afile").write_text("x")
+    assert_clean_error(
+        run("compare", "--models", "linear.pt,mlp.pt", "--out", tmp_path / "afile"), "not a folder"
+    )
+    assert_clean_error(run("series", "train", "--only", "mlp-9000"), "mlp-9000")
+
+
+def test_series_train_end_to_end_and_resume(run, tmp_path):
+    """Two members, one epoch on 512 images, into a temporary folder; the second call
+    trains nothing (the files are untouched)."""
+    args = ["series", "train", "--only", "linear,mlp-32", "--out-dir", tmp_path]
+    quick = ["--epochs", "1", "--train-subset", "512", "--quiet"]
+    result = run(*args, *quick)
+    assert result.returncode == 0, result.stderr
+    files = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")}
+    assert set(files) == {"linear.pt", "mlp-32.pt"}
+    again = run(*args, *quick)
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")} == files
+    listed = run("series", "list", "--out-dir", tmp_path).stdout
+    assert "mlp-32" in listed and "lenet" in listed
+
+
+def test_explain_several_models_side_by_side(run, tmp_path):
+    result = run(
+        *"explain --model linear.pt,mlp.pt,cnn.pt --index 42 --methods saliency,ig --json".split(),
+        "--out",
+        tmp_path / "grid.png",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert list(out["models"]) == ["linear", "mlp", "cnn"]
+    assert all(m["prediction"] == 4 for m in out["models"].values())
+    assert _is_png(out["png"])

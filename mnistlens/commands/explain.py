@@ -13,6 +13,7 @@ from ._common import (
     print_json,
     resolve_methods,
     save_npy,
+    split_list,
     top3_line,
 )
 
@@ -31,10 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         parents=[parents["model"]],
         help="attribution maps for one digit (or all)",
         description="Explain why the model labels a digit as it does: attribution maps side "
-        "by side (a PNG), the prediction and top-3 probabilities, and the completeness error "
-        "(delta) of integrated gradients. The digit is test image --index, or your own "
+        "by side (a PNG), the prediction and top-3 probabilities, and under each map how "
+        "faithful it is (deletion area against a random ranking, completeness error where "
+        "the method claims completeness). The digit is test image --index, or your own "
         "picture with --image (fitted into 28x28 as MNIST was made). With --all, one "
-        "method's maps for the whole test set go into a .npy file.",
+        "method's maps for the whole test set go into a .npy file. With --model a.pt,b.pt,... "
+        "the digit goes through several models: a models x methods grid, one colour scale "
+        "per method, so the maps compare.",
         epilog=EPILOG,
     )
     which = p.add_mutually_exclusive_group(required=True)
@@ -93,8 +97,66 @@ def _explain_all(model, args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-def run(args: argparse.Namespace) -> None:
+def _the_digit(args: argparse.Namespace):
+    """The digit asked for: -> ((1, 28, 28) image, its label or None, how to name it)."""
+    from ..data import get_test_image, load_digit_image
 
+    if args.image:
+        return load_digit_image(args.image), None, Path(args.image).name
+    image, label = get_test_image(args.index, args.data_dir)
+    return image, label, f"test image {args.index}"
+
+
+def _explain_models(args: argparse.Namespace) -> None:
+    """--model a.pt,b.pt,...: one digit through several models, a models x methods grid."""
+    from ..conventions import load
+    from ..explain import explain_models
+    from ..plots import plot_model_grid, save_figure
+
+    paths = split_list(args.model)
+    models = {Path(p).stem: load(p, data_dir=args.data_dir)[0] for p in paths}
+    methods = resolve_methods(args.methods or "saliency,ig,gradcam")
+    image, label, what = _the_digit(args)
+    results = explain_models(
+        models,
+        image.unsqueeze(0),
+        methods,
+        args.target,
+        **{m: _method_options(m, args) for m in methods},
+    )
+    shown = [m for m in methods if all(m in r.maps for r in results.values())]
+    if not shown:
+        raise MnistlensError(f"none of {', '.join(methods)} applies to every model given")
+    titles, numbers = {}, {}
+    for name, result in results.items():
+        prediction = int(result.predictions[0])
+        probability = float(result.probabilities[0, prediction])
+        titles[name] = f"{name}\npredicts {prediction} ({probability:.0%})"
+        numbers[name] = {
+            "prediction": prediction,
+            "probabilities": [float(p) for p in result.probabilities[0]],
+            "methods": {m: result.scores[m].image(0) for m in shown},
+        }
+    grid = {name: {m: r.maps[m][0] for m in shown} for name, r in results.items()}
+    label_text = f"label {label}, " if label is not None else ""
+    fig = plot_model_grid(image, grid, titles, f"{what}: {label_text}one colour scale per method")
+    stem = f"explain_{args.index}" if args.image is None else f"explain_{Path(args.image).stem}"
+    png = str(save_figure(fig, args.out or f"{stem}_models.png"))
+    if args.json:
+        print_json({"index": args.index, "label": label, "png": png, "models": numbers})
+        return
+    for name, entry in numbers.items():
+        cells = ", ".join(
+            f"{m} deletion {v['deletion_auc']:.2f}" for m, v in entry["methods"].items()
+        )
+        print(f"{name}: predicts {entry['prediction']}; {cells}")
+    print(f"wrote {png}")
+
+
+def run(args: argparse.Namespace) -> None:
+    if "," in args.model:
+        _explain_models(args)
+        return
     model, meta = load_model(args)
     if args.target is not None and not 0 <= args.target <= 9:
         raise MnistlensError(f"--target must be a digit 0-9, got {args.target}")
@@ -103,7 +165,6 @@ def run(args: argparse.Namespace) -> None:
         return
 
     from ..attribution import why_not
-    from ..data import get_test_image, load_digit_image
     from ..explain import explain, map_note
     from ..plots import plot_explanation, save_figure
 
@@ -112,11 +173,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         with_cam = why_not("grad_cam", model) is None  # not without a conv layer
         methods = ["saliency", "integrated_gradients"] + (["grad_cam"] if with_cam else [])
-    if args.image:
-        image, label, what = load_digit_image(args.image), None, Path(args.image).name
-    else:
-        image, label = get_test_image(args.index, args.data_dir)
-        what = f"test image {args.index}"
+    image, label, what = _the_digit(args)
     result = explain(
         model,
         image.unsqueeze(0),

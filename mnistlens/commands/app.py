@@ -1,0 +1,41 @@
+"""`mnistlens app`: launch the explorer (Streamlit) from any directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import Parents
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
+    p = subparsers.add_parser(
+        "app",
+        help="open the explorer app in the browser (Streamlit)",
+        description="Run the explorer app (the same as `streamlit run apps/explore.py` in the "
+        "source tree), wherever mnistlens is installed. Options after -- go to streamlit, "
+        "e.g. `mnistlens app -- --server.port 8502`.",
+    )
+    p.add_argument("--port", type=int, help="port to serve on (streamlit's default 8501)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import os
+    import sys
+
+    from ..checkpoint import app_path
+    from ..errors import MnistlensError
+
+    script = app_path()
+    if not script.is_file():
+        raise MnistlensError(f"the app is missing from this installation ({script}); reinstall")
+    command = [sys.executable, "-m", "streamlit", "run", str(script)]
+    if args.port:
+        command += ["--server.port", str(args.port)]
+    if args.headless:
+        command += ["--server.headless", "true"]
+    command += [a for a in args.streamlit_args if a != "--"]
+    # Become streamlit (same process): Ctrl-C and signals reach the server directly.
+    os.execv(sys.executable, command)

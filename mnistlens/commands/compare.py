@@ -1,0 +1,160 @@
+"""`mnistlens compare`: which model is better, significantly or not, and how they differ."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import MnistlensError
+from ._common import Parents, add_json_option, print_json, split_list
+
+DESCRIPTION = """\
+Compare models on the full 10,000-image test set: accuracy with a 95% Wilson interval,
+parameters, training time, inference speed, calibration (ECE), per-digit accuracy and
+the train-test gap (on the first 10,000 training images); for each pair, how often they
+disagree and McNemar's exact test of whether one is significantly better; and the test
+images they disagree on most confidently. With --faithfulness (implied by --report),
+also how faithful each model's maps are (deletion AUC of IG and saliency vs random).
+"""
+
+PLOTS = {
+    "Accuracy against parameters": "accuracy_vs_parameters.png",
+    "Accuracy against training time": "accuracy_vs_time.png",
+    "Accuracy per digit": "digit_accuracy.png",
+    "The images the models disagree on": "disagreements.png",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        parents=[parents["data"]],
+        help="compare models: accuracy, significance, disagreements",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  mnistlens compare --models linear.pt,mlp.pt,cnn.pt\n"
+        "  mnistlens compare --series --out compare/\n"
+        "  mnistlens compare --series --report docs/",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--models", metavar="A,B,...", help="two or more model files or names")
+    which.add_argument("--series", action="store_true", help="every model of the series")
+    p.add_argument(
+        "--series-dir", metavar="DIR", help="the series' checkpoints (checkpoints/series)"
+    )
+    p.add_argument("--out", metavar="DIR", help="write the comparison plots (PNG) here")
+    p.add_argument(
+        "--report", metavar="DIR", help="write DIR/architectures.md and its figures (the report)"
+    )
+    p.add_argument(
+        "--faithfulness", action="store_true", help="also measure each model's maps (200 images)"
+    )
+    add_json_option(p)
+    p.set_defaults(run=run)
+
+
+def load_models(args: argparse.Namespace) -> dict:
+    """name -> (model, meta), in the order given (or the series' order)."""
+    from ..conventions import load
+
+    if args.series:
+        from .. import series
+
+        return series.load_series(args.series_dir)
+    paths = split_list(args.models)
+    if len(paths) < 2:
+        raise MnistlensError(f"compare needs two or more models, got {len(paths)}: {args.models}")
+    models = {}
+    for path in paths:
+        name = Path(path).stem
+        if name in models:
+            raise MnistlensError(f"{path}: two models named {name!r}; rename one file")
+        models[name] = load(path, data_dir=args.data_dir)
+    return models
+
+
+def map_faithfulness(models: dict, images) -> dict[str, dict[str, float]]:
+    """Per model: mean deletion AUC of IG and saliency maps and of a random ranking."""
+    from ..faithfulness import score_methods
+
+    result = {}
+    for name, (model, _) in models.items():
+        scored = score_methods(model, images, ["integrated_gradients", "saliency"], n_steps=32)
+        summary = {method: s.summary()["deletion_auc"] for method, (_, s) in scored.items()}
+        summary["random"] = next(iter(scored.values()))[1].summary()["random_deletion_auc"]
+        result[name] = summary
+    return result
+
+
+def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
+    """The comparison figures into `folder`; -> title -> path."""
+    from .. import compare_plots as cp
+    from ..plots import save_figure
+
+    figures = {
+        "Accuracy against parameters": cp.plot_accuracy_vs_parameters(report),
+        "Accuracy against training time": cp.plot_accuracy_vs_time(report),
+        "Accuracy per digit": cp.plot_digit_accuracy(report),
+        "The images the models disagree on": cp.plot_disagreements(report, images),
+    }
+    return {
+        title: str(save_figure(fig, Path(folder) / PLOTS[title])) for title, fig in figures.items()
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..compare import compare_models
+    from ..data import load_mnist
+
+    for folder in (args.out, args.report):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise MnistlensError(f"{folder} is a file, not a folder; choose another place")
+    models = load_models(args)
+    images, labels = load_mnist("test", args.data_dir)
+    train_images, train_labels = load_mnist("train", args.data_dir)
+    report = compare_models(models, images, labels, train_images[:10_000], train_labels[:10_000])
+    if args.faithfulness or args.report:
+        report["faithfulness"] = map_faithfulness(models, images[::50])
+    if args.out:
+        report["plots"] = write_plots(report, images, args.out)
+    if args.report:
+        from .. import report as page
+
+        questions = {}
+        if args.series:
+            from .. import series
+
+            questions = {name: series.get_member(name).question for name in models}
+        figures = write_plots(report, images, args.report)
+        command = "mnistlens " + " ".join(getattr(args, "argv", []) or ["compare", "--report"])
+        text = page.markdown(
+            report,
+            {title: Path(path).name for title, path in figures.items()},
+            command,
+            questions,
+            report.get("faithfulness"),
+        )
+        report["report"] = str(page.write_report(Path(args.report) / "architectures.md", text))
+    if args.json:
+        print_json(report)
+        return
+    print(f"{'model':16s} {'accuracy':>9s} {'95% CI':>17s} {'params':>10s} {'ECE':>7s}")
+    for m in report["models"]:
+        lo, hi = m["accuracy_ci95"]
+        print(
+            f"{m['name']:16s} {m['accuracy']:9.2%} {lo:8.2%}-{hi:7.2%} "
+            f"{m['parameters']:10,d} {m['ece']:7.4f}"
+        )
+    names = [m["name"] for m in report["models"]]
+    print("neighbours (McNemar's exact test; p < 0.05 = significantly different):")
+    for a, b in zip(names, names[1:], strict=False):
+        pair = next(p for p in report["pairs"] if {p["a"], p["b"]} == {a, b})
+        print(
+            f"  {a} vs {b}: {pair['disagreements']} disagreements, {pair['a_only_right']} "
+            f"only {pair['a']} right, {pair['b_only_right']} only {pair['b']} right, "
+            f"p = {pair['mcnemar_p']:.2g}"
+        )
+    print(f"{report['n_disagreements']} test images get more than one answer")
+    for path in list(report.get("plots", {}).values()) + [report.get("report")]:
+        if path:
+            print(f"wrote {path}")

@@ -1,0 +1,172 @@
+"""The architecture report: `docs/architectures.md`, written from a comparison's numbers.
+
+`write_report` turns what `compare.compare_models` measured (plus, per model, how
+faithful its explanations are) into a Markdown page: one row per model, the figures,
+and observations computed from the numbers (where width stops paying, what depth and
+regularization do, what convolution buys and for which digits, which differences are
+significant by McNemar's test, how the maps differ). Nothing in it is written by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .checkpoint import atomic_write
+
+ALPHA = 0.05  # McNemar's test: a difference is "significant" below this p-value
+
+
+def _pair(report: dict, a: str, b: str) -> dict | None:
+    for pair in report["pairs"]:
+        if {pair["a"], pair["b"]} == {a, b}:
+            return pair
+    return None
+
+
+def _row(report: dict, name: str) -> dict | None:
+    return next((m for m in report["models"] if m["name"] == name), None)
+
+
+def _versus(report: dict, a: str, b: str) -> str:
+    """'mlp-128 98.10% vs mlp-256 98.32% (+0.22 points, p = 0.04, significant)'."""
+    ra, rb, pair = _row(report, a), _row(report, b), _pair(report, a, b)
+    if ra is None or rb is None or pair is None:
+        return ""
+    diff = 100 * (rb["accuracy"] - ra["accuracy"])
+    verdict = "significant" if pair["mcnemar_p"] < ALPHA else "not significant"
+    return (
+        f"`{a}` {ra['accuracy']:.2%} vs `{b}` {rb['accuracy']:.2%} ({diff:+.2f} points, "
+        f"McNemar p = {pair['mcnemar_p']:.2g}, {verdict})"
+    )
+
+
+def observations(report: dict, faithfulness: dict | None = None) -> list[str]:
+    """Short findings, each computed from the report's numbers."""
+    names = [m["name"] for m in report["models"]]
+    found = []
+    widths = [n for n in ("mlp-32", "mlp-128", "mlp-256", "mlp-512") if n in names]
+    if len(widths) >= 2:
+        steps = [_versus(report, a, b) for a, b in zip(widths, widths[1:], strict=False)]
+        stop = next(
+            (
+                b
+                for a, b in zip(widths, widths[1:], strict=False)
+                if _pair(report, a, b)["mcnemar_p"] >= ALPHA
+                or _row(report, b)["accuracy"] <= _row(report, a)["accuracy"]
+            ),
+            None,
+        )
+        where = f"width stops paying at `{stop}`" if stop else "every width step still pays"
+        found.append(f"**Width** (one hidden layer): {'; '.join(steps)}. So {where}.")
+    depth = [n for n in ("mlp-256", "mlp-256x2", "mlp-256x3") if n in names]
+    if len(depth) >= 2:
+        steps = [_versus(report, a, b) for a, b in zip(depth, depth[1:], strict=False)]
+        found.append(f"**Depth** (layers of 256): {'; '.join(steps)}.")
+    for plain, noreg in (("mlp-256", "mlp-256-noreg"), ("lenet", "lenet-noreg")):
+        if plain in names and noreg in names:
+            gap_a = _row(report, plain)["train_test_gap"]
+            gap_b = _row(report, noreg)["train_test_gap"]
+            gaps = ""
+            if gap_a is not None and gap_b is not None:
+                gaps = (
+                    f"; train-test gap {100 * gap_b:.2f} points without against "
+                    f"{100 * gap_a:.2f} with"
+                )
+            found.append(
+                f"**Regularization** (dropout + augmentation): {_versus(report, noreg, plain)}"
+                f"{gaps}."
+            )
+    mlps = [m for m in report["models"] if m["name"].startswith("mlp")]
+    convs = [m for m in report["models"] if m["name"] in ("cnn-1", "lenet", "cnn")]
+    if mlps and convs:
+        best_mlp = max(mlps, key=lambda m: m["accuracy"])
+        best_conv = max(convs, key=lambda m: m["accuracy"])
+        fixed = sorted(
+            range(10),
+            key=lambda d: best_conv["per_digit"][d] - best_mlp["per_digit"][d],
+            reverse=True,
+        )[:3]
+        digits = ", ".join(
+            f"{d} ({100 * best_mlp['per_digit'][d]:.1f}% -> {100 * best_conv['per_digit'][d]:.1f}%)"
+            for d in fixed
+        )
+        ratio = best_conv["parameters"] / best_mlp["parameters"]
+        found.append(
+            f"**Convolution**: {_versus(report, best_mlp['name'], best_conv['name'])}, with "
+            f"{ratio:.2f}x the parameters; the digits it fixes most: {digits}."
+        )
+    significant = [
+        p for p in report["pairs"] if p["mcnemar_p"] < ALPHA and abs(_index(names, p)) == 1
+    ]
+    found.append(
+        f"**Significance**: of {len(names) - 1} neighbouring pairs in the series, "
+        f"{len(significant)} differ significantly (McNemar p < {ALPHA}): "
+        + (", ".join(f"`{p['a']}`/`{p['b']}`" for p in significant) or "none")
+        + "."
+    )
+    if faithfulness:
+        rows = [
+            f"`{n}` IG {f['integrated_gradients']:.2f}, saliency {f['saliency']:.2f} "
+            f"(random {f['random']:.2f})"
+            for n, f in faithfulness.items()
+        ]
+        ig = [f["integrated_gradients"] for f in faithfulness.values()]
+        trend = "more" if ig[-1] < ig[0] else "less"
+        found.append(
+            "**How the maps differ** (deletion AUC on the same test images, lower = more "
+            f"faithful): {'; '.join(rows)}. From the first model to the last, integrated "
+            f"gradients' maps become {trend} faithful by this measure."
+        )
+    return found
+
+
+def _index(names: list[str], pair: dict) -> int:
+    return names.index(pair["b"]) - names.index(pair["a"])
+
+
+def markdown(
+    report: dict,
+    figures: dict[str, str],
+    command: str,
+    questions: dict[str, str] | None = None,
+    faithfulness: dict | None = None,
+) -> str:
+    """The whole page as Markdown; figures: title -> file name beside the page."""
+    lines = [
+        "# Why does one network beat another?",
+        "",
+        f"Written by `{command}` from its measured numbers; run it again to refresh.",
+        f"All numbers on the {report['n_images']:,} MNIST test images.",
+        "",
+        "| model | what it shows | accuracy | 95% CI | parameters | train s | "
+        "images/s | ECE | train-test gap |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in report["models"]:
+        lo, hi = m["accuracy_ci95"]
+        gap = "" if m["train_test_gap"] is None else f"{100 * m['train_test_gap']:+.2f} pts"
+        secs = "" if m["train_seconds"] is None else f"{m['train_seconds']:.0f}"
+        speed = "" if m["images_per_second"] is None else f"{m['images_per_second']:,.0f}"
+        lines.append(
+            f"| `{m['name']}` | {(questions or {}).get(m['name'], '')} | {m['accuracy']:.2%} | "
+            f"{lo:.2%}-{hi:.2%} | {m['parameters']:,} | {secs} | {speed} | {m['ece']:.4f} | "
+            f"{gap} |"
+        )
+    lines += ["", "## Observations", ""]
+    lines += [f"- {text}" for text in observations(report, faithfulness)]
+    lines += ["", "## Figures", ""]
+    for title, name in figures.items():
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    lines += [
+        "The train-test gap is accuracy on the first 10,000 training images minus test "
+        "accuracy. ECE: expected calibration error, 15 bins. McNemar: exact two-sided "
+        "binomial test on the images exactly one of the two models gets right.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(path: str | os.PathLike, text: str) -> Path:
+    """Write the page atomically; returns its path."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
