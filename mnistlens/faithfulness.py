@@ -324,6 +324,31 @@ def sanity_verdict(randomization: dict[str, float]) -> str:
     return "pass" if top < SANITY_THRESHOLD else "fail"
 
 
+def data_randomization_check(
+    model: nn.Module,
+    shuffled: nn.Module,
+    images: torch.Tensor,
+    method: str,
+    target: torch.Tensor | None = None,
+    **options,
+) -> torch.Tensor:
+    """Adebayo et al.'s second sanity check: the same method on a model trained on the
+    true labels and on the same architecture trained on permuted labels.
+
+    -> (N,) Spearman rank correlation of |map| over the digit's pixels (input > INK),
+    both maps explaining `target` (default: `model`'s prediction). A method that explains
+    what the model learned gives maps far apart (low correlation); one that mostly
+    redraws the input (guided backprop) keeps them close.
+    """
+    images = A.check_images(images)
+    if target is None:
+        target = predict_logits(model, images).argmax(dim=1)
+    mask = (images > INK).flatten(1)
+    real = A.attribute(method, model, images, target, **options).abs().flatten(1)
+    fake = A.attribute(method, shuffled, images, target, **options).abs().flatten(1)
+    return _spearman(real, fake, mask)
+
+
 def infidelity(
     model: nn.Module,
     images: torch.Tensor,

@@ -61,6 +61,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # one of OPTIMIZERS
     momentum: float = 0.0  # SGD only; AdamW's beta1 is cycled by the one-cycle schedule
     zero_init: bool = False  # start from all-zero weights (linear only: see module doc)
+    # Adebayo et al.'s data-randomization test needs a model trained on permuted labels:
+    # whatever it learns, it is not digits, so faithful maps of it must differ.
+    shuffle_labels: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -210,6 +213,9 @@ def train(
     images, labels = load_mnist("train", data_dir)
     if config.train_subset is not None:
         images, labels = images[: config.train_subset], labels[: config.train_subset]
+    if config.shuffle_labels:  # a fixed permutation, seeded apart from the training draws
+        shuffle = torch.Generator().manual_seed(config.seed + 1_000_003)
+        labels = labels[torch.randperm(len(labels), generator=shuffle)]
 
     # fork_rng saves the global CPU RNG state and restores it on exit: the seed decides
     # init and dropout without touching the caller's random stream (issue 8)

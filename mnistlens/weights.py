@@ -154,3 +154,17 @@ def template_quality(
         "correlation": float(per_digit.mean()),
         "per_digit_correlation": per_digit.tolist(),
     }
+
+
+def unit_border_energy(model: nn.Module, border: int = 4) -> torch.Tensor:
+    """For each first-layer unit of an MLP, the share of its squared input weights on the
+    outer `border` pixels (where MNIST has almost no ink): -> (units,) in [0, 1].
+
+    The same check as `template_quality`'s border energy, unit by unit: a unit whose
+    picture is mostly border shows a training artifact (weights that never met ink and
+    kept their random init), not a stroke detector.
+    """
+    if not 0 < border < 14:
+        raise MnistlensError(f"border must be between 1 and 13 pixels, got {border}")
+    energy = first_layer_units(model).double().square()  # (units, 28, 28)
+    return (energy[:, _border_mask(border)].sum(dim=1) / energy.flatten(1).sum(dim=1)).float()

@@ -230,3 +230,16 @@ def test_projections_go_layer_by_layer(shipped, test_set):
     out = act.projections_by_layer(model, test_set[0][:300], extra=["pool2"])
     assert list(out) == ["pixels", "relu1", "relu2", "pool2", "relu3", "relu_fc1", "logits"]
     assert all(c.shape == (300, 2) and r.shape == (2,) for c, r in out.values())
+
+
+def test_mlp_unit_border_energy_against_a_random_init(shipped):
+    """Trained first-layer units keep less of their weight on the never-inked border than
+    a random init does (which spreads it evenly: 384 of 784 pixels, 49%)."""
+    from mnistlens.models import build
+
+    trained = W.unit_border_energy(shipped["mlp"][0])
+    torch.manual_seed(0)
+    fresh = W.unit_border_energy(build("mlp"))
+    assert trained.shape == (512,) and ((trained >= 0) & (trained <= 1)).all()
+    assert abs(float(fresh.mean()) - 384 / 784) < 0.02
+    assert float(trained.mean()) < float(fresh.mean()) - 0.1

@@ -63,6 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     p.add_argument("--seed", type=int, default=0, help="seed for every random draw (0)")
     p.add_argument("--no-augment", action="store_true", help="no random shift/rotate/scale")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images")
+    p.add_argument(
+        "--shuffle-labels",
+        action="store_true",
+        help="train on randomly permuted labels (the data-randomization sanity check)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--force", action="store_true", help="overwrite --out if it exists (a shipped model too)"
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> None:
         optimizer=args.optimizer,
         momentum=args.momentum,
         zero_init=args.zero_init,
+        shuffle_labels=args.shuffle_labels,
     )
     if Path(args.out).exists() and not args.force:
         raise MnistlensError(

@@ -60,23 +60,32 @@ def run(args: argparse.Namespace) -> None:
                 written.append(save_figure(fig, out))
     elif len(linears) == 1:
         templates = W.linear_templates(model)
+        quality = W.template_quality(model)
+        caption = (
+            f"{quality['border_energy']:.0%} of the weight energy on the 4-pixel border, "
+            f"correlation {quality['correlation']:.2f} with the class-mean contrast"
+        )
         fig = plot_image_grid(
             templates,
             [f"digit {d}" for d in range(10)],
-            f"{name}: class templates (red = ink raises the logit)",
+            f"{name}: class templates (red = ink raises the logit)\n{caption}",
             signed=True,
             columns=5,
         )
         written = [save_figure(fig, args.out)]
+        print(f"templates: {caption}")
     else:
         units = W.first_layer_units(model)
         ranked = W.units_by_class(model, per_class=4)
         order = [u for _, us in ranked for u in us]
-        titles = [f"{d}: unit {u}" for d, us in ranked for u in us]
+        border = W.unit_border_energy(model)  # (units,)
+        titles = [f"{d}: unit {u} ({border[u]:.0%} border)" for d, us in ranked for u in us]
         fig = plot_image_grid(
             units[order],
             titles,
-            f"{name}: first-layer units that drive each digit most (4 per digit)",
+            f"{name}: first-layer units that drive each digit most (4 per digit); "
+            f"all units: {float(border.mean()):.0%} of weight energy on the 4-pixel border "
+            "(49% if spread evenly)",
             signed=True,
             columns=8,
             shared_scale=False,
@@ -84,5 +93,9 @@ def run(args: argparse.Namespace) -> None:
         written = [save_figure(fig, args.out)]
         for digit, us in ranked:
             print(f"digit {digit}: units {', '.join(map(str, us))}")
+        print(
+            f"first-layer units: mean {float(border.mean()):.0%} of their weight energy on the "
+            "4-pixel border (49% if spread evenly)"
+        )
     for path in written:
         print(f"wrote {path}")
