@@ -187,3 +187,27 @@ def test_captum_metrics_are_reported_with_a_random_reference(cnn, batch):
     for name in ("saliency", "occlusion"):
         assert report[name]["infidelity"] >= 0 and report[name]["sensitivity_max"] >= 0
     assert report["occlusion"]["sensitivity_max"] < report["saliency"]["sensitivity_max"]
+
+
+def test_data_randomization_model_gives_maps_far_from_the_real_ones(test_set):
+    """Adebayo et al.'s second check, on shipped tiny CNNs (checkpoints/sanity/): the same
+    architecture trained on true labels (two seeds) and on permuted labels. Grad-CAM and
+    occlusion agree across seeds of real models but not with the permuted-label model;
+    no method's maps of the permuted-label model resemble the real model's."""
+    from mnistlens import load_model
+
+    from conftest import CHECKPOINTS
+
+    real, _ = load_model(CHECKPOINTS / "sanity" / "labels-true.pt")
+    other_seed, _ = load_model(CHECKPOINTS / "sanity" / "labels-true-seed1.pt")
+    shuffled, meta = load_model(CHECKPOINTS / "sanity" / "labels-shuffled.pt")
+    assert meta["config"]["shuffle_labels"] and meta["test_accuracy"] < 0.15
+    images = test_set[0][::500]
+    for method in ("grad_cam", "occlusion"):
+        same = F.data_randomization_check(real, other_seed, images, method).mean()
+        fake = F.data_randomization_check(real, shuffled, images, method).mean()
+        assert fake < same - 0.3, (method, same, fake)
+    for method in ("saliency", "integrated_gradients", "guided_backprop", "grad_cam"):
+        options = {"n_steps": 16} if method == "integrated_gradients" else {}
+        fake = F.data_randomization_check(real, shuffled, images, method, **options).mean()
+        assert fake < 0.35, (method, fake)
