@@ -179,7 +179,9 @@ def _shapes(model: nn.Module, graph_module: fx.GraphModule | None) -> dict[str, 
         from torch.fx.passes.shape_prop import ShapeProp
 
         try:
-            with torch.no_grad():
+            # Eval mode: the graph runs the model's own modules, and a batch norm in
+            # training mode would update its running statistics with this black image.
+            with torch.no_grad(), evaluating(model), evaluating(graph_module):
                 ShapeProp(graph_module).propagate(example)
         except Exception:  # noqa: BLE001 - e.g. a flat-input model; shapes stay unknown
             return shapes
