@@ -1,4 +1,10 @@
-"""apps/explore.py under Streamlit's AppTest: the page runs and reacts to its widgets."""
+"""The explorer (apps/explore.py and its pages) under Streamlit's AppTest.
+
+Each test opens the router as a user would (AppTest.from_file on apps/explore.py,
+then switch_page), reaches widgets by key, and states the behaviour it checks.
+Streamlit's caches live in this process, so later tests reuse what earlier ones
+computed (the maps of test digit 42, sanity verdicts, activation profiles).
+"""
 
 from pathlib import Path
 
@@ -10,44 +16,174 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "explore.py")
 
 
-@pytest.fixture(scope="module")
-def app():
-    at = AppTest.from_file(APP, default_timeout=180)
+def open_app(page: str | None = None, **query) -> AppTest:
+    """The app after its first run (with these query parameters), on `page`."""
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.query_params.update(query)
     at.run()
+    if page is not None:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception
     return at
 
 
-def test_page_runs_and_explains_test_digit_42(app):
-    """The default page explains test image 42 (a 4) with the CNN, without exceptions."""
-    assert not app.exception
+def main_images(at: AppTest) -> list:
+    return list(at.main.get("image"))
+
+
+@pytest.fixture(scope="module")
+def app():
+    return open_app()
+
+
+def test_explain_page_explains_test_digit_42(app):
+    """The default page explains test image 42 (a 4) with the CNN: a map per default
+    method, each with its numbers and its sanity verdict."""
     metric = app.metric[0]
     assert metric.label == "True label 4" and metric.value == "predicted 4"
-    assert len(app.get("image")) == 4  # explanation, class maps, filters, unit profile
+    assert len(main_images(app)) == 4  # the digit and three maps
     assert any("deletion area" in c.value for c in app.caption)
+    verdicts = [c for c in app.caption if c.value.startswith("sanity:")]
+    assert len(verdicts) == 3 and all("**pass**" in c.value for c in verdicts)
+    assert all("re-initialized" in c.proto.help for c in verdicts)  # the rule as tooltip
+
+
+def test_default_methods_are_those_that_pass_the_sanity_check(app):
+    """On the CNN the default methods are saliency, integrated gradients and Grad-CAM."""
+    assert app.multiselect(key="methods").value == [
+        "saliency",
+        "integrated_gradients",
+        "grad_cam",
+    ]
+
+
+def test_each_figure_can_be_saved_with_its_numbers(app):
+    """The explanation offers its figure as PNG and its numbers as JSON."""
+    keys = {button.proto.id.rsplit("-", 1)[-1] for button in app.get("download_button")}
+    assert {"explain_png", "explain_json"} <= keys
 
 
 def test_changing_the_index_changes_the_digit(app):
-    """Index 0 is a 7: the metric follows the number input."""
+    """Index 0 is a 7: the verdict follows the number input, and so does the URL."""
     app.number_input(key="index").set_value(0).run()
     assert not app.exception
     assert app.metric[0].label == "True label 7" and app.metric[0].value == "predicted 7"
+    assert app.query_params["index"] == "0"
 
 
-def test_other_model_and_target(app):
+def test_the_linear_model_skips_grad_cam_with_a_note():
     """The linear model has no conv layer: Grad-CAM is skipped with the registry's
-    reason, not an error."""
-    app.selectbox(key="model").set_value("linear.pt").run()
-    app.selectbox(key="target").set_value(3).run()
-    assert not app.exception
-    assert any("Grad_cam needs a convolutional layer" in i.value for i in app.info)
-    assert any("linear model" in c.value for c in app.caption)
+    reason, not an error, and another target class still explains."""
+    at = open_app()
+    at.selectbox(key="model").set_value("linear.pt").run()
+    at.selectbox(key="target").set_value(3).run()
+    assert not at.exception
+    assert any("Grad_cam needs a convolutional layer" in i.value for i in at.info)
+    assert any("linear model" in c.value for c in at.caption)
+    assert any("explaining class 3" in s.value for s in at.subheader)
 
 
-def test_contrast_adds_a_why_this_rather_than_that_figure():
-    """Choosing a contrast class adds one figure to the explanation tab."""
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    before = len(at.get("image"))
+def test_contrast_adds_a_why_this_rather_than_that_map():
+    """Choosing a contrast class adds one map to the explanation."""
+    at = open_app()
+    before = len(main_images(at))
     at.selectbox(key="contrast").set_value(9).run()
     assert not at.exception
-    assert len(at.get("image")) == before + 1
+    assert len(main_images(at)) == before + 1
+    assert any("logit 4 - logit 9" in c.value for c in at.caption)
+
+
+def test_a_link_reopens_the_same_view():
+    """Query parameters (model, index, methods with aliases, page) reopen that view,
+    and the options chosen on one page survive a visit to another."""
+    at = open_app(model="mlp.pt", index="7", methods=["saliency", "ig"], page="inside")
+    assert [h.value for h in at.header] == ["Inside the network"]
+    assert at.selectbox(key="model").value == "mlp.pt"
+    assert at.number_input(key="index").value == 7
+    at.switch_page("views/explain.py").run()
+    assert at.multiselect(key="methods").value == ["saliency", "integrated_gradients"]
+    assert at.metric[0].label == "True label 9"  # test image 7
+    assert at.query_params == {
+        "model": "mlp.pt",
+        "index": "7",
+        "methods": ["saliency", "integrated_gradients"],
+    }
+
+
+def test_drawing_mode_waits_for_a_drawing():
+    """Choosing to draw shows the canvas's hint instead of an explanation."""
+    at = open_app()
+    at.radio(key="source").set_value("draw your own").run()
+    assert not at.exception
+    assert any("Nothing drawn yet" in i.value for i in at.info)
+    assert not at.metric
+
+
+def test_inside_page_looks_at_the_chosen_digit(app):
+    """Inside the network shows the digit's feature maps per conv stage, its most active
+    units against their per-digit means, their top test images and visualizations."""
+    at = open_app("inside", index="42")
+    assert "test image 42, predicted **4**" in at.markdown[0].value
+    captions = [c for image in main_images(at) for c in image.captions]
+    assert any(c.startswith("conv1: 32 maps of 28 x 28") for c in captions)
+    assert any(c.startswith("#") and ": a " in c for c in captions)  # top images, labelled
+    assert "class 4" in captions and sum("relu_fc1 unit" in c for c in captions) == 4
+    table = at.dataframe[0].value
+    assert len(table) == 16 and table["this digit"].is_monotonic_decreasing
+
+
+def test_inside_page_shows_the_weights_of_a_model_without_conv_layers():
+    """For the linear model the page shows its ten class templates and says it has no
+    hidden layer."""
+    at = open_app("inside", model="linear.pt")
+    assert any("Class templates" in s.value for s in at.subheader)
+    assert main_images(at)[0].captions == [f"digit {d}" for d in range(10)]
+    assert any("no hidden layer" in c.value for c in at.caption)
+
+
+def test_per_digit_page_shows_a_map_per_digit():
+    """Per-digit maps: ten mean maps, one per digit, with a download."""
+    at = open_app("class_maps")
+    assert main_images(at)[0].captions == [f"digit {d}" for d in range(10)]
+    at.selectbox(key="class_method").set_value("grad_cam").run()
+    assert not at.exception and "grad cam" in at.caption[0].value
+
+
+def test_training_page_shows_similar_and_influential_training_images(tmp_path, monkeypatch):
+    """Training examples: the nearest training images and TracIn proponents and
+    opponents, labelled (MLP: its training index takes a second to build)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the index goes to a temp cache
+    at = open_app("training", model="mlp.pt", index="42")
+    rows = [image.captions for image in main_images(at)[1:]]
+    assert len(rows) == 3 and all(len(row) == 8 for row in rows)
+    assert all(": a " in caption for row in rows for caption in row)
+    assert sum(": a 4 " in caption for caption in rows[0]) >= 6  # a 4 looks like 4s
+
+
+def test_training_page_without_the_influence_module_says_so(monkeypatch):
+    """If mnistlens.influence cannot be imported, the page says it is not available."""
+    import sys
+
+    import mnistlens
+
+    monkeypatch.delattr(mnistlens, "influence", raising=False)
+    monkeypatch.setitem(sys.modules, "mnistlens.influence", None)  # import raises ImportError
+    at = open_app("training")
+    assert any("not available" in i.value for i in at.info)
+
+
+def test_trust_page_ranks_methods_and_flags_guided_backprop():
+    """Trust: a ranking against a random ranking, two figures, and the sanity verdicts
+    (guided backprop fails on the CNN, saliency passes)."""
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["trust_methods"] = ["saliency", "guided_backprop"]  # quicker than all
+    at.session_state["trust_n"] = 50
+    at.run()
+    at.switch_page("views/trust.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("method")
+    assert table.loc["guided_backprop", "sanity"] == "fail"
+    assert table.loc["saliency", "sanity"] == "pass"
+    assert "random ranking" in table.index
+    assert len(main_images(at)) == 2  # curves, randomization per layer
+    assert any("guided backprop: fail" in c.value for c in at.caption)

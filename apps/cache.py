@@ -1,0 +1,185 @@
+"""Results the explorer computes once and reuses: per model, per digit, per method.
+
+Every function is a library call behind a Streamlit cache, keyed by the model's name
+(the model itself comes from `state.get_model`, cached as a resource), so a click
+pays only for what it changes: a new test index re-explains that digit, a new
+method computes that method alone, and the model-level results (per-digit maps,
+activation profiles, sanity verdicts, method comparisons, the training-set index)
+are computed on the first page that needs them and never again in this process.
+
+`st.cache_data` returns a copy of its value (pickled), fine for small results;
+`st.cache_resource` shares one object, used for the 60,000-row training index.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from mnistlens import activations, attribution, explain, faithfulness, featureviz
+from mnistlens.prepare import analyze
+
+# isort: split
+# The explorer's own modules (Streamlit puts apps/ on sys.path).
+import charts
+from state import get_model, get_test_set
+
+SANITY_IMAGES = 20  # test images in each method's randomization check (the library's rule)
+PROFILE_IMAGES = 2000  # test images behind the activation profiles and top images
+FEATUREVIZ_STEPS = 100  # a third of the library's 300: ~0.2 s a picture instead of ~0.7 s
+CHUNK = 500  # images per forward pass when averaging conv maps (bounded memory)
+
+
+@st.cache_data(show_spinner=False)
+def layers(model_name: str) -> tuple[list[str], list[str]]:
+    """The model's conv layers and hidden (activation) layers, in execution order."""
+    model, _ = get_model(model_name)
+    info = analyze(model)
+    return info.conv_layers, info.hidden_layers
+
+
+def all_methods() -> list[str]:
+    """Every registered attribution method, in the registry's order."""
+    return attribution.list_methods()
+
+
+@st.cache_data(show_spinner=False)
+def why_not(model_name: str, method: str) -> str | None:
+    """`attribution.why_not`, once per model and method (it traces the model)."""
+    model, _ = get_model(model_name)
+    return attribution.why_not(method, model)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def explanation(
+    model_name: str,
+    digit: str,
+    _image: torch.Tensor,
+    method: str,
+    target: int | None,
+    baseline: str,
+    steps: int,
+) -> explain.Explanation:
+    """One method's map of one digit, with its scores (`explain.explain(measure=True)`).
+
+    Cached per method, so adding a method to the page computes that method alone.
+    `digit` names the image for the cache ("test 42", or a hash of a drawing); the
+    image itself is not hashed (leading underscore)."""
+    model, _ = get_model(model_name)
+    options = attribution.method_options(method, n_steps=steps, baseline=baseline)
+    return explain.explain(model, _image[None], [method], target, measure=True, **{method: options})
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def contrast(model_name: str, digit: str, _image: torch.Tensor, target: int, other: int):
+    """Why `target` rather than `other` for one digit: (1, 28, 28) -> (1, 28, 28)."""
+    model, _ = get_model(model_name)
+    return explain.contrast_maps(model, _image[None], target, other)[0]
+
+
+@st.cache_data(show_spinner="Sanity check: re-initializing the layers one by one ...")
+def sanity(model_name: str, method: str) -> dict:
+    """The model-randomization check of one method on the first test images, and its
+    verdict by `faithfulness.SANITY_RULE`: {"verdict", "layer", "correlation", "cascade"}."""
+    model, _ = get_model(model_name)
+    images, _ = get_test_set()
+    cascade = faithfulness.randomization_check(model, images[:SANITY_IMAGES], method)
+    top = next(iter(cascade))
+    return {
+        "verdict": faithfulness.sanity_verdict(cascade),
+        "layer": top,
+        "correlation": cascade[top],
+        "cascade": cascade,
+    }
+
+
+@st.cache_data(show_spinner="Averaging maps over the test set ...")
+def class_maps(model_name: str, method: str, n_images: int) -> torch.Tensor:
+    """Per-digit mean maps (`explain.class_mean_maps`): -> (10, 28, 28)."""
+    model, _ = get_model(model_name)
+    images, labels = get_test_set()
+    # IG to a 1% completeness tolerance: the whole sample in seconds (see benchmarks/).
+    options = {"tol": 0.01} if method == "integrated_gradients" else {}
+    return explain.class_mean_maps(model, images[:n_images], labels[:n_images], method, **options)
+
+
+@st.cache_data(show_spinner="Recording the layer's activations on the test set ...")
+def unit_activations(model_name: str, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One number per unit for the first PROFILE_IMAGES test images, and the per-digit
+    profile: -> units (N, U), profile (10, U). Conv layers are averaged over positions
+    chunk by chunk, so a 32 x 28 x 28 layer never holds 2,000 full maps at once."""
+    model, _ = get_model(model_name)
+    images, labels = get_test_set()
+    units = torch.cat(
+        [
+            activations.unit_activations(
+                activations.layer_activations(model, images[start : start + CHUNK], layer)
+            )
+            for start in range(0, PROFILE_IMAGES, CHUNK)
+        ]
+    )  # (N, U)
+    return units, activations.class_profile(units, labels[:PROFILE_IMAGES])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def dream(model_name: str, target: int, layer: str | None = None) -> torch.Tensor:
+    """Feature visualization of a class (layer None) or a unit: -> (1, 28, 28)."""
+    model, _ = get_model(model_name)
+    image, _ = featureviz.maximize(model, target, layer, steps=FEATUREVIZ_STEPS)
+    return image
+
+
+@st.cache_data(show_spinner="Measuring the method on the test images ...", max_entries=64)
+def measured(model_name: str, n_images: int, method: str):
+    """`faithfulness.compare_methods(model, images[:n], [method])` for one method:
+    -> (report, curves), with the "random" reference. One method per entry, so adding a
+    method to the Trust page measures that method alone."""
+    model, _ = get_model(model_name)
+    images, _ = get_test_set()
+    return faithfulness.compare_methods(model, images[:n_images], [method])
+
+
+def comparison(model_name: str, n_images: int, methods: tuple[str, ...]):
+    """What `compare_methods(..., randomization=True)` returns, from the per-method
+    entries above and `sanity` (the same `randomization_check` on the first
+    SANITY_IMAGES images, predicted class, as compare_methods runs; shared with the
+    Explain page's verdicts): -> (report, curves)."""
+    report, curves = {}, {}
+    for method in methods:
+        one_report, one_curves = measured(model_name, n_images, method)
+        check = sanity(model_name, method)
+        report[method] = {
+            **one_report[method],
+            "randomization": check["cascade"],
+            "sanity": check["verdict"],
+            "sanity_rule": faithfulness.SANITY_RULE,
+        }
+        curves[method] = one_curves[method]
+        report["random"], curves["random"] = one_report["random"], one_curves["random"]
+    return report, dict(random=curves.pop("random"), **curves)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def comparison_figures(model_name: str, n_images: int, methods: tuple[str, ...]) -> dict:
+    """The Trust page's two figures as PNG bytes, drawn once per comparison."""
+    from mnistlens import plots
+
+    report, curves = comparison(model_name, n_images, methods)
+    where = f"{model_name}, first {n_images} test images"
+    return {
+        "curves": charts.png_bytes(plots.plot_perturbation_curves(curves, where)),
+        "randomization": charts.png_bytes(
+            charts.plot_randomization(report, f"model randomization ({where})")
+        ),
+    }
+
+
+@st.cache_resource(
+    show_spinner="Indexing the 60,000 training images (once per model, then cached on disk) ..."
+)
+def training_index(model_name: str):
+    """`influence.training_index(model)`, held once per process."""
+    from mnistlens import influence
+
+    model, _ = get_model(model_name)
+    return influence.training_index(model)

@@ -1,0 +1,198 @@
+"""What every page of the explorer shares: the sidebar, the loaders, and the URL.
+
+One place for the choices a user makes once and every page reads (the model, the
+digit: a test image or a drawing), for the process-wide caches of the model and the
+data, and for the link: the URL's query parameters restore a view on the first run of
+a session, and each run writes the view back, so the address bar is always a link to
+what is on screen (issue 11).
+
+Widgets are created without default arguments: their starting values are put into
+`st.session_state` first (from the URL, else the defaults below), which is the one
+way Streamlit accepts a value from both places without a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import streamlit as st
+import torch
+from torch import nn
+
+from mnistlens import attribution, load_model
+from mnistlens.checkpoint import checkpoint_dir
+from mnistlens.data import load_mnist, prepare_digit
+from mnistlens.errors import MnistlensError
+
+SOURCES = ("test image", "draw your own")
+DEFAULTS = {"source": "test image", "index": 42}
+# The keys a link carries; the page is the URL's path (or ?page=, see the router).
+URL_KEYS = ("model", "index", "methods")
+CANVAS = 252  # px: the sidebar's width, less its padding
+
+# One torch thread per process. A click explains one image, too small to gain from
+# parallel kernels, and Streamlit serves sessions from threads of one process; with two
+# threads on two busy cores, OpenMP's waiting threads made a click's three maps take
+# 5.1 s instead of 0.19 s (measured while other jobs ran; issue 11).
+torch.set_num_threads(1)
+
+
+@st.cache_resource(show_spinner=False)
+def get_model(name: str) -> tuple[nn.Module, dict]:
+    """A shipped checkpoint by name, loaded once per server process."""
+    return load_model(name)
+
+
+@st.cache_resource(show_spinner=False)
+def get_test_set() -> tuple[torch.Tensor, torch.Tensor]:
+    return load_mnist("test")
+
+
+@st.cache_resource(show_spinner=False)
+def get_train_set() -> tuple[torch.Tensor, torch.Tensor]:
+    return load_mnist("train")
+
+
+def shipped_models() -> list[str]:
+    return sorted(p.name for p in checkpoint_dir().glob("*.pt"))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The model and the digit every page looks at.
+
+    image: (1, 28, 28) in [0, 1], or None while nothing is drawn; label: the true digit
+    of a test image, None for a drawing; index: the test index, None for a drawing;
+    what: how captions name the digit ("test image 42", "your drawing").
+    """
+
+    model_name: str
+    model: nn.Module
+    meta: dict
+    image: torch.Tensor | None
+    label: int | None
+    index: int | None
+    what: str
+
+    @property
+    def digit(self) -> str:
+        """A name for the digit that caches can key on: "test 42", or the drawing's hash."""
+        if self.index is not None:
+            return f"test {self.index}"
+        if self.image is None:
+            return "nothing drawn"
+        return "drawn " + hashlib.sha1(self.image.numpy().tobytes()).hexdigest()[:16]
+
+
+def read_url() -> str | None:
+    """On a session's first run, copy the URL's valid query parameters into session
+    state; -> the page the URL asks for with ?page=, else None. Invalid values are
+    dropped silently (a stale link opens the default view, not an error)."""
+    if st.session_state.get("_url_read"):
+        return None
+    st.session_state["_url_read"] = True
+    params = st.query_params
+    if params.get("model") in shipped_models():
+        st.session_state["model"] = params["model"]
+    try:
+        index = int(params.get("index", ""))
+        if 0 <= index < 10000:
+            st.session_state["index"] = index
+    except ValueError:
+        pass
+    methods = []
+    for name in params.get_all("methods"):
+        try:
+            methods.append(attribution.resolve_method(name))  # aliases (ig, gradcam) too
+        except MnistlensError:
+            continue
+    if methods:
+        st.session_state["methods"] = list(dict.fromkeys(methods))
+    return params.get("page")
+
+
+def view_params() -> dict[str, list[str]]:
+    """The URL's query parameters other than ?page=."""
+    return {k: st.query_params.get_all(k) for k in st.query_params if k != "page"}
+
+
+def write_url() -> None:
+    """Put the view into the address bar: model, test index (not for a drawing) and the
+    chosen methods, whichever exist in this session."""
+    view: dict[str, str | list[str]] = {}
+    for key in URL_KEYS:
+        value = st.session_state.get(key)
+        if value is None or (key == "index" and st.session_state.get("source") != SOURCES[0]):
+            continue
+        view[key] = [str(v) for v in value] if isinstance(value, list) else str(value)
+    now = {k: st.query_params.get_all(k) for k in st.query_params}
+    if now != {k: v if isinstance(v, list) else [v] for k, v in view.items()}:
+        st.query_params.from_dict(view)  # only on change: each write is a message
+
+
+def _drawn_digit() -> torch.Tensor | None:
+    """The sidebar canvas; -> the drawing as an MNIST-style (1, 28, 28) image, or None."""
+    from streamlit_drawable_canvas import st_canvas  # imported only when drawing
+
+    with st.sidebar:
+        st.caption("Draw a digit (white on black).")
+        canvas = st_canvas(
+            stroke_width=20,
+            stroke_color="#ffffff",
+            background_color="#000000",
+            height=CANVAS,
+            width=CANVAS,
+            drawing_mode="freedraw",
+            key="canvas",
+            return_image_data=True,
+        )
+    if canvas is None or canvas.image_data is None:
+        return None
+    rgb = torch.from_numpy(canvas.image_data[..., :3].astype("float32")).mean(dim=-1) / 255
+    try:
+        return prepare_digit(rgb)  # fitted into 20x20 and centred, as MNIST was made
+    except MnistlensError:  # nothing drawn yet
+        return None
+
+
+def current() -> Choice:
+    """The Choice the sidebar made in this run (pages call this)."""
+    return st.session_state["_choice"]
+
+
+def sidebar() -> Choice:
+    """The shared sidebar: model and digit. -> the Choice every page reads (`current`)."""
+    models = shipped_models()
+    st.session_state.setdefault("model", "cnn.pt" if "cnn.pt" in models else models[0])
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    st.sidebar.title("mnistlens")
+    st.sidebar.caption(
+        "Why does the model call this digit what it does? The address bar links to this view."
+    )
+    name = st.sidebar.selectbox("Model", models, key="model")
+    source = st.sidebar.radio("Digit", SOURCES, key="source", horizontal=True)
+    index = int(
+        st.sidebar.number_input(
+            "Test image index", 0, 9999, key="index", disabled=source != SOURCES[0]
+        )
+    )
+    model, meta = get_model(name)
+    if source == SOURCES[0]:
+        images, labels = get_test_set()
+        choice = Choice(
+            name, model, meta, images[index], int(labels[index]), index, f"test image {index}"
+        )
+    else:
+        choice = Choice(name, model, meta, _drawn_digit(), None, None, "your drawing")
+    st.session_state["_choice"] = choice
+    return choice
+
+
+def require_digit(choice: Choice) -> torch.Tensor:
+    """The chosen digit's image; stops the page with a hint while nothing is drawn."""
+    if choice.image is None:
+        st.info("Nothing drawn yet: draw a digit on the canvas in the sidebar.")
+        st.stop()
+    return choice.image

@@ -1,0 +1,223 @@
+"""Explain a digit: the prediction, and one attribution map per method with its numbers.
+
+Each map carries what says whether to believe it: its deletion area against a random
+ranking, its completeness error where the method claims completeness
+(`explain.explain(measure=True)`), and the method's sanity verdict on this model
+(`faithfulness.randomization_check` + `sanity_verdict`, cached per model).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from mnistlens import attribution, explain, faithfulness, plots
+from mnistlens.metrics import predict_logits
+
+# isort: split
+# The explorer's own modules (Streamlit puts apps/ on sys.path).
+import cache
+import charts
+import state
+
+# The default methods are these, where they can explain the model and pass its
+# sanity check (all three do on the shipped CNN; guided backprop fails it).
+CANDIDATES = ("saliency", "integrated_gradients", "grad_cam")
+COLUMNS = 4  # map tiles per row
+NO_CONTRAST = "(no contrast)"
+
+choice = state.current()
+model = choice.model
+
+
+def sidebar_options() -> dict:
+    """This page's options, below the shared ones; kept when visiting other pages."""
+    if "methods" not in st.session_state:  # first visit, no ?methods= in the URL
+        st.session_state["methods"] = [
+            m
+            for m in CANDIDATES
+            if cache.why_not(choice.model_name, m) is None
+            and cache.sanity(choice.model_name, m)["verdict"] == "pass"
+        ]
+    for key, value in {
+        "target": "predicted",
+        "baseline": "black",
+        "steps": 50,
+        "shared": False,
+        "contrast": NO_CONTRAST,
+    }.items():
+        st.session_state.setdefault(key, value)
+    side = st.sidebar
+    side.subheader("Explain")
+    keep = {"persist_state": "session"}
+    return {
+        "target": side.selectbox(
+            "Explain class",
+            ["predicted", *range(10)],
+            key="target",
+            help="Attribute the predicted class, or any other digit's score.",
+            **keep,
+        ),
+        "methods": side.multiselect(
+            "Methods",
+            attribution.list_methods(),
+            key="methods",
+            help="Grad-CAM works on the last conv block's rectified maps; methods that "
+            "cannot explain the chosen model are skipped with a note.",
+            **keep,
+        ),
+        "baseline": side.selectbox(
+            "IG / DeepLIFT baseline", list(attribution.BASELINES), key="baseline", **keep
+        ),
+        "steps": side.slider("IG steps", 4, 128, key="steps", **keep),
+        "shared": side.checkbox("One colour scale for all maps", key="shared", **keep),
+        "contrast": side.selectbox(
+            "Why this class rather than",
+            [NO_CONTRAST, *range(10)],
+            key="contrast",
+            help="Integrated gradients of the difference of two logits: red pixels push "
+            "towards the explained class, blue ones towards this one.",
+            **keep,
+        ),
+    }
+
+
+def trust_note(result: explain.Explanation, name: str) -> str:
+    """The numbers under a map: deletion area against random, completeness, layer."""
+    numbers = result.scores[name].image(0)
+    note = f"deletion {numbers['deletion_auc']:.2f} (random {numbers['random_deletion_auc']:.2f})"
+    if "completeness_error" in numbers:
+        note += f"  \ncompleteness error {numbers['completeness_error']:.1%}"
+    if name in result.layers:
+        note += f"  \nlayer {result.layers[name]}"
+    return note
+
+
+def sanity_line(verdict: dict) -> str:
+    return (
+        f"sanity: **{verdict['verdict']}** (rank correlation {verdict['correlation']:.2f} "
+        f"with {verdict['layer']} re-initialized)"
+    )
+
+
+def verdict_left(image, probs, prediction: int) -> None:
+    """The digit, the verdict and the class probabilities."""
+    st.image(
+        charts.digit_rgb(image, 4),
+        caption=f"{choice.what}, as the model sees it",
+        output_format="PNG",
+    )
+    share = f"{float(probs[prediction]):.1%}"
+    if choice.label is None:
+        st.metric("Your drawing", f"predicted {prediction}", share)
+    else:
+        right = prediction == choice.label
+        st.metric(
+            f"True label {choice.label}",
+            f"predicted {prediction}",
+            f"{share} ({'correct' if right else 'wrong'})",
+            delta_color="normal" if right else "inverse",
+        )
+    st.bar_chart({"probability": probs.tolist()}, height=200, x_label="digit")
+    accuracy = choice.meta.get("test_accuracy")
+    st.caption(
+        f"{choice.meta.get('arch', 'user')} model"
+        + (f", test accuracy {accuracy:.2%}" if accuracy is not None else "")
+    )
+
+
+options = sidebar_options()
+st.header("Explain a digit")
+image = state.require_digit(choice)
+methods = []
+for name in options["methods"]:
+    reason = cache.why_not(choice.model_name, name)
+    if reason is None:
+        methods.append(name)
+    else:
+        st.info(f"{reason[0].upper()}{reason[1:]}: skipped.")
+target = None if options["target"] == "predicted" else int(options["target"])
+probs = predict_logits(model, image[None]).softmax(dim=1)[0]  # (10,)
+prediction = int(probs.argmax())
+explained = prediction if target is None else target
+
+left, right = st.columns([1, 3])
+with left:
+    verdict_left(image, probs, prediction)
+with right:
+    if not methods:
+        st.warning("Choose at least one method in the sidebar.")
+        st.stop()
+    results = {
+        m: cache.explanation(
+            choice.model_name, choice.digit, image, m, target, options["baseline"], options["steps"]
+        )
+        for m in methods
+    }
+    maps = {m: r.maps[m][0] for m, r in results.items()}
+    signed = {m for m, v in maps.items() if charts.is_signed(m, v)}
+    if options["contrast"] != NO_CONTRAST:
+        other = int(options["contrast"])
+        label = f"{explained} rather than {other}"
+        maps[label] = cache.contrast(choice.model_name, choice.digit, image, explained, other)
+        signed.add(label)
+    peaks = charts.peaks(maps, options["shared"])
+    st.subheader(f"{choice.what}: explaining class {explained}")
+    verdicts = {}  # method -> placeholder, filled once every map is on screen
+    for row in range(0, len(maps), COLUMNS):
+        for column, name in zip(st.columns(COLUMNS), list(maps)[row : row + COLUMNS], strict=False):
+            with column:
+                st.image(
+                    charts.map_rgb(maps[name], name in signed, peaks[name], image),
+                    output_format="PNG",
+                )
+                scale = f"±{peaks[name]:.2g}" if name in signed else f"0 to {peaks[name]:.2g}"
+                st.markdown(f"**{name.replace('_', ' ')}** · scale {scale}")
+                if name in results:
+                    st.caption(trust_note(results[name], name))
+                    verdicts[name] = st.empty()
+                else:
+                    st.caption(
+                        f"integrated gradients of logit {explained} - logit {other}: red "
+                        f"pushes towards {explained}, blue towards {other}"
+                    )
+    st.caption(
+        "Under each map: its deletion area (the class probability as the pixels it ranks "
+        "first are blacked out; lower = more faithful) against a random ranking of the same "
+        "pixels, for methods that claim completeness how far the map misses summing to "
+        "f(image) - f(baseline), and the method's sanity verdict on this model."
+    )
+    sanity = {}
+    for name, slot in verdicts.items():
+        sanity[name] = cache.sanity(choice.model_name, name)
+        slot.caption(sanity_line(sanity[name]), help=faithfulness.SANITY_RULE)
+
+    def figure():
+        notes = {m: trust_note(r, m).replace("  \n", "\n") for m, r in results.items()}
+        title = f"{choice.what}: explaining class {explained} ({choice.model_name})"
+        return plots.plot_explanation(
+            image, maps, title, notes, shared_scale=options["shared"], signed=signed
+        )
+
+    def numbers() -> dict:
+        return {
+            "model": choice.model_name,
+            "digit": choice.what,
+            "true_label": choice.label,
+            "prediction": prediction,
+            "probabilities": charts.listed(probs, 6),
+            "explained_class": explained,
+            "options": {k: options[k] for k in ("baseline", "steps")},
+            "methods": {
+                m: {
+                    **r.scores[m].image(0),
+                    **({"layer": r.layers[m]} if m in r.layers else {}),
+                    "sanity": sanity[m],
+                    "sanity_rule": faithfulness.SANITY_RULE,
+                    "map": charts.listed(maps[m].reshape(28, 28), 6),
+                }
+                for m, r in results.items()
+            },
+        }
+
+    stem = f"{choice.model_name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}"
+    charts.save_buttons("explain", stem, figure, numbers)
