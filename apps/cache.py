@@ -17,6 +17,7 @@ import streamlit as st
 import torch
 
 from mnistlens import activations, attribution, explain, faithfulness, featureviz
+from mnistlens.errors import MnistlensError
 from mnistlens.prepare import analyze
 
 # isort: split
@@ -83,7 +84,16 @@ def sanity(model_name: str, method: str) -> dict:
     verdict by `faithfulness.SANITY_RULE`: {"verdict", "layer", "correlation", "cascade"}."""
     model, _ = get_model(model_name)
     images, _ = get_test_set()
-    cascade = faithfulness.randomization_check(model, images[:SANITY_IMAGES], method)
+    try:
+        cascade = faithfulness.randomization_check(model, images[:SANITY_IMAGES], method)
+    except MnistlensError as err:  # e.g. a torch.export program: no modules to re-initialize
+        return {
+            "verdict": "n/a",
+            "layer": None,
+            "correlation": None,
+            "cascade": {},
+            "why": str(err),
+        }
     top = next(iter(cascade))
     return {
         "verdict": faithfulness.sanity_verdict(cascade),

@@ -26,11 +26,13 @@ PAGES = {
     "training": st.Page("views/training.py", title="Training examples", url_path="training"),
     "per-digit": st.Page("views/class_maps.py", title="Per-digit maps", url_path="per-digit"),
     "trust": st.Page("views/trust.py", title="Trust", url_path="trust"),
+    "compare": st.Page("views/compare.py", title="Compare models", url_path="compare"),
+    "yours": st.Page("views/your_model.py", title="Your model", url_path="yours"),
 }
 SECTIONS = {
     "This digit": ["explain", "inside", "training"],
-    # Room for "Compare models" and "Your model" (issue 11): one more entry each.
     "This model": ["per-digit", "trust"],
+    "Models": ["compare", "yours"],
 }
 
 page = st.navigation({title: [PAGES[p] for p in names] for title, names in SECTIONS.items()})

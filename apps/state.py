@@ -38,10 +38,44 @@ CANVAS = 252  # px: the sidebar's width, less its padding
 torch.set_num_threads(1)
 
 
+# Users' own models (the "Your model" page), process-wide, keyed by a hash of the file
+# and the options: two sessions share a model only if they uploaded the same bytes, and a
+# session lists only the ones it uploaded (session_state["uploads"]).
+_UPLOADS: dict[str, tuple[nn.Module, dict]] = {}
+
+
 @st.cache_resource(show_spinner=False)
 def get_model(name: str) -> tuple[nn.Module, dict]:
-    """A shipped checkpoint by name, loaded once per server process."""
+    """A shipped checkpoint by name (or an uploaded model), loaded once per process."""
+    if name in _UPLOADS:
+        return _UPLOADS[name]
     return load_model(name)
+
+
+def add_upload(
+    filename: str, data: bytes, arch: str | None, arch_kwargs: dict, input_convention: str
+) -> str:
+    """Load a user's model file (`conventions.load`: nothing in it can run code) and add
+    it to this session's model choices; -> its name. Raises MnistlensError."""
+    import tempfile
+    from pathlib import Path
+
+    from mnistlens.conventions import load
+
+    options = repr((arch, sorted(arch_kwargs.items()), input_convention)).encode()
+    digest = hashlib.sha256(data + options).hexdigest()[:10]
+    name = f"yours: {Path(filename).name} ({digest})"
+    if name not in _UPLOADS:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(filename).name
+            path.write_bytes(data)
+            _UPLOADS[name] = load(
+                path, arch=arch, arch_kwargs=arch_kwargs or None, input=input_convention
+            )
+    uploads = st.session_state.setdefault("uploads", [])
+    if name not in uploads:
+        uploads.append(name)
+    return name
 
 
 @st.cache_resource(show_spinner=False)
@@ -163,7 +197,7 @@ def current() -> Choice:
 
 def sidebar() -> Choice:
     """The shared sidebar: model and digit. -> the Choice every page reads (`current`)."""
-    models = shipped_models()
+    models = shipped_models() + st.session_state.get("uploads", [])
     st.session_state.setdefault("model", "cnn.pt" if "cnn.pt" in models else models[0])
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)

@@ -128,8 +128,13 @@ class ModelInfo:
 
     @property
     def parameter_layers(self) -> list[str]:
-        """Conv and linear modules, in execution order (the head last)."""
-        return [layer.name for layer in self.layers if layer.kind in ("conv", "linear")]
+        """Conv and linear modules, in execution order (the head last); functional ones
+        (a torch.export program's ATen calls) have no module to re-initialize."""
+        return [
+            layer.name
+            for layer in self.layers
+            if layer.kind in ("conv", "linear") and not layer.functional
+        ]
 
     @property
     def functional_relus(self) -> list[str]:

@@ -37,8 +37,7 @@ def app():
 
 
 def test_explain_page_explains_test_digit_42(app):
-    """The default page explains test image 42 (a 4) with the CNN: a map per default
-    method, each with its numbers and its sanity verdict."""
+    """The default page explains test image 42 (a 4): three maps, numbers, sanity verdicts."""
     metric = app.metric[0]
     assert metric.label == "True label 4" and metric.value == "predicted 4"
     assert len(main_images(app)) == 4  # the digit and three maps
@@ -49,7 +48,7 @@ def test_explain_page_explains_test_digit_42(app):
 
 
 def test_default_methods_are_those_that_pass_the_sanity_check(app):
-    """On the CNN the default methods are saliency, integrated gradients and Grad-CAM."""
+    """On the CNN the default methods are the three that pass: saliency, IG, Grad-CAM."""
     assert app.multiselect(key="methods").value == [
         "saliency",
         "integrated_gradients",
@@ -72,8 +71,7 @@ def test_changing_the_index_changes_the_digit(app):
 
 
 def test_the_linear_model_skips_grad_cam_with_a_note():
-    """The linear model has no conv layer: Grad-CAM is skipped with the registry's
-    reason, not an error, and another target class still explains."""
+    """The linear model skips Grad-CAM with the registry's reason and explains class 3."""
     at = open_app()
     at.selectbox(key="model").set_value("linear.pt").run()
     at.selectbox(key="target").set_value(3).run()
@@ -94,8 +92,7 @@ def test_contrast_adds_a_why_this_rather_than_that_map():
 
 
 def test_a_link_reopens_the_same_view():
-    """Query parameters (model, index, methods with aliases, page) reopen that view,
-    and the options chosen on one page survive a visit to another."""
+    """?model=&index=&methods=&page= reopens that view; the methods survive a page switch."""
     at = open_app(model="mlp.pt", index="7", methods=["saliency", "ig"], page="inside")
     assert [h.value for h in at.header] == ["Inside the network"]
     assert at.selectbox(key="model").value == "mlp.pt"
@@ -120,8 +117,7 @@ def test_drawing_mode_waits_for_a_drawing():
 
 
 def test_inside_page_looks_at_the_chosen_digit(app):
-    """Inside the network shows the digit's feature maps per conv stage, its most active
-    units against their per-digit means, their top test images and visualizations."""
+    """Inside shows this digit's feature maps, top units, their top images and dreams."""
     at = open_app("inside", index="42")
     assert "test image 42, predicted **4**" in at.markdown[0].value
     captions = [c for image in main_images(at) for c in image.captions]
@@ -133,8 +129,7 @@ def test_inside_page_looks_at_the_chosen_digit(app):
 
 
 def test_inside_page_shows_the_weights_of_a_model_without_conv_layers():
-    """For the linear model the page shows its ten class templates and says it has no
-    hidden layer."""
+    """Inside, for the linear model: its ten class templates, and no hidden layer."""
     at = open_app("inside", model="linear.pt")
     assert any("Class templates" in s.value for s in at.subheader)
     assert main_images(at)[0].captions == [f"digit {d}" for d in range(10)]
@@ -142,7 +137,7 @@ def test_inside_page_shows_the_weights_of_a_model_without_conv_layers():
 
 
 def test_per_digit_page_shows_a_map_per_digit():
-    """Per-digit maps: ten mean maps, one per digit, with a download."""
+    """Per-digit maps shows ten mean maps, one per digit, and follows the method."""
     at = open_app("class_maps")
     assert main_images(at)[0].captions == [f"digit {d}" for d in range(10)]
     at.selectbox(key="class_method").set_value("grad_cam").run()
@@ -150,9 +145,9 @@ def test_per_digit_page_shows_a_map_per_digit():
 
 
 def test_training_page_shows_similar_and_influential_training_images(tmp_path, monkeypatch):
-    """Training examples: the nearest training images and TracIn proponents and
-    opponents, labelled (MLP: its training index takes a second to build)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the index goes to a temp cache
+    """Training examples shows 8 nearest, 8 proponent and 8 opponent images, labelled."""
+    # The MLP's index takes about a second to build; it goes to a temporary cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     at = open_app("training", model="mlp.pt", index="42")
     rows = [image.captions for image in main_images(at)[1:]]
     assert len(rows) == 3 and all(len(row) == 8 for row in rows)
@@ -161,7 +156,7 @@ def test_training_page_shows_similar_and_influential_training_images(tmp_path, m
 
 
 def test_training_page_without_the_influence_module_says_so(monkeypatch):
-    """If mnistlens.influence cannot be imported, the page says it is not available."""
+    """Without mnistlens.influence the Training page says it is not available."""
     import sys
 
     import mnistlens
@@ -173,8 +168,7 @@ def test_training_page_without_the_influence_module_says_so(monkeypatch):
 
 
 def test_trust_page_ranks_methods_and_flags_guided_backprop():
-    """Trust: a ranking against a random ranking, two figures, and the sanity verdicts
-    (guided backprop fails on the CNN, saliency passes)."""
+    """Trust ranks methods against random and flags guided backprop as failing on the CNN."""
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["trust_methods"] = ["saliency", "guided_backprop"]  # quicker than all
     at.session_state["trust_n"] = 50
@@ -187,3 +181,56 @@ def test_trust_page_ranks_methods_and_flags_guided_backprop():
     assert "random ranking" in table.index
     assert len(main_images(at)) == 2  # curves, randomization per layer
     assert any("guided backprop: fail" in c.value for c in at.caption)
+
+
+def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model():
+    """Compare models: the table, McNemar's test per pair, and one disagreement image
+    explained by every chosen model (one colour scale per method)."""
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["compare_models"] = ["linear", "mlp", "cnn"]
+    at.run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("model")
+    assert list(table.index) == ["linear", "mlp", "cnn"]
+    assert table.loc["cnn", "accuracy"] == "99.57%"
+    pairs = at.dataframe[1].value
+    assert len(pairs) == 3 and set(pairs["significant"]) <= {"yes", "no"}
+    assert at.selectbox(key="compare_image").value.startswith("#")
+    assert len(main_images(at)) >= 3  # two comparison plots and the models x methods grid
+
+
+def test_your_model_page_explains_an_uploaded_program(tmp_path):
+    """Your model: a .pt2 loaded by the page's own function joins this session's model
+    choices; the page says what was detected and the Explain page explains it. (AppTest
+    cannot drive a file uploader, so the upload's bytes go through state.add_upload.)"""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(APP).parent))
+    import state  # the same module the app imports (Streamlit puts apps/ on sys.path)
+
+    from mnistlens import load_model
+
+    model, _ = load_model("mlp.pt")
+    program = torch.export.export(
+        model.eval(), (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, tmp_path / "mine.pt2")
+    data = (tmp_path / "mine.pt2").read_bytes()
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("views/your_model.py").run()
+    assert not at.exception and any("Upload a file" in i.value for i in at.info)
+    name = state.add_upload("mine.pt2", data, None, {}, "auto")
+    at.session_state["uploads"] = [name]
+    at.session_state["yours_loaded"] = name
+    at.run()  # the sidebar now offers the upload ...
+    at.selectbox(key="model").set_value(name).run()  # ... and it is chosen
+    assert not at.exception
+    assert any(name in s.value for s in at.success)
+    assert any("torch-export" in m.value for m in at.markdown)
+    at.switch_page("views/explain.py").run()
+    assert not at.exception
+    assert at.metric[0].label == "True label 4" and at.metric[0].value == "predicted 4"

@@ -93,6 +93,8 @@ def trust_note(result: explain.Explanation, name: str) -> str:
 
 
 def sanity_line(verdict: dict) -> str:
+    if verdict["correlation"] is None:
+        return f"sanity: not checked ({verdict['why']})"
     return (
         f"sanity: **{verdict['verdict']}** (rank correlation {verdict['correlation']:.2f} "
         f"with {verdict['layer']} re-initialized)"

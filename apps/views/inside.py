@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
 from mnistlens import activations, weights
 from mnistlens.metrics import predict_logits
@@ -94,9 +95,9 @@ def weight_pictures(image, has_hidden: bool) -> None:
     )
 
 
-def units(image, layers: list[str], prediction: int) -> list[int]:
-    """This digit's strongest units of a chosen layer, against their usual response;
-    -> those units, strongest first."""
+def units(image, layers: list[str], prediction: int) -> tuple[str, list[int]]:
+    """This digit's strongest units of a chosen layer against their usual response;
+    -> the layer and its TOP_UNITS strongest units."""
     st.subheader("Its hidden units against their usual response")
     st.session_state.setdefault("layer", layers[-1])
     layer = st.selectbox("Hidden layer", layers, key="layer", persist_state="session")
@@ -115,7 +116,7 @@ def units(image, layers: list[str], prediction: int) -> list[int]:
             "mean per digit 0-9": profile[:, top].T.tolist(),
         }
     )
-    st.dataframe(
+    st.dataframe(  # its toolbar saves the numbers as CSV
         table,
         hide_index=True,
         key="unit_table",
@@ -126,10 +127,16 @@ def units(image, layers: list[str], prediction: int) -> list[int]:
         f"positions), against their mean over the first {cache.PROFILE_IMAGES} test images. "
         "Selectivity: (preferred - rest) / (preferred + rest), Morcos et al. 2018."
     )
-    images, labels = state.get_test_set()
+    top_images(layer, top[:TOP_UNITS], seen, mine)
+    return layer, top[:TOP_UNITS]
+
+
+def top_images(layer: str, units: list[int], seen, mine) -> None:
+    """For each unit, the test images that excite it most, labelled."""
     st.subheader("What excites its most active units")
-    for unit in top[:TOP_UNITS]:
-        indices, values = activations.top_images(seen, unit, TOP_IMAGES)
+    images, labels = state.get_test_set()
+    found = {u: activations.top_images(seen, u, TOP_IMAGES) for u in units}  # indices, values
+    for unit, (indices, values) in found.items():
         st.image(
             [charts.digit_rgb(images[i], 2) for i in indices],
             caption=[f"#{int(i)}: a {int(labels[i])}" for i in indices],
@@ -140,20 +147,41 @@ def units(image, layers: list[str], prediction: int) -> list[int]:
             f"{cache.PROFILE_IMAGES}), activation {float(values[-1]):.2f} to "
             f"{float(values[0]):.2f}; this digit: {float(mine[unit]):.2f}"
         )
-    return layer, top[:TOP_UNITS]
+    charts.save_buttons(
+        "top_images",
+        f"{stem}-{layer}-top-images",
+        lambda: charts.mosaic(
+            images[torch.cat([i for i, _ in found.values()])][:, 0], TOP_IMAGES, False, 3
+        ),
+        lambda: {
+            f"{layer} unit {u}": {
+                "test_indices": i.tolist(),
+                "labels": labels[i].tolist(),
+                "activations": charts.listed(v),
+                "this_digit": float(mine[u]),
+            }
+            for u, (i, v) in found.items()
+        },
+    )
 
 
-def dreams(prediction: int, layer: str | None, top: list[int]) -> None:
+def dreams(prediction: int, layer: str | None, units: list[int]) -> None:
     """Feature visualization of the predicted class and of the top units."""
     st.subheader("What the model would draw")
     with st.spinner("Feature visualization ..."):
-        pictures = [cache.dream(name, prediction)] + [cache.dream(name, u, layer) for u in top]
-    captions = [f"class {prediction}"] + [f"{layer} unit {u}" for u in top]
+        pictures = [cache.dream(name, prediction)] + [cache.dream(name, u, layer) for u in units]
+    captions = [f"class {prediction}"] + [f"{layer} unit {u}" for u in units]
     st.image([charts.digit_rgb(p, 4) for p in pictures], caption=captions, output_format="PNG")
     st.caption(
         "Inputs optimized to raise the predicted class's score (against the others), or a "
         f"unit's activation: `featureviz.maximize` with {cache.FEATUREVIZ_STEPS} steps instead "
         "of its default 300, to answer within a second; the full run is one notebook line."
+    )
+    charts.save_buttons(
+        "dreams",
+        f"{stem}-feature-visualization",
+        lambda: charts.mosaic(torch.cat(pictures), len(pictures), False, 4),
+        lambda: {c: charts.listed(p[0]) for c, p in zip(captions, pictures, strict=True)},
     )
 
 

@@ -1,0 +1,114 @@
+"""Compare models: which is better, significantly or not, and where they disagree.
+
+`compare.compare_models` on the full test set for the chosen models (shipped files and
+trained series members), cached per set of models; the plots of `compare_plots`; then
+one disagreement image through every model (`explain.explain_models`), maps side by
+side with one colour scale per method (`plots.plot_model_grid`).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from mnistlens import compare, compare_plots, explain, plots, series
+from mnistlens.attribution import method_options
+
+# isort: split
+# The explorer's own modules (Streamlit puts apps/ on sys.path).
+import charts
+import state
+
+
+def available() -> list[str]:
+    """Shipped models and the series members whose checkpoint exists, in series order."""
+    names = [n for n in series.list_series() if series.checkpoint_path(n).is_file()]
+    return names + [m for m in state.shipped_models() if m.removesuffix(".pt") not in names]
+
+
+@st.cache_resource(show_spinner="Loading the models ...")
+def models(names: tuple[str, ...]) -> dict:
+    """name -> (model, meta): series members by name, shipped files by file name."""
+    members = set(series.list_series())
+    return {
+        n: (series.load_series(only=[n])[n] if n in members else state.get_model(n)) for n in names
+    }
+
+
+@st.cache_data(show_spinner="Comparing on the 10,000 test images ...")
+def report(names: tuple[str, ...]) -> dict:
+    images, labels = state.get_test_set()
+    return compare.compare_models(models(names), images, labels, top=40)
+
+
+st.header("Compare models")
+choices = available()
+default = [n for n in ("linear", "mlp", "lenet", "cnn") if n in choices] or choices[:2]
+st.session_state.setdefault("compare_models", default)
+picked = st.multiselect("Models", choices, key="compare_models", persist_state="session")
+if len(picked) < 2:
+    st.info("Choose two or more models.")
+    st.stop()
+names = tuple(picked)
+result = report(names)
+rows = [
+    {
+        "model": m["name"],
+        "accuracy": f"{m['accuracy']:.2%}",
+        "95% interval": f"{m['accuracy_ci95'][0]:.2%} - {m['accuracy_ci95'][1]:.2%}",
+        "parameters": m["parameters"],
+        "ECE": round(m["ece"], 4),
+        "train s": m["train_seconds"],
+    }
+    for m in result["models"]
+]
+st.dataframe(rows, hide_index=True, key="compare_table")
+pairs = [
+    {
+        "A": p["a"],
+        "B": p["b"],
+        "disagree": p["disagreements"],
+        "only A right": p["a_only_right"],
+        "only B right": p["b_only_right"],
+        "McNemar p": f"{p['mcnemar_p']:.2g}",
+        "significant": "yes" if p["mcnemar_p"] < 0.05 else "no",
+    }
+    for p in result["pairs"]
+]
+st.caption(
+    "Is the better model significantly better? McNemar's exact test on the images only "
+    "one of the two gets right (p < 0.05: yes)."
+)
+st.dataframe(pairs, hide_index=True, key="compare_pairs")
+left, right = st.columns(2)
+left.pyplot(compare_plots.plot_accuracy_vs_parameters(result))
+right.pyplot(compare_plots.plot_digit_accuracy(result))
+
+st.subheader("Where they disagree")
+records = result["disagreements"]
+if not records:
+    st.info("These models agree on every test image.")
+    st.stop()
+labels = [f"#{r['index']} (true {r['label']})" for r in records]
+pick = st.selectbox("Disagreement (most confident first)", labels, key="compare_image")
+record = records[labels.index(pick)]
+images, _ = state.get_test_set()
+image = images[record["index"]]
+methods = [m for m in ("saliency", "integrated_gradients", "grad_cam")]
+loaded = {n: m for n, (m, _) in models(names).items()}
+results = explain.explain_models(
+    loaded, image[None], methods, **{m: method_options(m, n_steps=32) for m in methods}
+)
+shown = [m for m in methods if all(m in r.maps for r in results.values())]
+titles = {
+    n: f"{n}\npredicts {int(r.predictions[0])} ({float(r.probabilities[0].max()):.0%})"
+    for n, r in results.items()
+}
+grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
+figure = plots.plot_model_grid(image, grid, titles, f"test image {record['index']}")
+st.pyplot(figure)
+charts.save_buttons(
+    "compare",
+    f"compare-{record['index']}",
+    lambda: figure,
+    lambda: {"report": {k: v for k, v in result.items() if k != "disagreements"}},
+)
