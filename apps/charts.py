@@ -203,7 +203,8 @@ def plot_randomization(report: dict[str, dict], title: str = "") -> Figure:
     ax.set_xlabel("re-initialized down to layer (top first)")
     ax.set_ylabel("rank correlation with the trained map")
     ax.set_ylim(-0.2, 1.05)
-    ax.legend(fontsize=8, loc="upper right")
+    if layers:  # no method could be checked (e.g. a torch.export program): no lines
+        ax.legend(fontsize=8, loc="upper right")
     if title:
         ax.set_title(title, fontsize=10)
     return fig

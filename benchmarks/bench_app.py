@@ -84,7 +84,7 @@ async ({selector, text, absent, quiet, timeout}) => {
     if (busy) since = null;
     else {
       if (since === null) since = now;
-      const last = Math.max(since, window.__lastChange);
+      const last = Math.max(since, window.__lastChange || 0);  // 0: TRACK_CHANGES not installed
       if (now - last >= quiet) return {visible, settled: last};
     }
     await new Promise((r) => setTimeout(r, 10));
@@ -185,6 +185,8 @@ def go_to(page, title: str) -> None:
 
 
 def report(label: str, samples: list[tuple[float, float]]) -> None:
+    if not samples:
+        return
     visible = statistics.median(v for v, _ in samples)
     settled = [s for _, s in samples]
     print(

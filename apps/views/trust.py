@@ -22,6 +22,13 @@ import state
 # Guided backprop is in by default because it fails: the page shows what failing looks like.
 DEFAULT = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam")
 
+
+def top_correlation(entry: dict) -> float | None:
+    """The rank correlation once the top layer is re-initialized (None: not checked, e.g. a
+    torch.export program has no modules to re-initialize)."""
+    return next(iter(entry["randomization"].values()), None)
+
+
 choice = state.current()
 name = choice.model_name
 st.header("Trust")
@@ -57,7 +64,7 @@ for method in chosen:
             "insertion area (higher = better)": entry["insertion_auc"],
             "beats random on deletion": entry["beats_random_deletion"],
             "completeness error (median)": entry.get("completeness_error_median"),
-            "rank correlation, top layer randomized": next(iter(entry["randomization"].values())),
+            "rank correlation, top layer randomized": top_correlation(entry),
             "sanity": entry["sanity"],
         }
     )
@@ -98,10 +105,12 @@ charts.save_buttons(
 st.subheader("Sanity check: model randomization")
 st.image(figures["randomization"], output_format="PNG")
 for method in chosen:
-    entry = report[method]
+    label, top = method.replace("_", " "), top_correlation(report[method])
     st.caption(
-        f"**{method.replace('_', ' ')}: {entry['sanity']}**, rank correlation "
-        f"{next(iter(entry['randomization'].values())):.2f} with the top layer re-initialized",
+        f"**{label}: {report[method]['sanity']}**, rank correlation {top:.2f} with the top "
+        "layer re-initialized"
+        if top is not None
+        else f"**{label}**: not checked ({cache.sanity(name, method)['why']})",
         help=faithfulness.SANITY_RULE,
     )
 st.caption(f"Rule: {faithfulness.SANITY_RULE}.")
