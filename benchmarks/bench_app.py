@@ -127,10 +127,14 @@ def server(script: Path = ROOT / "apps" / "explore.py"):
         yield f"http://127.0.0.1:{port}/"
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def settle(page, selector: str, text: str, absent: bool = False, timeout: float = 600_000):
+def settle(page, selector: str, text: str, absent: bool = False, timeout: float = 300_000):
     """-> (visible, settled) performance.now() times of the current document."""
     times = page.evaluate(
         WAIT_SETTLED,
@@ -174,6 +178,7 @@ def add_method(page, name: str) -> None:
     box.fill(name)
     page.keyboard.press("Enter")
     page.keyboard.press("Escape")
+    box.blur()  # a focused multiselect swallows the next click on a chip's remove button
 
 
 def remove_method(page, name: str) -> None:

@@ -207,6 +207,36 @@ def plot_model_grid(
     return fig
 
 
+def plot_pair_maps(
+    found: dict, images: torch.Tensor, a: str, b: str, method: str = "integrated gradients"
+) -> Figure:
+    """What B looks at that A misses (`explain.where_b_beats_a`): for the images B gets
+    right and A wrong, the mean map of each model and a few examples, one colour scale
+    per row: rows A and B, columns mean then the examples."""
+    k = len(found["examples_a"])
+    fig = Figure(figsize=(2.0 * (k + 1) + 1, 4.6), layout="constrained")
+    axes = fig.subplots(2, k + 1, squeeze=False)
+    for row, (name, mean, examples) in enumerate(
+        ((a, found["mean_a"], found["examples_a"]), (b, found["mean_b"], found["examples_b"]))
+    ):
+        panels = torch.cat([mean[None], examples])  # (k + 1, 28, 28)
+        style = _map_style(panels, bool((panels < 0).any()))
+        for col in range(k + 1):
+            ax = axes[row, col]
+            ax.imshow(panels[col].numpy(), **style)
+            if col > 0:
+                _overlay_digit(ax, images[int(found["indices"][col - 1]), 0])
+                if row == 0:
+                    ax.set_title(f"#{int(found['indices'][col - 1])}", fontsize=9)
+            elif row == 0:
+                ax.set_title(f"mean of {len(found['indices'])}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(name, fontsize=10)
+    fig.suptitle(f"{method}: the images {b} gets right and {a} gets wrong, both models' maps")
+    return fig
+
+
 # ---------------------------------------------------------------- network internals
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnistlens import MnistlensError
+from mnistlens import MnistlensError, plots
 from mnistlens import attribution as A
 from mnistlens.data import load_digit_image, prepare_digit
 from mnistlens.explain import class_mean_maps, contrast_maps, explain
@@ -171,3 +171,25 @@ def test_16_bit_and_huge_pictures(cnn, test_set, tmp_path):
     restored = load_digit_image(tmp_path / "big.png")
     assert restored.shape == (1, 28, 28)
     assert predict_logits(cnn, restored[None]).argmax().item() == 7
+
+
+def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
+    """The images the CNN gets right and the linear model wrong, and both models' maps
+    of the true class there; the figure draws them."""
+    from mnistlens.explain import where_b_beats_a
+
+    images, labels = test_set[0][:500], test_set[1][:500]
+    linear, cnn = shipped["linear"][0], shipped["cnn"][0]
+    found = where_b_beats_a(linear, cnn, images, labels, "saliency", examples=4)
+    right_cnn = predict_logits(cnn, images).argmax(dim=1) == labels
+    right_linear = predict_logits(linear, images).argmax(dim=1) == labels
+    assert found["indices"].tolist() == (right_cnn & ~right_linear).nonzero()[:, 0].tolist()
+    first = found["indices"][:4]
+    torch.testing.assert_close(
+        found["examples_b"], A.saliency(cnn, images[first], labels[first])[:, 0]
+    )
+    assert found["mean_a"].shape == found["mean_b"].shape == (28, 28)
+    fig = plots.plot_pair_maps(found, images, "linear", "cnn", "saliency")
+    assert len(fig.axes) >= 10
+    with pytest.raises(MnistlensError, match="gets no image right"):
+        where_b_beats_a(cnn, cnn, images, labels, "saliency")

@@ -102,6 +102,25 @@ def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
     }
 
 
+def pair_figure(report: dict, models: dict, images, labels, folder: str | Path) -> str | None:
+    """Where the best convolutional model beats the best MLP: both models' IG maps on
+    those images (`explain.where_b_beats_a`), saved in `folder`; None without such a pair."""
+    from ..explain import where_b_beats_a
+    from ..plots import plot_pair_maps, save_figure
+
+    rows = report["models"]
+    mlps = [m for m in rows if "mlp" in m["name"]]
+    convs = [m for m in rows if "cnn" in m["name"] or "lenet" in m["name"]]
+    if not mlps or not convs:
+        return None
+    a = max(mlps, key=lambda m: m["accuracy"])["name"]
+    b = max(convs, key=lambda m: m["accuracy"])["name"]
+    found = where_b_beats_a(models[a][0], models[b][0], images, labels, n_steps=32)
+    report["pair_maps"] = {"a": a, "b": b, "n_images": len(found["indices"])}
+    fig = plot_pair_maps(found, images, a, b)
+    return str(save_figure(fig, Path(folder) / "pair_maps.png"))
+
+
 def run(args: argparse.Namespace) -> None:
     from ..compare import compare_models
     from ..data import load_mnist
@@ -126,6 +145,10 @@ def run(args: argparse.Namespace) -> None:
 
             questions = {name: series.get_member(name).question for name in models}
         figures = write_plots(report, images, args.report)
+        pair = pair_figure(report, models, images, labels, args.report)
+        if pair is not None:
+            a, b = report["pair_maps"]["a"], report["pair_maps"]["b"]
+            figures[f"What {b} looks at that {a} misses"] = pair
         command = "mnistlens " + " ".join(getattr(args, "argv", []) or ["compare", "--report"])
         text = page.markdown(
             report,
