@@ -78,14 +78,18 @@ def contrast(model_name: str, digit: str, _image: torch.Tensor, target: int, oth
     return explain.contrast_maps(model, _image[None], target, other)[0]
 
 
-@st.cache_data(show_spinner="Sanity check: re-initializing the layers one by one ...")
-def sanity(model_name: str, method: str) -> dict:
+@st.cache_data(show_spinner="Sanity check: re-initializing the layers ...")
+def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
     """The model-randomization check of one method on the first test images, and its
-    verdict by `faithfulness.SANITY_RULE`: {"verdict", "layer", "correlation", "cascade"}."""
+    verdict by `faithfulness.SANITY_RULE`: {"verdict", "layer", "correlation", "cascade"}.
+    layers=1 stops after the top layer, all the verdict needs (the Explain page); the
+    Trust page shows the whole cascade (layers=None)."""
     model, _ = get_model(model_name)
     images, _ = get_test_set()
     try:
-        cascade = faithfulness.randomization_check(model, images[:SANITY_IMAGES], method)
+        cascade = faithfulness.randomization_check(
+            model, images[:SANITY_IMAGES], method, layers=layers
+        )
     except MnistlensError as err:  # e.g. a torch.export program: no modules to re-initialize
         return {
             "verdict": "n/a",

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import attribution as A
 from .errors import MnistlensError
-from .faithfulness import Scores, score_maps
+from .faithfulness import Scores, random_reference, score_maps
 from .metrics import predict_logits
 
 
@@ -78,6 +78,8 @@ def explain(
     probabilities = predict_logits(model, images).softmax(dim=1)  # (N, C)
     target = A.resolve_target(model, images, target)
     result = Explanation(images, target, probabilities.argmax(dim=1), probabilities)
+    # The random ranking every map is scored against is the same for all methods.
+    reference = random_reference(model, images, target) if measure else None
     for name, alias in zip(canonical, methods, strict=True):
         opts = dict(options.get(name, options.get(alias, {})))
         if name == "integrated_gradients":  # its delta comes free with the maps
@@ -90,7 +92,9 @@ def explain(
             result.layers[name] = layer if isinstance(layer, str) else type(layer).__name__
         result.maps[name] = maps
         if measure:
-            result.scores[name] = score_maps(model, images, maps, target, name, **opts)
+            result.scores[name] = score_maps(
+                model, images, maps, target, name, reference=reference, **opts
+            )
     return result
 
 

@@ -21,6 +21,7 @@ then invisible, and `analyze(...).traced` says so.
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -247,8 +248,39 @@ def _layers_by_hooks(model: nn.Module) -> list[Layer]:
     return [Layer(name, _module_kind(m), shape=shape) for name, m, shape in seen]
 
 
+# analyze() is asked by every method, Grad-CAM's layer choice and the explanation
+# itself, several times per `explain` call (~0.2 s each on the CNN): it is kept per
+# model object, with a fingerprint of the module tree so that a model edited in place
+# (a layer replaced, a head resized) is analyzed again. Weights do not change layers.
+_ANALYSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple:
+    """What `analyze` depends on: each submodule (by identity and type) and each
+    parameter's shape, and the forward method."""
+    return (
+        getattr(model.forward, "__func__", model.forward),  # not the bound method: it
+        # would hold the model and keep it alive through the weak cache
+        tuple((name, id(m), type(m)) for name, m in model.named_modules()),
+        tuple((name, tuple(p.shape)) for name, p in model.named_parameters()),
+    )
+
+
 def analyze(model: nn.Module) -> ModelInfo:
-    """The model's layers in execution order: -> ModelInfo (see its properties)."""
+    """The model's layers in execution order: -> ModelInfo (see its properties).
+
+    Cached per model object while its structure is unchanged; treat the result as
+    read-only."""
+    structure = _structure(model)
+    cached = _ANALYSES.get(model)
+    if cached is not None and cached[0] == structure:
+        return cached[1]
+    info = _analyze(model)
+    _ANALYSES[model] = (structure, info)
+    return info
+
+
+def _analyze(model: nn.Module) -> ModelInfo:
     graph_module = trace(model)
     if graph_module is None:
         return ModelInfo(

@@ -211,3 +211,37 @@ def test_data_randomization_model_gives_maps_far_from_the_real_ones(test_set):
         options = {"n_steps": 16} if method == "integrated_gradients" else {}
         fake = F.data_randomization_check(real, shuffled, images, method, **options).mean()
         assert fake < 0.35, (method, fake)
+
+
+def test_a_shared_random_reference_scores_like_a_fresh_one(cnn, batch):
+    """The random reference computed once and passed to several methods gives the
+    scores each method would get computing its own; one for other images is refused."""
+    images, target = batch
+    images, target = images[:12], target[:12]
+    reference = F.random_reference(cnn, images, target, keep_curves=True)
+    for method in ("saliency", "input_x_gradient"):
+        maps = A.attribute(method, cnn, images, target)
+        fresh = F.score_maps(cnn, images, maps, target, keep_curves=True)
+        shared = F.score_maps(cnn, images, maps, target, keep_curves=True, reference=reference)
+        for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
+            torch.testing.assert_close(getattr(shared, key), getattr(fresh, key))
+        torch.testing.assert_close(
+            shared.curves["random_deletion"], fresh.curves["random_deletion"]
+        )
+    with pytest.raises(MnistlensError, match="random reference covers 12 images"):
+        F.score_maps(cnn, images[:5], maps[:5], target[:5], reference=reference)
+
+
+def test_randomization_check_can_stop_after_the_top_layer(cnn, batch):
+    """layers=1 re-initializes the head only and gives the same top correlation (and so
+    the same verdict) as the full cascade, which goes on down to conv1."""
+    images, target = batch
+    images, target = images[:10], target[:10]
+    top = F.randomization_check(cnn, images, "saliency", target, layers=1)
+    full = F.randomization_check(cnn, images, "saliency", target)
+    assert list(top) == ["head"] and len(full) == 5
+    assert top["head"] == pytest.approx(full["head"], abs=1e-6)
+    assert F.sanity_verdict(top) == F.sanity_verdict(full)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(MnistlensError, match="layers must be"):
+            F.randomization_check(cnn, images, "saliency", target, layers=bad)

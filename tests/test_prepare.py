@@ -220,3 +220,25 @@ def test_analyze_leaves_a_model_in_training_mode_unchanged(shipped):
     A.why_not("grad_cam", model)
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_analyze_is_kept_per_model_until_the_model_changes_shape():
+    """analyze() answers a second question about the same model from memory, but a
+    model edited in place (a layer replaced, a conv widened) is analyzed afresh."""
+    import gc
+
+    model = ExampleNet()
+    first = P.analyze(model)
+    assert P.analyze(model) is first
+    assert P.analyze(ExampleNet()) is not first  # another object, its own analysis
+    model.fc1 = nn.Linear(16 * 6 * 6, 48)
+    model.fc2 = nn.Linear(48, 10)
+    edited = P.analyze(model)
+    assert edited is not first
+    assert [layer.shape for layer in edited.layers if layer.name == "fc1"] == [(48,)]
+    model.fc2.weight.data.zero_()  # weights alone do not change the layers
+    assert P.analyze(model) is edited
+    count = len(P._ANALYSES)
+    del model, first, edited
+    gc.collect()
+    assert len(P._ANALYSES) < count  # the cache does not keep models alive

@@ -36,7 +36,7 @@ def sidebar_options() -> dict:
             m
             for m in CANDIDATES
             if cache.why_not(choice.model_name, m) is None
-            and cache.sanity(choice.model_name, m)["verdict"] == "pass"
+            and cache.sanity(choice.model_name, m, layers=1)["verdict"] == "pass"
         ]
     for key, value in {
         "target": "predicted",
@@ -190,7 +190,7 @@ with right:
     )
     sanity = {}
     for name, slot in verdicts.items():
-        sanity[name] = cache.sanity(choice.model_name, name)
+        sanity[name] = cache.sanity(choice.model_name, name, layers=1)
         slot.caption(sanity_line(sanity[name]), help=faithfulness.SANITY_RULE)
 
     def figure():
