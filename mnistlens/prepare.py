@@ -141,6 +141,23 @@ class ModelInfo:
     def functional_relus(self) -> list[str]:
         return [layer.name for layer in self.layers if layer.kind == "relu" and layer.functional]
 
+    def stage_outputs(self) -> dict[str, str]:
+        """Each conv layer -> the module whose output is that stage's feature maps:
+        the first ReLU module after it (before the next conv, linear or flatten), the
+        maps as the next stage sees them; the conv itself where there is none."""
+        out = {}
+        for i, layer in enumerate(self.layers):
+            if layer.kind != "conv" or layer.functional:
+                continue
+            out[layer.name] = layer.name
+            for after in self.layers[i + 1 :]:
+                if after.kind in ("conv", "linear", "flatten"):
+                    break
+                if after.kind == "relu" and not after.functional:
+                    out[layer.name] = after.name
+                    break
+        return out
+
     @property
     def cam_layer(self) -> str | None:
         """Grad-CAM's layer: the output of the last conv *block*, after its activation.

@@ -78,11 +78,20 @@ def conv_filters(model: nn.Module, layer: str | None = None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_maps(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each conv layer's output for one image: (1, 28, 28) -> {name: (C, H, W)}."""
-    names = analyze(model).conv_layers
-    if not names:
+def feature_maps(
+    model: nn.Module, image: torch.Tensor, rectified: bool = True
+) -> dict[str, torch.Tensor]:
+    """Each conv stage's feature maps for one image: (1, 28, 28) -> {layer: (C, H, W)}.
+
+    rectified: take each stage after its ReLU (keyed by the ReLU's name, e.g. relu1),
+    the maps the next stage reads: what a unit detected, >= 0. False: the raw conv
+    outputs (keyed conv1, ...), whose negative half the ReLU throws away and whose
+    scale batch norm has not yet fixed, so they read worse.
+    """
+    stages = analyze(model).stage_outputs()
+    if not stages:
         raise MnistlensError("this model has no convolutional layer")
+    names = list(stages.values()) if rectified else list(stages)
     with evaluating(model), capture(model, names) as acts:
         model(image.reshape(1, 1, 28, 28))
     return {name: acts[name][0] for name in names}

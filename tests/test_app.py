@@ -121,7 +121,7 @@ def test_inside_page_looks_at_the_chosen_digit(app):
     at = open_app("inside", index="42")
     assert "test image 42, predicted **4**" in at.markdown[0].value
     captions = [c for image in main_images(at) for c in image.captions]
-    assert any(c.startswith("conv1: 32 maps of 28 x 28") for c in captions)
+    assert any(c.startswith("relu1: 32 maps of 28 x 28, after the ReLU") for c in captions)
     assert any(c.startswith("#") and ": a " in c for c in captions)  # top images, labelled
     assert "class 4" in captions and sum("relu_fc1 unit" in c for c in captions) == 4
     table = at.dataframe[0].value

@@ -421,7 +421,7 @@ def test_explain_errors(run, args, fragment, tmp_path, monkeypatch):
     [
         ("linear.pt", [], ["w.png"]),
         ("mlp.pt", [], ["w.png"]),
-        ("cnn.pt", ["--index", "3"], ["w.png", "w_conv1.png", "w_conv2.png", "w_conv3.png"]),
+        ("cnn.pt", ["--index", "3"], ["w.png", "w_relu1.png", "w_relu2.png", "w_relu3.png"]),
     ],
 )
 def test_weights_command_writes_pngs(run, tmp_path, model, extra, expected):

@@ -107,12 +107,20 @@ def test_cnn_filters_and_feature_maps(shipped, test_set):
     filters = W.conv_filters(model)
     assert filters.shape == (32, 3, 3)
     assert torch.equal(filters, model.conv1.weight[:, 0])
-    maps = W.feature_maps(model, test_set[0][0])
-    assert {k: tuple(v.shape) for k, v in maps.items()} == {
+    raw = W.feature_maps(model, test_set[0][0], rectified=False)
+    assert {k: tuple(v.shape) for k, v in raw.items()} == {
         "conv1": (32, 28, 28),
         "conv2": (64, 14, 14),
         "conv3": (128, 7, 7),
     }
+    # By default each stage after its ReLU: what the next stage reads, conv -> bn -> relu
+    maps = W.feature_maps(model, test_set[0][0])
+    assert list(maps) == ["relu1", "relu2", "relu3"]
+    for i, (conv, relu) in enumerate(zip(raw.values(), maps.values(), strict=True), start=1):
+        assert relu.min() >= 0 and conv.min() < 0
+        with torch.no_grad():
+            expected = model.get_submodule(f"bn{i}")(conv[None]).clamp(min=0)[0]
+        torch.testing.assert_close(relu, expected, atol=1e-5 * float(expected.max()), rtol=0)
     with pytest.raises(MnistlensError, match="no conv layer 'fc1'; conv layers: conv1"):
         W.conv_filters(model, "fc1")
 

@@ -34,18 +34,21 @@ stem = f"{name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}"
 
 
 def feature_maps(image) -> None:
-    """Every conv stage's output for this digit, one mosaic per stage."""
+    """Every conv stage's rectified output for this digit, one mosaic per stage."""
     st.subheader("Its feature maps, stage by stage")
     stages = weights.feature_maps(model, image)  # {layer: (C, H, W)}
     pictures = [
-        charts.mosaic(maps, 16 if len(maps) <= 64 else 32, scale=max(1, 56 // maps.shape[1]))
+        charts.mosaic(
+            maps, 16 if len(maps) <= 64 else 32, signed=False, scale=max(1, 56 // maps.shape[1])
+        )
         for maps in stages.values()
     ]
     for picture, (layer, maps) in zip(pictures, stages.items(), strict=True):
         c, h, w = maps.shape
         st.image(
             picture,
-            caption=f"{layer}: {c} maps of {h} x {w} (red +, blue -, one scale)",
+            caption=f"{layer}: {c} maps of {h} x {w}, after the ReLU (white = strongest, "
+            "one scale per stage)",
             output_format="PNG",
         )
     width = max(p.shape[1] for p in pictures)

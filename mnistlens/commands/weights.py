@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> None:
             for layer, maps in W.feature_maps(model, image).items():
                 out = Path(args.out).with_name(f"{Path(args.out).stem}_{layer}.png")
                 fig = plot_image_grid(
-                    maps[:32].clamp(min=0),
+                    maps[:32],
                     [str(i) for i in range(32)],
                     f"{layer} feature maps for test image {args.index} "
-                    f"(label {label}), first 32 channels, after conv",
+                    f"(label {label}), first 32 channels, after the stage's ReLU",
                     columns=8,
                     shared_scale=False,
                 )
