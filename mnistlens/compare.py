@@ -204,6 +204,19 @@ def disagreement_records(
     return records
 
 
+def _train_accuracy(
+    model: nn.Module, meta: dict, images: torch.Tensor, labels: torch.Tensor
+) -> float:
+    """Accuracy on the first len(images) training images: as recorded at training time
+    when the checkpoint measured the same images (`train.train` records the first
+    TRAIN_ACCURACY_IMAGES), else one pass over them now."""
+    recorded = meta.get("train_accuracy")
+    if recorded is not None and meta.get("train_accuracy_images") == len(images):
+        return float(recorded)
+    predicted = predict_logits(model, images).argmax(dim=1)
+    return float((predicted == labels).double().mean())
+
+
 def compare_models(
     models: dict[str, tuple[nn.Module, dict]],
     images: torch.Tensor,
@@ -218,8 +231,9 @@ def compare_models(
         models: name -> (model, metadata) as `load_model` returns them, in display order;
             `train_seconds` is read from the metadata (None if it has none).
         images, labels: (N, 1, 28, 28) in [0, 1] and (N,), normally the full 10k test set.
-        train_images, train_labels: the training set, for each model's train-test gap
-            (one more pass over 60k images per model); without them the gap is None.
+        train_images, train_labels: training images, for each model's train-test gap
+            (read from the checkpoint if it recorded the same count of images, else one
+            pass over them); without them the gap is None.
         top: keep the `top` most confident disagreements (None: all).
 
     Returns {"models": [model_summary ...], "pairs": [pair_summary for each pair, in
@@ -236,8 +250,7 @@ def compare_models(
         probs, speed = timed_probabilities(model, images)  # (N, 10)
         train_accuracy = None
         if train_images is not None:
-            predicted = predict_logits(model, train_images).argmax(dim=1)
-            train_accuracy = float((predicted == train_labels).double().mean())
+            train_accuracy = _train_accuracy(model, meta, train_images, train_labels)
         parameters = sum(p.numel() for p in model.parameters())
         seconds = meta.get("train_seconds")
         rows.append(model_summary(name, probs, labels, parameters, seconds, speed, train_accuracy))
@@ -256,3 +269,17 @@ def compare_models(
         "n_images": len(labels),
         "n_disagreements": int((predicted != predicted[:1]).any(dim=0).sum()),
     }
+
+
+def default_pair(report: dict) -> tuple[str, str] | None:
+    """The pair whose difference the report explains: the most accurate MLP (A) and the
+    most accurate convolutional model (B), by name; None if either kind is missing."""
+    rows = report["models"]
+    mlps = [m for m in rows if "mlp" in m["name"]]
+    convs = [m for m in rows if "cnn" in m["name"] or "lenet" in m["name"]]
+    if not mlps or not convs:
+        return None
+    return (
+        max(mlps, key=lambda m: m["accuracy"])["name"],
+        max(convs, key=lambda m: m["accuracy"])["name"],
+    )

@@ -687,6 +687,29 @@ def test_compare_errors_are_one_line(run, tmp_path, monkeypatch):
         run("compare", "--models", "linear.pt,mlp.pt", "--out", tmp_path / "afile"), "not a folder"
     )
     assert_clean_error(run("series", "train", "--only", "mlp-9000"), "mlp-9000")
+    pair = ["compare", "--models", "linear.pt,mlp.pt", "--out", tmp_path / "figs"]
+    for bad in ("linear,cnn", "mlp,mlp", "mlp"):
+        assert_clean_error(run(*pair, "--pair", bad), "--pair needs two different")
+    assert_clean_error(run("compare", "--models", "linear.pt,mlp.pt", "--maps"), "--out DIR")
+
+
+def test_compare_pair_and_digit_maps(run, tmp_path, shipped, test_set):
+    """--pair A,B --maps: the pair's figure is drawn from exactly the images B gets right
+    and A wrong, and the per-digit maps of both models are written."""
+    from mnistlens.metrics import predict_logits
+
+    result = run(
+        "compare", "--models", "linear.pt,mlp.pt", "--pair", "linear,mlp", "--maps", "--json",
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    images, labels = test_set
+    right = {n: predict_logits(shipped[n][0], images).argmax(dim=1) == labels for n in shipped}
+    expected = (right["mlp"] & ~right["linear"]).nonzero()[:, 0].tolist()
+    assert report["pair_maps"]["a"] == "linear" and report["pair_maps"]["b"] == "mlp"
+    assert report["pair_maps"]["indices"] == expected and report["pair_maps"]["n_images"] > 100
+    assert _is_png(report["plots"]["pair_maps"]) and _is_png(report["plots"]["digit_maps"])
 
 
 def test_series_train_end_to_end_and_resume(run, tmp_path):

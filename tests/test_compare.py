@@ -63,6 +63,21 @@ def test_model_rows_record_size_time_speed_and_gap(report, shipped, train_subset
     assert [m["parameters"] for m in report["models"]] == [7850, 535818, 241770]
 
 
+def test_a_recorded_training_accuracy_is_read_not_recomputed(shipped, test_set, train_subset):
+    """A checkpoint that recorded its accuracy on the same number of training images is
+    taken at its word; one that measured other images is measured again."""
+    model, meta = shipped["linear"]
+    images, labels = test_set
+    recorded = {**meta, "train_accuracy": 0.5, "train_accuracy_images": N_TRAIN}
+    other = {**meta, "train_accuracy": 0.5, "train_accuracy_images": N_TRAIN + 1}
+    models = {"recorded": (model, recorded), "other": (model, other)}
+    rows = compare.compare_models(models, images[:500], labels[:500], *train_subset)["models"]
+    assert rows[0]["train_accuracy"] == 0.5
+    assert rows[1]["train_accuracy"] == pytest.approx(
+        metrics.evaluate(model, *train_subset)["accuracy"]
+    )
+
+
 def test_without_training_images_the_gap_is_none(shipped, test_set):
     images, labels = test_set
     row = compare.compare_models({"linear": shipped["linear"]}, images[:500], labels[:500])

@@ -15,7 +15,12 @@ the train-test gap (on the first 10,000 training images); for each pair, how oft
 disagree and McNemar's exact test of whether one is significantly better; and the test
 images they disagree on most confidently. With --faithfulness (implied by --report),
 also how faithful each model's maps are (deletion AUC of IG and saliency vs random).
+With --maps (implied by --report), what each model looks at: per-digit mean IG maps,
+one row per model, and for a pair (--pair A,B, else the best MLP and the best CNN) both
+models' maps on the images B gets right and A gets wrong.
 """
+
+DIGIT_MAP_IMAGES = 500  # ~50 per digit: the mean maps settle, 13 models take ~1 min
 
 PLOTS = {
     "Accuracy against parameters": "accuracy_vs_parameters.png",
@@ -48,6 +53,16 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     )
     p.add_argument(
         "--faithfulness", action="store_true", help="also measure each model's maps (200 images)"
+    )
+    p.add_argument(
+        "--maps",
+        action="store_true",
+        help="draw each model's per-digit mean maps and the pair's maps into --out",
+    )
+    p.add_argument(
+        "--pair",
+        metavar="A,B",
+        help="the two models whose maps to set side by side where B is right and A wrong",
     )
     add_json_option(p)
     p.set_defaults(run=run)
@@ -102,23 +117,58 @@ def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
     }
 
 
-def pair_figure(report: dict, models: dict, images, labels, folder: str | Path) -> str | None:
-    """Where the best convolutional model beats the best MLP: both models' IG maps on
-    those images (`explain.where_b_beats_a`), saved in `folder`; None without such a pair."""
+def chosen_pair(args: argparse.Namespace, models: dict, report: dict) -> tuple[str, str] | None:
+    """--pair A,B (checked against the compared models), else the default pair."""
+    from ..compare import default_pair
+
+    if not args.pair:
+        return default_pair(report)
+    pair = split_list(args.pair)
+    if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(models):
+        raise MnistlensError(
+            f"--pair needs two different compared models as A,B, got {args.pair!r}; "
+            f"compared: {', '.join(models)}"
+        )
+    return pair[0], pair[1]
+
+
+def pair_figure(
+    pair: tuple[str, str], report: dict, models: dict, images, labels, folder: str | Path
+) -> str:
+    """Both models' IG maps on the images B gets right and A wrong
+    (`explain.where_b_beats_a`), saved in `folder`; -> its path."""
     from ..explain import where_b_beats_a
     from ..plots import plot_pair_maps, save_figure
 
-    rows = report["models"]
-    mlps = [m for m in rows if "mlp" in m["name"]]
-    convs = [m for m in rows if "cnn" in m["name"] or "lenet" in m["name"]]
-    if not mlps or not convs:
-        return None
-    a = max(mlps, key=lambda m: m["accuracy"])["name"]
-    b = max(convs, key=lambda m: m["accuracy"])["name"]
+    a, b = pair
     found = where_b_beats_a(models[a][0], models[b][0], images, labels, n_steps=32)
-    report["pair_maps"] = {"a": a, "b": b, "n_images": len(found["indices"])}
+    report["pair_maps"] = {
+        "a": a,
+        "b": b,
+        "n_images": len(found["indices"]),
+        "indices": found["indices"].tolist(),
+    }
     fig = plot_pair_maps(found, images, a, b)
     return str(save_figure(fig, Path(folder) / "pair_maps.png"))
+
+
+def digit_maps_figure(models: dict, images, labels, folder: str | Path) -> str:
+    """Per model, the mean IG map of each digit over its correctly classified images
+    among the first DIGIT_MAP_IMAGES test images (`explain.class_mean_maps`), one row
+    per model; saved in `folder` as digit_maps.png -> its path."""
+    from ..explain import class_mean_maps
+    from ..plots import plot_class_maps, save_figure
+
+    x, y = images[:DIGIT_MAP_IMAGES], labels[:DIGIT_MAP_IMAGES]
+    maps = {
+        name: class_mean_maps(model, x, y, "integrated_gradients", n_steps=32)
+        for name, (model, _) in models.items()
+    }
+    title = (
+        f"What each model looks at: mean integrated gradients per digit "
+        f"(first {DIGIT_MAP_IMAGES:,} test images, correct ones; one scale per row)"
+    )
+    return str(save_figure(plot_class_maps(maps, title), Path(folder) / "digit_maps.png"))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -128,14 +178,24 @@ def run(args: argparse.Namespace) -> None:
     for folder in (args.out, args.report):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             raise MnistlensError(f"{folder} is a file, not a folder; choose another place")
+    if (args.maps or args.pair) and not (args.out or args.report):
+        raise MnistlensError("--maps and --pair draw figures: say where with --out DIR")
     models = load_models(args)
     images, labels = load_mnist("test", args.data_dir)
     train_images, train_labels = load_mnist("train", args.data_dir)
     report = compare_models(models, images, labels, train_images[:10_000], train_labels[:10_000])
     if args.faithfulness or args.report:
         report["faithfulness"] = map_faithfulness(models, images[::50])
+    pair = chosen_pair(args, models, report) if (args.maps or args.pair or args.report) else None
     if args.out:
         report["plots"] = write_plots(report, images, args.out)
+        if args.maps or args.pair:
+            if pair is not None:
+                report["plots"]["pair_maps"] = pair_figure(
+                    pair, report, models, images, labels, args.out
+                )
+            if args.maps:
+                report["plots"]["digit_maps"] = digit_maps_figure(models, images, labels, args.out)
     if args.report:
         from .. import report as page
 
@@ -145,10 +205,14 @@ def run(args: argparse.Namespace) -> None:
 
             questions = {name: series.get_member(name).question for name in models}
         figures = write_plots(report, images, args.report)
-        pair = pair_figure(report, models, images, labels, args.report)
+        figures["What each model looks at, digit by digit"] = digit_maps_figure(
+            models, images, labels, args.report
+        )
         if pair is not None:
-            a, b = report["pair_maps"]["a"], report["pair_maps"]["b"]
-            figures[f"What {b} looks at that {a} misses"] = pair
+            a, b = pair
+            figures[f"What {b} looks at that {a} misses"] = pair_figure(
+                pair, report, models, images, labels, args.report
+            )
         command = "mnistlens " + " ".join(getattr(args, "argv", []) or ["compare", "--report"])
         text = page.markdown(
             report,
