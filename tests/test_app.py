@@ -197,7 +197,15 @@ def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model
     pairs = at.dataframe[1].value
     assert len(pairs) == 3 and set(pairs["significant"]) <= {"yes", "no"}
     assert at.selectbox(key="compare_image").value.startswith("#")
-    assert len(main_images(at)) >= 3  # two comparison plots and the models x methods grid
+    assert len(main_images(at)) >= 4  # two comparison plots, the pair's maps, the grid
+    # The pair defaults to the best MLP (A) and the best CNN (B); its maps cover exactly
+    # the images the CNN gets right and the MLP wrong.
+    assert (at.selectbox(key="compare_a").value, at.selectbox(key="compare_b").value) == (
+        "mlp",
+        "cnn",
+    )
+    only_cnn = int(pairs.set_index(["A", "B"]).loc[("mlp", "cnn"), "only B right"])
+    assert any(f"The {only_cnn} test images cnn gets right" in c.value for c in at.caption)
 
 
 def test_your_model_page_explains_an_uploaded_program(tmp_path):

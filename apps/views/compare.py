@@ -3,7 +3,8 @@
 `compare.compare_models` on the full test set for the chosen models (shipped files and
 trained series members), cached per set of models; the plots of `compare_plots`; then
 one disagreement image through every model (`explain.explain_models`), maps side by
-side with one colour scale per method (`plots.plot_model_grid`).
+side with one colour scale per method (`plots.plot_model_grid`); and for a chosen pair,
+both models' maps on the images B gets right and A wrong (`explain.where_b_beats_a`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import streamlit as st
 
 from mnistlens import compare, compare_plots, explain, plots, series
 from mnistlens.attribution import method_options
+from mnistlens.errors import MnistlensError
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
@@ -38,6 +40,18 @@ def models(names: tuple[str, ...]) -> dict:
 def report(names: tuple[str, ...]) -> dict:
     images, labels = state.get_test_set()
     return compare.compare_models(models(names), images, labels, top=40)
+
+
+@st.cache_data(show_spinner="Explaining the images B gets right and A gets wrong ...")
+def pair_maps(names: tuple[str, ...], a: str, b: str) -> dict | None:
+    """`explain.where_b_beats_a` for models a and b (IG, 32 steps); None if B gets no
+    image right that A gets wrong."""
+    images, labels = state.get_test_set()
+    loaded = models(names)
+    try:
+        return explain.where_b_beats_a(loaded[a][0], loaded[b][0], images, labels, n_steps=32)
+    except MnistlensError:
+        return None
 
 
 st.header("Compare models")
@@ -82,6 +96,32 @@ st.dataframe(pairs, hide_index=True, key="compare_pairs")
 left, right = st.columns(2)
 left.pyplot(compare_plots.plot_accuracy_vs_parameters(result))
 right.pyplot(compare_plots.plot_digit_accuracy(result))
+
+st.subheader("What one model looks at that the other misses")
+default_a, default_b = compare.default_pair(result) or (names[0], names[-1])
+left, right = st.columns(2)
+a = left.selectbox("A (wrong)", names, index=names.index(default_a), key="compare_a")
+b = right.selectbox("B (right)", names, index=names.index(default_b), key="compare_b")
+found = pair_maps(names, a, b) if a != b else None
+if a == b:
+    st.info("Choose two different models.")
+elif found is None:
+    st.info(f"{b} gets no test image right that {a} gets wrong.")
+else:
+    images, _ = state.get_test_set()
+    pair_figure = plots.plot_pair_maps(found, images, a, b)
+    st.pyplot(pair_figure)
+    st.caption(
+        f"The {len(found['indices'])} test images {b} gets right and {a} gets wrong: both "
+        "models' integrated-gradients maps for the true class (red: pushes towards it), "
+        "the mean over all of them, then the first few."
+    )
+    charts.save_buttons(
+        "compare_pair",
+        f"compare-{a}-vs-{b}",
+        lambda: pair_figure,
+        lambda: {"a": a, "b": b, "indices": found["indices"].tolist()},
+    )
 
 st.subheader("Where they disagree")
 records = result["disagreements"]
