@@ -16,7 +16,7 @@ from .errors import MnistlensError  # no torch behind it, so no reason to defer 
 
 __version__ = "0.1.0"
 
-# The names below import torch (and torchvision), ~3 s; they are resolved on first use
+# The names below import torch, ~1-2 s; they are resolved on first use
 # (PEP 562 module __getattr__) so that `import mnistlens` and `mnistlens --help` do not pay.
 _LAZY = {
     "load_model": "checkpoint",

@@ -12,24 +12,31 @@ Where the files live, in order of precedence:
     2. the ``MNISTLENS_DATA`` environment variable,
     3. a user cache directory (``$XDG_CACHE_HOME/mnistlens`` or ``~/.cache/mnistlens``),
        where torchvision downloads the files when the machine is online.
-The directory is a torchvision root: it holds ``MNIST/raw/<the four files>``.
+The directory is a torchvision root: it holds ``MNIST/raw/<the four files>`` (or their
+``.gz`` originals, read as they are).
 
 Why not a DataLoader: iterating a torchvision dataset item by item converts every
 image to PIL and back, which is far slower than the model on 2 CPU cores. The whole
 split fits in memory (60,000 x 784 bytes = 47 MB), so we hold it as one tensor.
+
+Why not torchvision's reader either: the IDX format is a 16-byte header and the raw
+bytes, so `read_idx` reads it here (the same tensors as ``torchvision.datasets.MNIST``,
+checked by a test), while importing torchvision costs ~1 s, as much as the rest of
+`mnistlens explain` (issue 12). torchvision is imported only to download missing files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import hashlib
 import io
 import os
+import zlib
 from pathlib import Path
 
 import torch
-from torchvision.datasets import MNIST
 
 from .errors import MnistlensError
 
@@ -60,9 +67,17 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return default_data_dir()
 
 
-def _missing_files(root: Path) -> list[str]:
+def raw_file(root: Path, name: str) -> Path | None:
+    """`root`/MNIST/raw/`name`, else its .gz original, else None if neither is there."""
     raw = root / "MNIST" / "raw"
-    return [name for name in RAW_FILES if not (raw / name).is_file()]
+    for path in (raw / name, raw / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _missing_files(root: Path) -> list[str]:
+    return [name for name in RAW_FILES if raw_file(root, name) is None]
 
 
 def _ensure_files(root: Path, download: bool) -> None:
@@ -71,6 +86,9 @@ def _ensure_files(root: Path, download: bool) -> None:
         problem = f"download is switched off (${OFFLINE_ENV_VAR} or download=False)"
         if download:
             try:
+                # Imported here, the only place that needs it: torchvision costs ~1 s.
+                from torchvision.datasets import MNIST
+
                 # torchvision prints progress to stdout; keep our CLI output clean.
                 with contextlib.redirect_stdout(io.StringIO()):
                     MNIST(root=str(root), train=True, download=True)
@@ -82,8 +100,8 @@ def _ensure_files(root: Path, download: bool) -> None:
         if missing:
             raise MnistlensError(
                 f"MNIST files missing in {root / 'MNIST' / 'raw'}: {', '.join(missing)}; "
-                f"{problem}. Put the four MNIST files there (or their .gz originals "
-                f"and go online once), or point --data-dir / ${ENV_VAR} at a directory "
+                f"{problem}. Put the four MNIST files there (or their .gz originals), "
+                f"or point --data-dir / ${ENV_VAR} at a directory "
                 "holding MNIST/raw/."
             )
 
@@ -99,22 +117,35 @@ ORIGINAL_SHA256 = {
 _IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # idx3 uint8, idx1 uint8
 
 
-def verify_raw_file(path: Path) -> None:
-    """Refuse a truncated or corrupted MNIST file before torchvision reads it.
+def verify_raw_file(path: Path) -> bytearray:
+    """Refuse a truncated or corrupted MNIST file; -> its (uncompressed) bytes.
 
-    IDX files state their item count in the header, so a truncated file is caught by its
+    `path` is one of RAW_FILES, or its .gz original (checked after decompression). IDX
+    files state their item count in the header, so a truncated file is caught by its
     size; a file with the original count must match the original's SHA-256. (A smaller,
     self-consistent file, e.g. a subset someone wrote on purpose, is read as it is.)
     """
-    kind = "images" if "images" in path.name else "labels"
+    name = path.name.removesuffix(".gz")
+    kind = "images" if "images" in name else "labels"
     fix = (
         "delete it and let torchvision download it again (online), or copy the original "
-        f"file back; its SHA-256 is {ORIGINAL_SHA256.get(path.name, '?')[:16]}..."
+        f"file back; its SHA-256 is {ORIGINAL_SHA256.get(name, '?')[:16]}..."
     )
-    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = bytearray(gzip.decompress(path.read_bytes()))
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+            raise MnistlensError(
+                f"MNIST file {path} is not a readable gzip file ({type(err).__name__}); {fix}"
+            ) from None
+    else:
+        data = bytearray(path.read_bytes())  # writable, so torch.frombuffer can share it
     header = 16 if kind == "images" else 8
     if len(data) < header or int.from_bytes(data[:4], "big") != _IDX_MAGIC[kind]:
         raise MnistlensError(f"MNIST file {path} is not an IDX {kind} file; {fix}")
+    rows_cols = (int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big"))
+    if kind == "images" and rows_cols != (28, 28):
+        raise MnistlensError(f"MNIST file {path} does not hold 28 x 28 images; {fix}")
     count = int.from_bytes(data[4:8], "big")
     expected = header + count * (28 * 28 if kind == "images" else 1)
     if len(data) != expected:
@@ -122,21 +153,37 @@ def verify_raw_file(path: Path) -> None:
             f"MNIST file {path} is truncated or padded: {len(data):,} bytes, its header "
             f"says {expected:,}; {fix}"
         )
-    original = 60_000 if path.name.startswith("train") else 10_000
-    if count == original and hashlib.sha256(data).hexdigest() != ORIGINAL_SHA256[path.name]:
+    original = 60_000 if name.startswith("train") else 10_000
+    if count == original and hashlib.sha256(data).hexdigest() != ORIGINAL_SHA256[name]:
         raise MnistlensError(f"MNIST file {path} is corrupted (SHA-256 mismatch); {fix}")
+    return data
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """One verified MNIST IDX file (or its .gz) as torchvision reads it: images ->
+    (N, 28, 28) uint8, labels -> (N,) uint8 (`verify_raw_file` checked the header)."""
+    data = verify_raw_file(path)
+    if "images" in path.name:
+        count = int.from_bytes(data[4:8], "big")
+        return torch.frombuffer(data, dtype=torch.uint8, offset=16).view(count, 28, 28)
+    return torch.frombuffer(data, dtype=torch.uint8, offset=8)  # (N,)
 
 
 @functools.lru_cache(maxsize=4)
 def _read_split(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Read one split as (N, 28, 28) uint8 images and (N,) int64 labels, cached per process
-    (after `verify_raw_file` on its two files: about 0.1 s, once)."""
+    (verified by `verify_raw_file` as they are read: about 0.1 s, once)."""
     prefix = "train" if split == "train" else "t10k"
-    for name in RAW_FILES:
-        if name.startswith(prefix):
-            verify_raw_file(root / "MNIST" / "raw" / name)
-    dataset = MNIST(root=str(root), train=(split == "train"), download=False)
-    return dataset.data.contiguous(), dataset.targets.long().contiguous()
+    paths = [raw_file(root, name) for name in RAW_FILES if name.startswith(prefix)]
+    if None in paths:  # callers run _ensure_files first; this guards a file deleted since
+        _ensure_files(root, download=False)
+    images, labels = (read_idx(path) for path in paths)  # (N, 28, 28), (N,) uint8
+    if len(images) != len(labels):
+        raise MnistlensError(
+            f"MNIST {split} files disagree: {len(images):,} images but {len(labels):,} "
+            f"labels in {root / 'MNIST' / 'raw'}; copy the original files back"
+        )
+    return images, labels.long()
 
 
 def load_mnist(

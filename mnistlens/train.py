@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import math
 import platform
 import time
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -64,6 +64,9 @@ class TrainConfig:
     # Adebayo et al.'s data-randomization test needs a model trained on permuted labels:
     # whatever it learns, it is not digits, so faithful maps of it must differ.
     shuffle_labels: bool = False
+    # TracIn sums over checkpoints of training (Pruthi et al. 2020): keep this many evenly
+    # spaced end-of-epoch snapshots, the last epoch always among them (`snapshot_epochs`)
+    snapshots: int = 0
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -96,6 +99,40 @@ class TrainConfig:
             raise MnistlensError(
                 f"zero_init only suits the 'linear' model (no hidden units), not {self.arch!r}"
             )
+        if (
+            isinstance(self.snapshots, bool)
+            or not isinstance(self.snapshots, int)
+            or not 0 <= self.snapshots <= self.epochs
+        ):
+            raise MnistlensError(
+                f"snapshots={self.snapshots!r} must be an integer from 0 to epochs={self.epochs}"
+            )
+
+
+def snapshot_epochs(epochs: int, k: int) -> list[int]:
+    """The k evenly spaced epochs whose end-of-epoch weights `train` keeps, the last epoch
+    always among them: (8, 4) -> [2, 4, 6, 8], (8, 3) -> [2, 5, 8], (5, 0) -> []."""
+    return [epochs * i // k for i in range(1, k + 1)]
+
+
+def snapshot_record(states: dict[int, dict], history: list[dict]) -> dict:
+    """The snapshots as a checkpoint stores them (plain lists and tensors, so that
+    `torch.load(weights_only=True)` reads them): {"epochs": [e_1, ..., e_K],
+    "learning_rates": [...], "state_dicts": [{name: tensor}, ...]}.
+
+    A snapshot's learning rate is the mean over the steps it stands for, those since the
+    previous snapshot, not the rate at the instant it was taken: TracIn-CP weighs the
+    gradients at a checkpoint by the step size of the training it stands for (Pruthi et
+    al. 2020, sec. 3.2), and the one-cycle rate at the end of the last epoch is 4e-6 of
+    its peak, which would silence the final weights. (`influence.tracin` multiplies it
+    by the epochs since the previous snapshot: each image was visited once per epoch.)
+    """
+    epochs = sorted(states)
+    rates, previous = [], 0
+    for epoch in epochs:
+        rates.append(sum(h["lr"] for h in history[previous:epoch]) / (epoch - previous))
+        previous = epoch
+    return {"epochs": epochs, "learning_rates": rates, "state_dicts": [states[e] for e in epochs]}
 
 
 def random_affine(images: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -154,12 +191,20 @@ def fit(
     config: TrainConfig,
     gen: torch.Generator,
     progress: bool = True,
+    snapshots: dict[int, dict] | None = None,
 ) -> list[dict]:
-    """Train `model` in place on (N, 1, 28, 28) images, (N,) labels; -> per-epoch history.
+    """Train `model` in place on (N, 1, 28, 28) images, (N,) labels; -> per-epoch history
+    (loss, train accuracy, mean learning rate `lr`).
 
     Shuffling and augmentation draw from `gen`; init and dropout from the global RNG,
-    which the caller (`train`) seeds inside a forked RNG state.
+    which the caller (`train`) seeds inside a forked RNG state. If `snapshots` is a dict,
+    the state_dict at the end of each epoch `snapshot_epochs(config.epochs,
+    config.snapshots)` names is copied into it (epoch -> {name: tensor}); copying reads
+    the weights and draws no random number, so training is bit-identical without it.
     """
+    keep = set()
+    if snapshots is not None:
+        keep = set(snapshot_epochs(config.epochs, config.snapshots))
     steps_per_epoch = len(images) // config.batch_size  # drop the ragged last batch
     optimizer, schedule = make_optimizer(model, config, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -167,7 +212,7 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(images), generator=gen)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, lr_sum = 0.0, 0, 0, 0.0
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"{config.arch} epoch {epoch}/{config.epochs}",
@@ -183,6 +228,7 @@ def fit(
             loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            lr_sum += optimizer.param_groups[0]["lr"]  # the rate this step uses
             optimizer.step()
             schedule.step()
 
@@ -195,7 +241,16 @@ def fit(
                     acc=f"{correct / seen:.4f}",
                     lr=f"{schedule.get_last_lr()[0]:.2e}",
                 )
-        history.append({"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "lr": lr_sum / steps_per_epoch,
+            }
+        )
+        if epoch in keep:
+            snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return history
 
 
@@ -228,7 +283,8 @@ def train(
                 for p in model.parameters():
                     p.zero_()
         start = time.perf_counter()
-        history = fit(model, images, labels, config, gen, progress)
+        states: dict[int, dict] = {}
+        history = fit(model, images, labels, config, gen, progress, snapshots=states)
         train_seconds = time.perf_counter() - start
 
     test_images, test_labels = load_mnist("test", data_dir)
@@ -247,11 +303,14 @@ def train(
         "versions": {
             "mnistlens": __version__,
             "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
+            # imported only here, for its version: torchvision costs ~1 s (issue 12)
+            "torchvision": importlib.import_module("torchvision").__version__,
             "python": platform.python_version(),
         },
         "machine": f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} threads",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if states:  # for TracIn; a checkpoint stores them with the metadata
+        metadata["snapshots"] = snapshot_record(states, history)
     model.eval()
     return model, metadata

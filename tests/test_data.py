@@ -133,3 +133,100 @@ def test_damaged_mnist_files_are_named_never_read(tmp_path, damage, problem):
     message = str(info.value)
     assert "\n" not in message and str(path) in message and problem in message
     assert "download it again" in message
+
+
+# ---------------------------------------------------------------- our IDX reader (issue 12)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_idx_reader_equals_torchvision(split):
+    """Our IDX reader gives torchvision's MNIST tensors exactly: uint8 (N, 28, 28) images,
+    int64 labels, same values and order."""
+    from torchvision.datasets import MNIST
+
+    from mnistlens.data import _read_split
+
+    root = resolve_data_dir().resolve()
+    reference = MNIST(root=str(root), train=split == "train", download=False)
+    images, labels = _read_split(split, root)
+    assert images.dtype == reference.data.dtype == torch.uint8
+    assert labels.dtype == reference.targets.dtype == torch.int64
+    assert torch.equal(images, reference.data) and torch.equal(labels, reference.targets)
+
+
+def _gz_only(tmp_path) -> Path:
+    """A data dir holding only the four .gz originals (symlinks to the real ones)."""
+    source = resolve_data_dir() / "MNIST" / "raw"
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+        gz = f"{name}-idx{3 if 'images' in name else 1}-ubyte.gz"
+        (raw / gz).symlink_to(source / gz)
+    return raw
+
+
+def test_gz_originals_are_read_when_the_files_are_not_there(tmp_path, test_set):
+    """With only the .gz originals in MNIST/raw/, the split is the same, offline."""
+    _gz_only(tmp_path)
+    images, labels = load_mnist("test", data_dir=tmp_path, download=False)
+    assert torch.equal(images, test_set[0]) and torch.equal(labels, test_set[1])
+
+
+def test_damaged_gz_is_named(tmp_path):
+    """A truncated .gz original: one line naming the file, the problem and the fix."""
+    raw = _gz_only(tmp_path)
+    path = raw / "t10k-labels-idx1-ubyte.gz"
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MnistlensError) as info:
+        load_mnist("test", data_dir=tmp_path, download=False)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "not a readable gzip file" in message and "download it again" in message
+
+
+def test_images_and_labels_must_agree_in_count(tmp_path):
+    """A self-consistent subset of the labels beside the full images is refused by name."""
+    raw = _copy_raw(tmp_path)
+    path = raw / "t10k-labels-idx1-ubyte"
+    data = path.read_bytes()
+    path.write_bytes(data[:4] + (100).to_bytes(4, "big") + data[8:108])  # 100 labels
+    with pytest.raises(MnistlensError, match=r"10,000 images but 100 labels"):
+        load_mnist("test", data_dir=tmp_path, download=False)
+
+
+# `mnistlens explain` must stay quick (issue 12): torchvision costs ~1 s to import (it
+# pulls in torch._dynamo) and nothing on this path needs it. An import-set check, not a
+# time threshold, so it holds on a loaded machine. Captum is imported by the methods
+# that run, not by importing the library.
+NO_TORCHVISION_SCRIPT = """
+import json, sys
+import mnistlens.attribution, mnistlens.data
+mnistlens.data.load_mnist("test")
+after_import = [m for m in ("torchvision", "captum") if m in sys.modules]
+from mnistlens import cli
+code = cli.main(["explain", "--model", "cnn.pt", "--index", "42", "--out", "x.png"])
+print(json.dumps({"after_import": after_import, "code": code,
+                  "torchvision": "torchvision" in sys.modules}))
+"""
+
+
+def test_explain_path_never_imports_torchvision(tmp_path):
+    """Loading MNIST and `mnistlens explain --index 42` run without importing torchvision;
+    importing the library and reading the data do not import Captum either."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCHVISION_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out == {"after_import": [], "code": 0, "torchvision": False}
+    assert (tmp_path / "x.png").is_file()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from ..errors import MnistlensError
@@ -11,6 +10,10 @@ from ..models import get_layer
 from ..prepare import analyze, with_relu_modules
 from .common import Target, check_images, chunked
 from .registry import register_method
+
+# Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
+# (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
+# (issue 12). Only a method that runs needs it.
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -63,6 +66,9 @@ def grad_cam(
             the last conv block's rectified output (the raw conv output, before
             batch norm and ReLU, gives maps no better than random: issue 9).
     """
+    # local: see the note on Captum at the top
+    from captum.attr import LayerAttribution, LayerGradCam
+
     model, module = _cam_model_and_layer(model, layer)
     method = LayerGradCam(model, module)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import warnings
 import zlib
@@ -11,7 +12,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from ..data import check_images
@@ -52,6 +52,21 @@ def resolve_target(model: nn.Module, images: torch.Tensor, target: Target) -> to
     return target.clone()
 
 
+def check_count(name: str, value, low: int = 1, high: int | None = None) -> int:
+    """An integer option in [low, high] (high=None: no upper bound), else MnistlensError
+    naming the option and the valid range: a float or a string would otherwise fail deep
+    inside Captum or numpy with a message that names neither."""
+    valid = f">= {low}" if high is None else f"{low}-{high}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        raise MnistlensError(f"{name} must be an integer {valid}, got {value!r}")
+    return int(value)
+
+
 def explaining(model: nn.Module):
     """Eval mode and frozen parameters for the duration (no method can write into a
     weight's .grad, and dropout is off); each module's previous state is restored."""
@@ -73,6 +88,7 @@ def chunked(
     .grad are never touched (each chunk is a fresh leaf).
     """
     images = check_images(images)
+    batch_size = check_count("batch_size", batch_size)
     target = resolve_target(model, images, target)
     outputs = []
     with explaining(model), warnings.catch_warnings():
@@ -154,11 +170,18 @@ def make_baseline(
 
     kind: "black" (zeros: no ink), "mean" (the training set's mean image, from
     `data_dir`), "blur" (the image itself under a heavy Gaussian blur: strokes gone,
-    mass kept), "noise" (uniform noise in [0, 1], seeded), a number (a constant
-    image) or a tensor broadcastable to the images.
+    mass kept), "noise" (uniform noise in [0, 1], seeded per image from (seed, its
+    pixels)), a number (a constant image) or a tensor broadcastable to the images.
     """
     if isinstance(kind, torch.Tensor):
-        return kind.to(images.dtype).expand_as(images)
+        try:
+            return kind.to(images.dtype).expand_as(images)
+        except RuntimeError:
+            raise MnistlensError(
+                f"baseline tensor of shape {tuple(kind.shape)} does not fit images of shape "
+                f"{tuple(images.shape)}; give one (1, 1, 28, 28) baseline for all images, or "
+                "per-image baselines with batch_size >= the number of images"
+            ) from None
     if isinstance(kind, (int, float)) and not isinstance(kind, bool):
         return torch.full_like(images, float(kind))
     if kind == "black":
@@ -166,8 +189,17 @@ def make_baseline(
     if kind == "mean":
         return mean_image(data_dir).to(images.dtype).expand_as(images)
     if kind == "blur":
+        # Imported here: torchvision costs ~1 s, which only the blur baseline needs.
+        from torchvision.transforms.functional import gaussian_blur
+
         return gaussian_blur(images, kernel_size=[13, 13], sigma=[4.0, 4.0])
     if kind == "noise":
-        gen = torch.Generator().manual_seed(seed)
-        return torch.rand(images.shape, generator=gen).to(images.dtype)
+        # Per image, like the random methods: drawn for a whole batch, an image's noise
+        # would depend on its position in the chunk, so IG would integrate from another
+        # baseline than the one `baseline_score` (over all images at once) measures from.
+        noise = [
+            torch.rand(x.shape, generator=torch.Generator().manual_seed(image_seed(x, seed)))
+            for x in images.split(1)
+        ]
+        return torch.cat(noise).to(images.dtype) if noise else torch.empty_like(images)
     raise MnistlensError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")

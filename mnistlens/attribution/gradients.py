@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import torch
-from captum.attr import GuidedBackprop, InputXGradient, Saliency
 from torch import nn
 
 from ..prepare import with_relu_modules
 from .common import Target, chunked
 from .registry import register_method
+
+# Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
+# (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
+# (issue 12). Only a method that runs needs it.
 
 
 @register_method("saliency", "|d score / d pixel|: where a small change moves the score most")
@@ -21,6 +24,8 @@ def saliency(
     progress: bool = False,
 ) -> torch.Tensor:
     """|d score_target / d pixel| (Simonyan et al. 2013): (N, 1, 28, 28) -> (N, 1, 28, 28)."""
+    from captum.attr import Saliency  # local: see the note on Captum at the top
+
     method = Saliency(model)
     return chunked(
         lambda x, t: method.attribute(x, target=t, abs=True),
@@ -48,6 +53,8 @@ def input_x_gradient(
     progress: bool = False,
 ) -> torch.Tensor:
     """Pixel x gradient, signed (Shrikumar et al. 2016): (N, 1, 28, 28) -> (N, 1, 28, 28)."""
+    from captum.attr import InputXGradient  # local: see the note on Captum at the top
+
     method = InputXGradient(model)
     return chunked(
         lambda x, t: method.attribute(x, target=t),
@@ -79,6 +86,8 @@ def guided_backprop(
     back through each ReLU. Sharp pictures, but known to ignore the model's upper
     layers (Adebayo et al. 2018): see the sanity checks. Functional ReLUs are first
     rewritten into modules (`prepare.with_relu_modules`), as Captum needs."""
+    from captum.attr import GuidedBackprop  # local: see the note on Captum at the top
+
     model = with_relu_modules(model)
     method = GuidedBackprop(model)
     return chunked(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import torch
-from captum.attr import Occlusion
 from torch import nn
 
-from ..errors import MnistlensError
-from .common import Target, chunked
+from .common import Target, check_count, chunked
 from .registry import register_method
+
+# Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
+# (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
+# (issue 12). Only a method that runs needs it.
 
 
 @register_method(
@@ -30,8 +32,10 @@ def occlusion(
     """Occlusion (Zeiler & Fergus 2014): score drop when a window x window patch is
     replaced by `baseline`, averaged over the patches covering each pixel.
     (N, 1, 28, 28) -> (N, 1, 28, 28)."""
-    if not 1 <= window <= 28 or not 1 <= stride <= 28:
-        raise MnistlensError(f"occlusion window and stride must be 1-28, got {window}, {stride}")
+    check_count("occlusion window", window, 1, 28)
+    check_count("occlusion stride", stride, 1, 28)
+    from captum.attr import Occlusion  # local: see the note on Captum at the top
+
     method = Occlusion(model)
     return chunked(
         lambda x, t: method.attribute(

@@ -3,19 +3,39 @@ GradientSHAP. Each claims completeness: a map sums to f(x) - f(baseline)."""
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 
 import torch
-from captum.attr import DeepLift, GradientShap, IntegratedGradients
 from torch import nn
 
 from ..errors import MnistlensError
 from ..prepare import with_relu_modules
-from .common import INPUT_RANGE, Target, chunked, make_baseline, mean_image, seeded_per_image
+from .common import (
+    INPUT_RANGE,
+    Target,
+    check_count,
+    chunked,
+    make_baseline,
+    mean_image,
+    seeded_per_image,
+)
 from .registry import register_method
 
+# Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
+# (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
+# (issue 12). Only a method that runs needs it.
+
 Baseline = str | float | torch.Tensor
+# Captum's quadratures for IntegratedGradients(method=...).
+IG_METHODS = (
+    "gausslegendre",
+    "riemann_trapezoid",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+)
 
 
 def baseline_score(
@@ -95,13 +115,23 @@ def integrated_gradients(
     """
     from ..fastig import ig_adaptive, prepare_for_explanation
 
-    if n_steps < 1 or (tol is not None and not 0 < tol < 1):
-        raise MnistlensError(f"need n_steps >= 1 and 0 < tol < 1, got {n_steps}, {tol}")
+    check_count("n_steps", n_steps)
+    check_count("max_steps", max_steps)
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1
+    ):
+        raise MnistlensError(f"tol must be a number between 0 and 1, e.g. 0.01, got {tol!r}")
+    if method not in IG_METHODS:
+        raise MnistlensError(
+            f"unknown integration method {method!r}; choose one of {', '.join(IG_METHODS)}"
+        )
     fast = prepare_for_explanation(model)
     deltas: list[torch.Tensor] = []
     not_converged = 0
 
     if tol is None:
+        from captum.attr import IntegratedGradients  # local: see the note on Captum at the top
+
         ig = IntegratedGradients(fast)
 
         def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -166,6 +196,8 @@ def deeplift(
     first rewritten into modules (`prepare.with_relu_modules`).
     (N, 1, 28, 28) -> (N, 1, 28, 28).
     """
+    from captum.attr import DeepLift  # local: see the note on Captum at the top
+
     model = with_relu_modules(model)
     method = DeepLift(model)
     return chunked(
@@ -218,8 +250,13 @@ def gradient_shap(
         n_samples: random (baseline, interpolation point) draws per image.
         stdevs: Gaussian noise added to each draw, as a fraction of the input range.
     """
+    check_count("gradient_shap n_samples", n_samples)
+    if isinstance(stdevs, bool) or not isinstance(stdevs, numbers.Real) or not stdevs >= 0:
+        raise MnistlensError(f"gradient_shap stdevs must be a number >= 0, got {stdevs!r}")
     if baselines is None:
         baselines = shap_baselines(data_dir)
+    from captum.attr import GradientShap  # local: see the note on Captum at the top
+
     method = GradientShap(model)
 
     def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

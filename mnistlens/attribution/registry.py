@@ -134,7 +134,10 @@ def applicable_methods(model: nn.Module) -> list[str]:
 
 
 def attribute(
-    method: str, model: nn.Module, images: torch.Tensor, target: Target = None, **options
+    method: str, model: nn.Module, images: torch.Tensor, /, target: Target = None, **options
 ) -> torch.Tensor:
-    """Run a method by name: attribute("ig", model, images, n_steps=32) -> (N, 1, 28, 28)."""
+    """Run a method by name: attribute("ig", model, images, n_steps=32) -> (N, 1, 28, 28).
+
+    The first three arguments are positional-only, so that a method's own option of the
+    same name (integrated_gradients' `method="riemann_trapezoid"`) passes through."""
     return get_spec(method).function(model, images, target, **options)

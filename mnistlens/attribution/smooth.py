@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
 from ..errors import MnistlensError
-from .common import INPUT_RANGE, Target, chunked, seeded_per_image
+from .common import INPUT_RANGE, Target, check_count, chunked, seeded_per_image
 from .registry import get_spec, register_method
 
 # A smoothed IG runs n_samples integrals: fewer steps each keep it affordable.
@@ -49,10 +51,9 @@ def smoothgrad(
     spec = get_spec(base)
     if spec.name == "smoothgrad":
         raise MnistlensError("smoothgrad cannot smooth itself; choose another base method")
-    if noise < 0 or n_samples < 1:
-        raise MnistlensError(
-            f"smoothgrad needs noise >= 0 and n_samples >= 1, got {noise}, {n_samples}"
-        )
+    check_count("smoothgrad n_samples", n_samples)
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
+        raise MnistlensError(f"smoothgrad noise must be a number >= 0, got {noise!r}")
     options = {**_BASE_DEFAULTS.get(spec.name, {}), **(base_options or {})}
 
     def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from pathlib import Path
 
 from ..errors import MnistlensError
@@ -153,7 +155,32 @@ def _explain_models(args: argparse.Namespace) -> None:
     print(f"wrote {png}")
 
 
+@contextlib.contextmanager
+def _one_thread(args: argparse.Namespace):
+    """One torch thread while explaining one digit (not --all), unless $OMP_NUM_THREADS
+    says otherwise; the previous count is restored after.
+
+    One digit is ~0.15 s of computing on one core, so a second thread can save little;
+    but on a shared machine two threads that wait for each other's busy core turned it
+    into 3 s (measured at load 1.5-3, issue 12; the app runs one thread per process for
+    the same reason)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if not args.all and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(args: argparse.Namespace) -> None:
+    with _one_thread(args):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     if "," in args.model:
         _explain_models(args)
         return
