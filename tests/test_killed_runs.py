@@ -1,0 +1,273 @@
+"""A run killed at any moment leaves no half-written output (issue 12).
+
+`mnistlens train` and `mnistlens explain --all` run as real processes and get SIGKILL
+(nothing can clean up after it) at chosen moments: while loading and computing, while
+the output is being written, just before and just after it is renamed into place.
+Afterwards the output path holds the previous file, untouched, or the complete new one;
+whatever else is left in the folder is a hidden `.NAME.*.tmp` temporary that nothing
+would take for output.
+
+"Just before/after the rename" is made exact, not timed: the process runs through a
+small wrapper that pauses inside `os.replace` for the output path (a slow disk, in
+effect) and says so in a marker file; the test kills it there.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from mnistlens import attribution as A
+from mnistlens import cli, load_model
+
+from conftest import CHECKPOINTS
+
+# Runs `python -m mnistlens ARGS`, pausing in os.replace when it renames a temporary onto
+# $PAUSE_TARGET ($PAUSE_WHEN: before or after the rename) after writing $PAUSE_MARKER.
+PAUSING_MAIN = """
+import os, runpy, sys, time
+
+real_replace = os.replace
+target = os.path.abspath(os.environ["PAUSE_TARGET"])
+
+def pause(when):
+    if os.environ["PAUSE_WHEN"] == when:
+        with open(os.environ["PAUSE_MARKER"], "w") as marker:
+            marker.write(when)
+        time.sleep(300)
+
+def replace(src, dst, *args, **kwargs):
+    ours = os.path.abspath(dst) == target
+    if ours:
+        pause("before")
+    real_replace(src, dst, *args, **kwargs)
+    if ours:
+        pause("after")
+
+os.replace = replace
+sys.argv = ["mnistlens", *sys.argv[1:]]
+runpy.run_module("mnistlens", run_name="__main__")
+"""
+
+TIMEOUT = 120  # seconds a run may take before the test gives up on it
+
+
+def start(args, tmp_path, pause_when=None, target=None):
+    """Start `mnistlens ARGS` (through the pausing wrapper if pause_when is given);
+    output goes to files, so that no pipe fills up while the test waits."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one core each on a shared machine
+    command = [sys.executable, "-m", "mnistlens", *map(str, args)]
+    if pause_when:
+        env.update(
+            PAUSE_WHEN=pause_when,
+            PAUSE_TARGET=str(target),
+            PAUSE_MARKER=str(tmp_path / "paused.marker"),
+        )
+        command = [sys.executable, "-c", PAUSING_MAIN, *map(str, args)]
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    with open(logs / "out.txt", "w") as out, open(logs / "err.txt", "w") as err:
+        return subprocess.Popen(command, stdout=out, stderr=err, env=env)
+
+
+def kill(process):
+    """SIGKILL (if still running) and reap: -> the return code."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    return process.wait(timeout=TIMEOUT)
+
+
+def wait_for(process, ready, poll=0.002):
+    """Poll until ready() or the process ends: -> whether ready() came true first."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if ready():
+            return True
+        if process.poll() is not None:
+            return ready()
+        time.sleep(poll)
+    kill(process)
+    raise AssertionError(f"no result within {TIMEOUT} s")
+
+
+def temporaries(folder, name):
+    """Entries of the output's folder other than the output `name`."""
+    return [p.name for p in folder.iterdir() if p.name != name]
+
+
+def assert_leftovers_are_temporaries(folder, name):
+    """Anything left beside the output is a hidden temporary named after it, which no
+    `*.pt` / `*.npy` listing (series, compare) would pick up."""
+    for left in temporaries(folder, name):
+        assert re.fullmatch(rf"\.{re.escape(name)}\..+\.tmp", left), left
+    suffix = os.path.splitext(name)[1]
+    assert [p.name for p in folder.glob(f"*{suffix}")] in ([], [name])
+
+
+def run_pausing(args, tmp_path, when, target):
+    """Run until it pauses at the rename of `target` (before or after), then kill it."""
+    process = start(args, tmp_path, when, target)
+    paused = wait_for(process, (tmp_path / "paused.marker").exists, poll=0.02)
+    code = kill(process)
+    log = (tmp_path / "logs" / "err.txt").read_text()[-2000:]
+    assert paused, f"the output was never renamed into place (not atomic?): {code}, {log}"
+    assert code == -signal.SIGKILL
+    return process
+
+
+# ---------------------------------------------------------------- train
+
+
+def train_args(out):
+    return [
+        "train", "--arch", "linear", "--epochs", "1", "--train-subset", "2000",
+        "--quiet", "--force", "--out", out,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def old_checkpoint(tmp_path):
+    """A shipped-looking checkpoint at the output path, to be replaced with --force."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / "linear.pt"
+    shutil.copyfile(CHECKPOINTS / "linear.pt", path)
+    return path
+
+
+def assert_old_or_new_checkpoint(path, old_bytes):
+    """The path holds the old checkpoint byte for byte, or a complete new one."""
+    data = path.read_bytes()
+    if data == old_bytes:
+        return "old"
+    model, meta = load_model(path)  # complete: it loads and has its record
+    assert meta["config"]["train_subset"] == 2000 and meta["config"]["epochs"] == 1
+    assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    return "new"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_train_killed_at_the_rename(tmp_path, old_checkpoint, when):
+    """Killed just before the rename: the old checkpoint is untouched (the complete new
+    one is a stray temporary); just after: the new one is complete."""
+    old_bytes = old_checkpoint.read_bytes()
+    run_pausing(train_args(old_checkpoint), tmp_path, when, old_checkpoint)
+    state = assert_old_or_new_checkpoint(old_checkpoint, old_bytes)
+    assert state == {"before": "old", "after": "new"}[when]
+    assert_leftovers_are_temporaries(old_checkpoint.parent, "linear.pt")
+
+
+def test_train_killed_while_loading_and_training(tmp_path, old_checkpoint):
+    """Killed early, after a few seconds: the old checkpoint stays as it was."""
+    old_bytes = old_checkpoint.read_bytes()
+    process = start(train_args(old_checkpoint), tmp_path)
+    time.sleep(2.5)
+    code = kill(process)
+    assert code in (0, -signal.SIGKILL)
+    assert assert_old_or_new_checkpoint(old_checkpoint, old_bytes) == (
+        "new" if code == 0 else "old"
+    )
+    assert_leftovers_are_temporaries(old_checkpoint.parent, "linear.pt")
+
+
+def test_train_without_force_leaves_an_existing_checkpoint_alone(capsys, old_checkpoint):
+    """A shipped-looking checkpoint at --out is refused (exit 2, one line), not replaced."""
+    before = (old_checkpoint.read_bytes(), old_checkpoint.stat().st_mtime_ns)
+    args = train_args(old_checkpoint)
+    args.remove("--force")
+    code = cli.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "exists; pass --force" in err and str(old_checkpoint) in err
+    assert (old_checkpoint.read_bytes(), old_checkpoint.stat().st_mtime_ns) == before
+    assert temporaries(old_checkpoint.parent, "linear.pt") == []
+
+
+# ---------------------------------------------------------------- explain --all
+
+
+SAMPLE = np.arange(0, 10_000, 37)  # the test images whose maps are compared
+
+
+@pytest.fixture(scope="module")
+def saliency_maps(shipped, test_set):
+    """What a finished `explain --model linear.pt --all --method saliency` writes, for
+    the SAMPLE images: (len(SAMPLE), 28, 28)."""
+    return A.saliency(shipped["linear"][0], test_set[0][SAMPLE])[:, 0].numpy()
+
+
+@pytest.fixture
+def old_maps(tmp_path):
+    """An earlier, different .npy at the output path."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / "maps.npy"
+    np.save(path, np.arange(6, dtype=np.float32).reshape(2, 3))
+    return path
+
+
+def explain_args(out):
+    return ["explain", "--model", "linear.pt", "--all", "--method", "saliency", "--out", out]
+
+
+def assert_old_or_complete_maps(path, expected):
+    maps = np.load(path)
+    if maps.shape == (2, 3):
+        np.testing.assert_array_equal(maps, np.arange(6, dtype=np.float32).reshape(2, 3))
+        return "old"
+    assert maps.shape == (10_000, 28, 28) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and (np.abs(maps).sum(axis=(1, 2)) > 0).all()
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(maps[SAMPLE], expected, rtol=1e-5, atol=1e-6 * scale)
+    return "new"
+
+
+def test_explain_all_killed_while_writing(tmp_path, old_maps, saliency_maps):
+    """Killed as soon as anything new shows in the output folder (a temporary being
+    filled, or the output itself changing): the output is the old file or complete."""
+    folder, before = old_maps.parent, old_maps.stat()
+    process = start(explain_args(old_maps), tmp_path)
+
+    def writing():
+        now = old_maps.stat()
+        changed = (now.st_ino, now.st_size, now.st_mtime_ns) != (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        )
+        return changed or bool(temporaries(folder, "maps.npy"))
+
+    wait_for(process, writing, poll=0.001)
+    code = kill(process)
+    assert code in (0, -signal.SIGKILL)
+    state = assert_old_or_complete_maps(old_maps, saliency_maps)
+    assert state == "new" or code == -signal.SIGKILL
+    assert_leftovers_are_temporaries(folder, "maps.npy")
+
+
+def test_explain_all_killed_while_computing_then_run_to_the_end(tmp_path, saliency_maps):
+    """Killed mid-run with no earlier file: no output at all; run again to the end, the
+    output equals the library's maps and no temporary is left."""
+    out = tmp_path / "out" / "maps.npy"
+    out.parent.mkdir()
+    process = start(explain_args(out), tmp_path)
+    time.sleep(3.0)
+    code = kill(process)
+    assert code in (0, -signal.SIGKILL)
+    if code == -signal.SIGKILL:
+        assert not out.exists() or assert_old_or_complete_maps(out, saliency_maps) == "new"
+    assert_leftovers_are_temporaries(out.parent, "maps.npy")
+    for stray in temporaries(out.parent, "maps.npy"):
+        (out.parent / stray).unlink()
+    out.unlink(missing_ok=True)
+    finished = start(explain_args(out), tmp_path)
+    assert finished.wait(timeout=TIMEOUT) == 0, (tmp_path / "logs" / "err.txt").read_text()
+    assert assert_old_or_complete_maps(out, saliency_maps) == "new"
+    assert temporaries(out.parent, "maps.npy") == []
