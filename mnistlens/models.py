@@ -89,17 +89,24 @@ def linear(*, normalize: bool = True) -> nn.Module:
 
 
 @register("mlp")
-def mlp(*, hidden: Sequence[int] = (512, 256), dropout: float = 0.1) -> nn.Module:
+def mlp(
+    *, hidden: Sequence[int] = (512, 256), dropout: float = 0.1, normalize: bool = True
+) -> nn.Module:
     """Multi-layer perceptron: fc1/relu1, fc2/relu2, ... then `head` (hidden[-1] -> 10).
 
     Args:
         hidden: width of each hidden layer; its length is the depth.
         dropout: dropout probability after each hidden layer (0 disables it).
+        normalize: standardize the pixels first (`norm`). With False a pixel that is
+            never inked gives its first-layer weights no gradient, so with SGD the unit
+            pictures keep little weight on the empty border (issue 13).
     """
     hidden = [int(h) for h in hidden]
     if not hidden or min(hidden) < 1:
         raise MnistlensError(f"mlp needs at least one hidden layer of width >= 1, got {hidden}")
-    layers: OrderedDict[str, nn.Module] = OrderedDict(norm=Normalize(), flatten=nn.Flatten())
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        norm=Normalize() if normalize else nn.Identity(), flatten=nn.Flatten()
+    )
     width = 28 * 28
     for i, h in enumerate(hidden, start=1):
         layers[f"fc{i}"] = nn.Linear(width, h)

@@ -1,5 +1,6 @@
 """Example-based explanations on real MNIST and the shipped checkpoints: nearest training
-images in the last hidden layer, TracIn against Captum's TracInCPFast, the caches."""
+images in the last hidden layer, TracIn against Captum's TracInCPFast (final weights,
+given checkpoints, training snapshots), the caches."""
 
 import copy
 import os
@@ -11,11 +12,13 @@ from captum.influence import TracInCPFast
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from mnistlens import MnistlensError, influence
+from mnistlens import MnistlensError, influence, load_model, save_checkpoint
 from mnistlens.activations import layer_activations
 from mnistlens.data import load_mnist
+from mnistlens.influence import passes
 from mnistlens.metrics import predict_logits
 from mnistlens.prepare import analyze
+from mnistlens.train import TrainConfig, train
 
 from conftest import WritesAFile
 
@@ -69,13 +72,13 @@ def correct_sample(test_set):
 def counting_passes(monkeypatch):
     """Count passes over the training set from now on."""
     calls = []
-    original = influence._training_pass
+    original = passes.training_pass
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(influence, "_training_pass", counted)
+    monkeypatch.setattr(passes, "training_pass", counted)
     return calls
 
 
@@ -242,6 +245,121 @@ def test_tracin_sums_over_every_checkpoint(mlp, cache, test_set, train_set, tmp_
     assert not torch.allclose(mine, 0.5 * single)  # the second checkpoint counted
     assert influence.model_key(mlp) == before
     assert all(p.requires_grad for p in mlp.parameters())
+
+
+# ---------------------------------------------------------------- training snapshots
+
+# A small MLP trained with snapshots after epochs 1 and 3 (3 * i // 2): uneven spans, so
+# a snapshot's weight (its mean learning rate x the epochs it stands for) is tested.
+SNAPSHOT_RUN = dict(
+    arch="mlp",
+    arch_kwargs={"hidden": [32]},
+    epochs=3,
+    batch_size=100,
+    train_subset=1000,
+    augment=False,
+    seed=1,
+    snapshots=2,
+)
+
+
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory):
+    """(model, metadata, path) of the run above, saved and loaded back as a user would."""
+    path = tmp_path_factory.mktemp("snapshots") / "snap.pt"
+    model, meta = train(TrainConfig(**SNAPSHOT_RUN), progress=False)
+    save_checkpoint(path, model, "mlp", SNAPSHOT_RUN["arch_kwargs"], meta)
+    return (*load_model(path), path)
+
+
+def test_tracin_over_snapshots_equals_captum(snapshot_run, cache, test_set, train_set):
+    """With snapshots, the scores = Captum's TracInCPFast over the same snapshots with
+    the same weights (predicted class with Captum in float64, another class as is), and
+    the result names the snapshots used."""
+    model, meta, path = snapshot_run
+    assert meta["snapshots"]["epochs"] == [1, 3]
+    states, rates = meta["snapshots"]["state_dicts"], meta["snapshots"]["learning_rates"]
+    etas = [rates[0] * 1, rates[1] * 2]  # the mean rate x the epochs each stands for
+    images = test_set[0][:5]
+    train_part = (train_set[0][:800], train_set[1][:800])
+    options = dict(snapshots=meta, cache_dir=cache, train_subset=800)
+    predicted = predict_logits(model, images).argmax(dim=1)
+    mine = influence.tracin_scores(model, images, **options)
+    assert mine.shape == (5, 800)
+    assert_close_rows(mine, captum_tracin(model, images, predicted, train_part, states, etas, True))
+    other = (predicted + 4) % 10
+    mine = influence.tracin_scores(model, images, other, **options)
+    assert_close_rows(mine, captum_tracin(model, images, other, train_part, states, etas))
+    final = influence.tracin_scores(model, images, other, cache_dir=cache, train_subset=800)
+    assert not torch.allclose(mine, etas[-1] * final, rtol=0.05)  # the epoch-1 term counted
+
+    result = influence.tracin(model, images, other, k=5, **dict(options, snapshots=path))
+    assert result.used == "2 training snapshots (epochs 1, 3)"
+    assert_close_rows(result.proponent_scores, mine.topk(5, dim=1).values)
+    assert_close_rows(mine.gather(1, result.opponents), mine.topk(5, 1, largest=False).values)
+
+
+def test_checkpoint_without_snapshots_uses_the_final_weights(
+    snapshot_run, cache, test_set, tmp_path
+):
+    """A checkpoint written before snapshots existed (no "snapshots", no config key) loads,
+    and TracIn on it says it used the final weights only, with the default's scores."""
+    model, meta, path = snapshot_run
+    payload = torch.load(path, weights_only=True)
+    del payload["metadata"]["snapshots"], payload["metadata"]["config"]["snapshots"]
+    torch.save(payload, tmp_path / "old.pt")
+    old, old_meta = load_model(tmp_path / "old.pt")
+    assert "snapshots" not in old_meta
+    assert influence.model_key(old) == influence.model_key(model)
+    images = test_set[0][:3]
+    options = dict(k=6, cache_dir=cache, train_subset=800)
+    default = influence.tracin(old, images, **options)
+    assert default.used == influence.FINAL_WEIGHTS
+    for source in (old_meta, tmp_path / "old.pt", payload):
+        result = influence.tracin(old, images, snapshots=source, **options)
+        assert result.used == influence.FINAL_WEIGHTS
+        assert torch.equal(result.proponents, default.proponents)
+        assert torch.equal(result.opponent_scores, default.opponent_scores)
+
+
+def test_snapshot_factors_are_cached_per_weights(snapshot_run, tmp_path, test_set, monkeypatch):
+    """One pass and one cache file per snapshot, read back without a pass; a retrained
+    model's snapshots (other weights) get their own files, never the old ones."""
+    model, meta, _ = snapshot_run
+    influence.clear_memory_cache()
+    count = counting_passes(monkeypatch)
+    images = test_set[0][:2]
+    options = dict(cache_dir=tmp_path, train_subset=300)
+    first = influence.tracin_scores(model, images, snapshots=meta, **options)
+    assert len(count) == 2 and len(list(tmp_path.glob("tracin-*"))) == 2
+    influence.clear_memory_cache()
+    again = influence.tracin_scores(model, images, snapshots=meta, **options)
+    assert len(count) == 2
+    assert torch.equal(again, first)
+    retrained, retrained_meta = train(TrainConfig(**{**SNAPSHOT_RUN, "seed": 2}), progress=False)
+    influence.tracin_scores(retrained, images, snapshots=retrained_meta, **options)
+    assert len(count) == 4 and len(list(tmp_path.glob("tracin-*"))) == 4
+
+
+def test_snapshots_of_other_weights_or_malformed_are_refused(snapshot_run, mlp, test_set):
+    model, meta, path = snapshot_run
+    images = test_set[0][:2]
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.01)
+    for other in (changed, mlp):
+        with pytest.raises(MnistlensError, match=r"snap.pt \(epoch 3\) holds other weights"):
+            influence.tracin(other, images, snapshots=meta)
+    broken = dict(meta, snapshots=dict(meta["snapshots"], epochs=[3, 1]))
+    with pytest.raises(MnistlensError, match=r"malformed \(epochs \[3, 1\] are not increasing"):
+        influence.tracin(model, images, snapshots=broken)
+    broken = dict(meta, snapshots=dict(meta["snapshots"], learning_rates=[0.1]))
+    with pytest.raises(MnistlensError, match="malformed.*retrain with `mnistlens train --snap"):
+        influence.tracin(model, images, snapshots=broken)
+    with pytest.raises(MnistlensError, match="snapshots .* or checkpoints .*, not both"):
+        influence.tracin(model, images, snapshots=path, checkpoints=[path])
+    with pytest.raises(MnistlensError, match="snapshots is a int; pass the metadata"):
+        influence.tracin(model, images, snapshots=3)
 
 
 # ---------------------------------------------------------------- caches

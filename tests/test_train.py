@@ -172,3 +172,92 @@ def test_sgd_momentum_is_used_and_adamw_unchanged():
 def test_optimizer_options_are_validated(changes, pattern):
     with pytest.raises(MnistlensError, match=pattern):
         TrainConfig(**changes).validate()
+
+
+# ---------------------------------------------------------------- snapshots for TracIn (issue 11)
+
+# A small CNN with batch norm, dropout and augmentation: every random draw in play.
+SNAPSHOT_CNN = dict(
+    arch="cnn",
+    arch_kwargs={"channels": [8, 16], "hidden": 32},
+    epochs=3,
+    batch_size=50,
+    train_subset=500,
+    seed=5,
+)
+
+
+def test_snapshot_epochs_are_evenly_spaced_and_end_at_the_last():
+    from mnistlens.train import snapshot_epochs
+
+    assert snapshot_epochs(8, 4) == [2, 4, 6, 8]
+    assert snapshot_epochs(8, 3) == [2, 5, 8]
+    assert snapshot_epochs(5, 5) == [1, 2, 3, 4, 5]
+    assert snapshot_epochs(5, 1) == [5]
+    assert snapshot_epochs(5, 0) == []
+
+
+def test_snapshots_leave_training_bit_identical():
+    """Keeping snapshots copies weights and draws nothing: same weights, same history."""
+    plain, plain_meta = train(TrainConfig(**SNAPSHOT_CNN), progress=False)
+    kept, kept_meta = train(TrainConfig(**SNAPSHOT_CNN, snapshots=3), progress=False)
+    assert "snapshots" not in plain_meta
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(tensor, kept.state_dict()[name]), name
+    assert plain_meta["history"] == kept_meta["history"]
+    assert plain_meta["test_accuracy"] == kept_meta["test_accuracy"]
+
+
+def test_snapshots_hold_their_epochs_weights_and_learning_rates():
+    """2 snapshots of 3 epochs: after epochs 1 and 3, the last = the final weights, each
+    with the mean one-cycle learning rate of the steps since the previous snapshot."""
+    from mnistlens import models
+    from mnistlens.train import make_optimizer
+
+    config = TrainConfig(**SNAPSHOT_CNN, snapshots=2)
+    model, meta = train(config, progress=False)
+    record = meta["snapshots"]
+    assert record["epochs"] == [1, 3] and meta["config"]["snapshots"] == 2
+    assert len(record["state_dicts"]) == len(record["learning_rates"]) == 2
+    final = model.state_dict()
+    for name, tensor in record["state_dicts"][1].items():
+        assert torch.equal(tensor, final[name]), name
+        assert tensor.data_ptr() != final[name].data_ptr()  # a copy, not the live weights
+    assert not torch.equal(record["state_dicts"][0]["head.weight"], final["head.weight"])
+
+    steps = 500 // 50  # per epoch
+    optimizer, schedule = make_optimizer(models.build("cnn", **config.arch_kwargs), config, steps)
+    rates = []
+    for _ in range(3 * steps):  # the rate each step uses, replayed on a fresh schedule
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradients: changes nothing, keeps the scheduler's order
+        schedule.step()
+    expected = [sum(rates[:steps]) / steps, sum(rates[steps:]) / (2 * steps)]
+    assert record["learning_rates"] == pytest.approx(expected, rel=1e-12)
+    assert [h["lr"] for h in meta["history"]][0] == pytest.approx(expected[0], rel=1e-12)
+    assert 0 < expected[1] < config.lr
+
+
+@pytest.mark.parametrize("bad", [-1, 4, True, 1.5])
+def test_snapshots_are_validated(bad):
+    with pytest.raises(MnistlensError, match=rf"snapshots={bad!r} must be an integer from 0 to"):
+        TrainConfig(**{**SNAPSHOT_CNN, "snapshots": bad}).validate()
+
+
+def test_train_command_writes_snapshots_that_load_as_data(tmp_path, capsys):
+    """`mnistlens train --snapshots 2` stores them in the checkpoint; the file loads with
+    weights_only=True and through load_model, snapshots included."""
+    from mnistlens import cli
+
+    out = tmp_path / "snap.pt"
+    argv = ["train", "--arch", "mlp", "--arch-kwargs", "hidden=16,", "--epochs", "2"]
+    argv += ["--snapshots", "2", "--train-subset", "256", "--batch-size", "64", "--quiet"]
+    assert cli.main([*argv, "--out", str(out)]) in (0, None)
+    assert "kept 2 snapshots for TracIn (after epochs 1, 2)" in capsys.readouterr().out
+    raw = torch.load(out, weights_only=True)
+    record = raw["metadata"]["snapshots"]
+    assert record["epochs"] == [1, 2] and len(record["learning_rates"]) == 2
+    assert set(record["state_dicts"][0]) == set(raw["state_dict"])
+    model, meta = load_model(out)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(meta["snapshots"]["state_dicts"][-1][name], tensor), name

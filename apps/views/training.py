@@ -2,8 +2,9 @@
 images that pushed the model towards (or away from) its answer.
 
 `influence.nearest_training_images` (nearest neighbours by the last hidden layer's
-activations) and `influence.tracin` (TracIn proponents and opponents), both on one
-pass over the 60,000 training images, cached per model on disk by the library.
+activations) and `influence.tracin` (TracIn proponents and opponents, over the training
+snapshots the checkpoint keeps, else the final weights), both on one pass over the
+60,000 training images per set of weights, cached on disk by the library.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ model = choice.model
 index = cache.training_index(choice.model_name)
 train_images, train_labels = state.get_train_set()
 near = influence.nearest_training_images(index, model, image[None], k=K)
-traced = influence.tracin(model, image[None], k=K)
+with st.spinner("TracIn: one pass over the training images per snapshot (once, then cached) ..."):
+    traced = influence.tracin(model, image[None], k=K, snapshots=choice.meta)
 
 
 def row(indices, scores, what: str) -> None:
@@ -58,11 +60,18 @@ st.subheader("Training images that pushed towards this prediction (TracIn propon
 row(traced.proponents, traced.proponent_scores, "score")
 st.subheader("... and against it (opponents)")
 row(traced.opponents, traced.opponent_scores, "score")
-st.caption(
-    "TracIn (Pruthi et al. 2020) on the final layer, at the shipped weights only: well-learned "
-    "training images have almost no loss gradient there, so both lists lean to hard, atypical "
-    "or mislabeled training digits rather than to typical ones."
-)
+if traced.used == influence.FINAL_WEIGHTS:
+    st.caption(
+        "TracIn (Pruthi et al. 2020) on the final layer, at the final weights only (this "
+        "checkpoint keeps no training snapshots): well-learned training images have almost no "
+        "loss gradient there, so both lists lean to hard, atypical or mislabeled training "
+        "digits rather than to typical ones."
+    )
+else:
+    st.caption(
+        f"TracIn (Pruthi et al. 2020) on the final layer, summed over {traced.used}, each "
+        "weighted by the learning rate of the training it stands for."
+    )
 charts.save_buttons(
     "training",
     f"{choice.model_name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}-training",
@@ -81,6 +90,7 @@ charts.save_buttons(
             "similarities": charts.listed(near.similarities[0]),
         },
         "tracin": {
+            "used": traced.used,
             "proponents": traced.proponents[0].tolist(),
             "proponent_scores": charts.listed(traced.proponent_scores[0]),
             "opponents": traced.opponents[0].tolist(),

@@ -25,6 +25,7 @@ examples:
   mnistlens train --arch mlp --arch-kwargs hidden=512,256 dropout=0.1 --out mlp.pt
   mnistlens train --arch cnn --arch-kwargs channels=32,64,128 hidden=128 --out cnn.pt
   mnistlens train --arch linear --epochs 10 --no-augment --lr 1e-2 --out linear.pt
+  mnistlens train --arch mlp --epochs 8 --snapshots 4 --out mlp.pt   # for TracIn
 """
 
 
@@ -68,6 +69,14 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         action="store_true",
         help="train on randomly permuted labels (the data-randomization sanity check)",
     )
+    p.add_argument(
+        "--snapshots",
+        type=int,
+        default=0,
+        metavar="K",
+        help="keep K evenly spaced end-of-epoch snapshots (the last epoch among them) in the "
+        "checkpoint, for TracIn; each adds the model's size to the file (0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--force", action="store_true", help="overwrite --out if it exists (a shipped model too)"
@@ -109,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
         momentum=args.momentum,
         zero_init=args.zero_init,
         shuffle_labels=args.shuffle_labels,
+        snapshots=args.snapshots,
     )
     if Path(args.out).exists() and not args.force:
         raise MnistlensError(
@@ -123,4 +133,7 @@ def run(args: argparse.Namespace) -> None:
         f"test accuracy {metadata['test_accuracy']:.2%} after {metadata['train_seconds']:.0f} s "
         f"of training ({metadata['n_parameters']:,} parameters)"
     )
+    if "snapshots" in metadata:
+        epochs = ", ".join(map(str, metadata["snapshots"]["epochs"]))
+        print(f"kept {config.snapshots} snapshots for TracIn (after epochs {epochs})")
     print(f"wrote {path}")
