@@ -196,24 +196,35 @@ def _node_kind(node: fx.Node) -> str | None:
 
 def _shapes(model: nn.Module, graph_module: fx.GraphModule | None) -> dict[str, tuple]:
     """Output shape per layer name for one black image (batch axis dropped)."""
-    example = torch.zeros(1, 1, 28, 28)
     shapes: dict[str, tuple] = {}
-    if graph_module is not None:
-        from torch.fx.passes.shape_prop import ShapeProp
+    if graph_module is None:
+        return shapes
+    recorder = _ShapeRecorder(graph_module)
+    try:
+        # Eval mode: the graph runs the model's own modules, and a batch norm in
+        # training mode would update its running statistics with this black image.
+        with torch.no_grad(), evaluating(model), evaluating(graph_module):
+            recorder.run(torch.zeros(1, 1, 28, 28))
+    except Exception:  # noqa: BLE001 - e.g. a flat-input model; shapes stay unknown
+        return shapes
+    return recorder.shapes
 
-        try:
-            # Eval mode: the graph runs the model's own modules, and a batch norm in
-            # training mode would update its running statistics with this black image.
-            with torch.no_grad(), evaluating(model), evaluating(graph_module):
-                ShapeProp(graph_module).propagate(example)
-        except Exception:  # noqa: BLE001 - e.g. a flat-input model; shapes stay unknown
-            return shapes
-        for node in graph_module.graph.nodes:
-            meta = node.meta.get("tensor_meta")
-            if meta is not None and hasattr(meta, "shape"):
-                name = node.target if node.op == "call_module" else node.name
-                shapes[str(name)] = tuple(meta.shape[1:])
-    return shapes
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the graph node by node and keeps each tensor output's shape (batch axis
+    dropped), by layer name. torch.fx's own ShapeProp does the same but imports sympy
+    on its first node, a third of a second of every command's start-up."""
+
+    def __init__(self, graph_module: fx.GraphModule) -> None:
+        super().__init__(graph_module)
+        self.shapes: dict[str, tuple] = {}
+
+    def run_node(self, node: fx.Node):
+        out = super().run_node(node)
+        if isinstance(out, torch.Tensor):
+            name = node.target if node.op == "call_module" else node.name
+            self.shapes[str(name)] = tuple(out.shape[1:])
+        return out
 
 
 def trace(model: nn.Module) -> fx.GraphModule | None:
