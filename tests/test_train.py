@@ -50,6 +50,22 @@ def test_metadata_records_how_the_model_was_made(quick_run):
     assert meta["train_seconds"] >= 0 and "T" in meta["date"]
 
 
+def test_metadata_records_the_accuracy_on_the_first_training_images(quick_run):
+    """The train-test gap's training half, measured once at training time on the first
+    10,000 training images (2,000 of them seen in training here, so clearly higher
+    there than on the 8,000 unseen)."""
+    from mnistlens.data import load_mnist
+    from mnistlens.metrics import evaluate
+
+    model, meta = quick_run
+    images, labels = load_mnist("train")
+    assert meta["train_accuracy_images"] == 10_000
+    assert meta["train_accuracy"] == evaluate(model, images[:10_000], labels[:10_000])["accuracy"]
+    seen = evaluate(model, images[:2000], labels[:2000])["accuracy"]
+    unseen = evaluate(model, images[2000:10_000], labels[2000:10_000])["accuracy"]
+    assert seen > unseen
+
+
 def test_checkpoint_round_trip(quick_run, tmp_path, test_set):
     """save -> load_model gives the same predictions and the recorded metadata."""
     model, meta = quick_run
