@@ -180,13 +180,29 @@ def run(args: argparse.Namespace) -> None:
         _run(args)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """The shared options, checked before any model loads, in the flags' own names (a
+    --baseline no chosen method uses would otherwise pass unnoticed)."""
+    from ..attribution.common import BASELINES
+
+    if args.baseline not in BASELINES:
+        raise MnistlensError(
+            f"--baseline must be one of {', '.join(BASELINES)}, got {args.baseline!r}"
+        )
+    if args.steps < 1:
+        raise MnistlensError(f"--steps must be a whole number >= 1, got {args.steps}")
+    if args.tol is not None and not 0 < args.tol < 1:
+        raise MnistlensError(f"--tol must be between 0 and 1 (e.g. 0.01), got {args.tol}")
+    if args.target is not None and not 0 <= args.target <= 9:
+        raise MnistlensError(f"--target must be a digit 0-9, got {args.target}")
+
+
 def _run(args: argparse.Namespace) -> None:
+    _check_options(args)
     if "," in args.model:
         _explain_models(args)
         return
     model, meta = load_model(args)
-    if args.target is not None and not 0 <= args.target <= 9:
-        raise MnistlensError(f"--target must be a digit 0-9, got {args.target}")
     if args.all:
         _explain_all(model, args)
         return
