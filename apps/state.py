@@ -1,10 +1,10 @@
 """What every page of the explorer shares: the sidebar, the loaders, and the URL.
 
 One place for the choices a user makes once and every page reads (the model, the
-digit: a test image or a drawing), for the process-wide caches of the model and the
-data, and for the link: the URL's query parameters restore a view on the first run of
-a session, and each run writes the view back, so the address bar is always a link to
-what is on screen (issue 11).
+digit: a test image or a drawing), for the loaders (one copy of the data per process,
+one copy of a model per session), and for the link: the URL's query parameters restore
+a view on the first run of a session, and each run writes the view back, so the
+address bar is always a link to what is on screen (issue 11).
 
 Widgets are created without default arguments: their starting values are put into
 `st.session_state` first (from the URL, else the defaults below), which is the one
@@ -13,6 +13,7 @@ way Streamlit accepts a value from both places without a warning.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -39,17 +40,35 @@ torch.set_num_threads(1)
 
 
 # Users' own models (the "Your model" page), process-wide, keyed by a hash of the file
-# and the options: two sessions share a model only if they uploaded the same bytes, and a
-# session lists only the ones it uploaded (session_state["uploads"]).
+# and the options: a session lists only the ones it uploaded (session_state["uploads"]),
+# and uses its own copy of them as of every model (`get_model`).
 _UPLOADS: dict[str, tuple[nn.Module, dict]] = {}
 
 
 @st.cache_resource(show_spinner=False)
-def get_model(name: str) -> tuple[nn.Module, dict]:
-    """A shipped checkpoint by name (or an uploaded model), loaded once per process."""
+def _load(name: str) -> tuple[nn.Module, dict]:
+    """A shipped checkpoint by name (or an uploaded model), loaded once per process; only
+    ever copied (`get_model`), never used itself."""
     if name in _UPLOADS:
         return _UPLOADS[name]
     return load_model(name)
+
+
+def get_model(name: str) -> tuple[nn.Module, dict]:
+    """The model by name (a shipped checkpoint or an upload): this session's own copy.
+
+    Not one object for all sessions: Streamlit runs sessions in threads of one process,
+    and the library changes a model while it works on it (forward hooks to record
+    activations, Captum's hooks for Grad-CAM, eval mode and frozen parameters put back
+    on exit). With a shared model, session A's hook also recorded session B's forward
+    passes, so A could show the activations of B's digit (65 of 9,168 reads wrong with a
+    second thread running the model), and two overlapping `evaluating(freeze=True)` left
+    the parameters frozen for good (issue 12). A copy costs a few MB and milliseconds.
+    """
+    own = st.session_state.setdefault("_models", {})
+    if name not in own:
+        own[name] = copy.deepcopy(_load(name))
+    return own[name]
 
 
 def add_upload(

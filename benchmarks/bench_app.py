@@ -29,16 +29,13 @@ import argparse
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+from mnistlens.app_server import serve_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -96,42 +93,10 @@ HEADING = '[data-testid="stMain"] [data-testid="stHeading"]'
 MAIN_TEXT = '[data-testid="stMain"] [data-testid="stElementContainer"]'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
 def server(script: Path = ROOT / "apps" / "explore.py"):
-    """`streamlit run script` on a free local port; yields its URL."""
-    port = free_port()
-    env = os.environ.copy()
-    env.setdefault("MNISTLENS_DATA", str(ROOT.parent / "shared" / "data" / "mnist"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script)]
-        + ["--server.headless", "true", "--server.address", "127.0.0.1"]
-        + ["--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """`streamlit run script` on a free local port: a context manager -> its URL."""
+    data = os.environ.get("MNISTLENS_DATA", str(ROOT.parent / "shared" / "data" / "mnist"))
+    return serve_app(script, env={"MNISTLENS_DATA": data})
 
 
 def settle(page, selector: str, text: str, absent: bool = False, timeout: float = 300_000):

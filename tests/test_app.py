@@ -242,3 +242,26 @@ def test_your_model_page_explains_an_uploaded_program(tmp_path):
     at.switch_page("views/explain.py").run()
     assert not at.exception
     assert at.metric[0].label == "True label 4" and at.metric[0].value == "predicted 4"
+
+
+def test_two_sessions_never_share_a_model_object():
+    """Each session explains with its own copy of the model: a hook set on session A's
+    model does not record session B's forward passes (on one shared object, a session's
+    activations could come from another session's digit, issue 12)."""
+    a, b = open_app(), open_app()
+    model_a, model_b = a.session_state["_choice"].model, b.session_state["_choice"].model
+    assert model_a is not model_b
+    calls = {"a": 0, "b": 0}
+    handles = [
+        model.register_forward_hook(lambda *_, s=s: calls.__setitem__(s, calls[s] + 1))
+        for s, model in (("a", model_a), ("b", model_b))
+    ]
+    try:
+        b.number_input(key="index").set_value(7).run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not b.exception and b.metric[0].label == "True label 9"
+    assert calls["b"] > 0 and calls["a"] == 0
+    a.run()  # A's own view is unchanged by B's choice
+    assert a.number_input(key="index").value == 42 and a.metric[0].value == "predicted 4"

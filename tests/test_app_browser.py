@@ -2,13 +2,12 @@
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from mnistlens.app_server import serve_app
+from mnistlens.errors import MnistlensError
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -24,38 +23,28 @@ IDLE = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
-    port = _free_port()
-    env = os.environ.copy()
     # Training examples build an index of the training set: into a temporary cache.
-    env["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "explore.py")]
-        + ["--server.headless", "true", "--server.address", "127.0.0.1"]
-        + ["--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    cache = str(tmp_path_factory.mktemp("cache"))
+    with serve_app(ROOT / "apps" / "explore.py", env={"XDG_CACHE_HOME": cache}) as url:
+        yield url
+
+
+def test_serve_app_serves_while_the_block_runs(tmp_path):
+    """serve_app answers the health check inside the block and stops the server after;
+    a script Streamlit cannot run is an error with the server's own message."""
+    from urllib.request import urlopen
+
+    script = tmp_path / "hello.py"
+    script.write_text('import streamlit as st\n\nst.write("hello")\n')
+    with serve_app(script) as url:
+        assert urlopen(url + "_stcore/health", timeout=10).read() == b"ok"
+    with pytest.raises(OSError):
+        urlopen(url + "_stcore/health", timeout=5)
+    with pytest.raises(MnistlensError, match="(?s)exited with code 2: .*File does not exist"):
+        with serve_app(tmp_path / "missing.py"):
+            pass
 
 
 @pytest.fixture()
@@ -164,3 +153,123 @@ def test_a_digit_drawn_with_the_mouse_is_classified(page, tmp_path):
     page.get_by_text("predicted 1").first.wait_for(timeout=60_000)
     settled(page, "deletion area")  # maps drawn
     page.screenshot(path=str(tmp_path / "drawn.png"), full_page=True)
+
+
+SIDEBAR = "[data-testid='stSidebar']"
+
+
+def open_session(browser, url: str):
+    """A new browser context (its own cookies, so its own Streamlit session) on `url`."""
+    page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+    page.goto(url)
+    page.get_by_text("predicted").first.wait_for(timeout=120_000)
+    page.wait_for_function(IDLE, timeout=120_000)
+    return page
+
+
+def go_to(page, title: str, marker: str) -> None:
+    page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
+    settled(page, marker)
+
+
+def model_options(page) -> list[str]:
+    """The names the sidebar's model box offers (opened, read, closed)."""
+    page.locator(f"{SIDEBAR} [data-testid='stSelectbox']").first.click()
+    options = page.get_by_role("option")
+    options.first.wait_for(timeout=30_000)
+    names = options.all_inner_texts()
+    page.keyboard.press("Escape")
+    return names
+
+
+def upload(page, path: Path) -> None:
+    """On the Your model page: choose the file and press Load."""
+    go_to(page, "Your model", "Upload a file")
+    page.locator("input[type=file]").set_input_files(str(path))
+    page.get_by_role("button", name="Load", exact=True).click()
+    loaded = page.get_by_text("is loaded and chosen in the sidebar")
+    loaded.or_(page.locator("[data-testid='stException']")).first.wait_for(timeout=120_000)
+    page.wait_for_function(IDLE, timeout=120_000)
+
+
+def assert_own_view(page, index: int, label: int, prediction: int) -> None:
+    """After a rerun (a page switch and back) the session still shows its own digit."""
+    go_to(page, "Inside the network", f"test image {index}, predicted")
+    main = page.locator("[data-testid='stMain']").inner_text()
+    assert f"test image {index}, predicted {prediction}" in main
+    go_to(page, "Explain a digit", f"True label {label}")
+    assert page.get_by_text(f"predicted {prediction}", exact=True).count() >= 1
+    box = page.locator(f"{SIDEBAR} [data-testid='stNumberInput'] input")
+    assert box.input_value() == str(index)
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    """The shipped MLP as a torch.export program (.pt2), as a user would upload it."""
+    import torch
+
+    from mnistlens import load_model
+
+    model, _ = load_model("mlp.pt")
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(
+        model.eval(), (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: batch},)
+    )
+    path = tmp_path_factory.mktemp("upload") / "mine.pt2"
+    torch.export.save(exported, path)
+    return path
+
+
+def test_two_sessions_keep_their_own_view(browser, served_app):
+    """Index 0 and a fourth method in session A leave session B on test image 42 (a 4),
+    with its three methods, after B reruns; each address bar holds its own view."""
+    a, b = open_session(browser, served_app), open_session(browser, served_app)
+    box = a.locator(f"{SIDEBAR} [data-testid='stNumberInput'] input")
+    box.fill("0")
+    box.press("Enter")
+    settled(a, "True label 7")
+    methods = a.locator(f"{SIDEBAR} [data-testid='stMultiSelect'] input")
+    methods.click()
+    methods.fill("input_x_gradient")
+    a.keyboard.press("Enter")
+    a.keyboard.press("Escape")
+    settled(a, "input x gradient")
+    a.wait_for_url("**methods=input_x_gradient**", timeout=30_000)
+    assert "index=0" in a.url
+
+    assert_own_view(b, 42, 4, 4)
+    assert "input x gradient" not in b.locator("[data-testid='stMain']").inner_text()
+    assert "input_x_gradient" not in b.locator(SIDEBAR).inner_text()
+    assert "index=42" in b.url and "input_x_gradient" not in b.url
+    assert_own_view(a, 0, 7, 7)  # and A kept its own
+
+
+def test_an_upload_stays_in_its_session(browser, served_app, program):
+    """A model uploaded in session A is offered and explained in A only: B's model list
+    and view are unchanged, and A's link (which names the upload) opens the CNN in a new
+    session, not A's model."""
+    a, b = open_session(browser, served_app), open_session(browser, served_app)
+    shipped = model_options(b)
+    upload(a, program)
+    go_to(a, "Explain a digit", "True label 4")  # a run after the upload: the sidebar lists it
+    mine = [n for n in model_options(a) if n.startswith("yours: mine.pt2")]
+    assert len(mine) == 1
+    a.locator(f"{SIDEBAR} [data-testid='stSelectbox']").first.click()
+    a.get_by_role("option", name=mine[0]).click()
+    settled(a, "user model")  # the caption under the verdict: its arch is unknown
+    a.wait_for_url("**model=yours*", timeout=30_000)
+
+    assert model_options(b) == shipped
+    assert_own_view(b, 42, 4, 4)
+    assert "user model" not in b.locator("[data-testid='stMain']").inner_text()
+    c = open_session(browser, a.url)
+    settled(c, "cnn model")
+    assert model_options(c) == shipped
+
+
+def test_load_chooses_the_uploaded_model(browser, served_app, program):
+    """Pressing Load on Your model loads the file and chooses it, without an error."""
+    a = open_session(browser, served_app)
+    upload(a, program)
+    assert a.locator("[data-testid='stException']").count() == 0
+    settled(a, "is loaded and chosen in the sidebar")

@@ -51,15 +51,32 @@ convention = st.selectbox(
     help="auto tries [0, 1], MNIST-standardized and 0-255 on 1,000 test images and keeps "
     "the one with clearly the lowest loss.",
 )
-if upload is not None and st.button("Load", key="yours_load", type="primary"):
+
+
+def load(upload, arch: str | None, arch_kwargs: dict, convention: str) -> None:
+    """The Load button's callback. It runs before the page reruns, so it may choose the
+    model in the sidebar's box (setting a widget's key after the widget was drawn in the
+    same run is an error: StreamlitWidgetAlreadyInstantiatedError)."""
     try:
         name = state.add_upload(upload.name, upload.getvalue(), arch, arch_kwargs, convention)
     except MnistlensError as err:
-        st.error(str(err))  # this session only: nothing was added anywhere
-        st.stop()
+        st.session_state["yours_error"] = str(err)  # this session only: nothing was added
+        return
     st.session_state["yours_loaded"] = name
-    st.session_state["model"] = name  # the sidebar shows it from the next run
-    st.rerun()
+    st.session_state["model"] = name
+
+
+if upload is not None:
+    st.button(
+        "Load",
+        key="yours_load",
+        type="primary",
+        on_click=load,
+        args=(upload, arch, arch_kwargs, convention),
+    )
+if error := st.session_state.pop("yours_error", None):
+    st.error(error)
+    st.stop()
 
 name = st.session_state.get("yours_loaded")
 if name is None:

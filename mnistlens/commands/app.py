@@ -23,19 +23,15 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 def run(args: argparse.Namespace) -> None:
     import os
-    import sys
 
+    from ..app_server import streamlit_command
     from ..checkpoint import app_path
     from ..errors import MnistlensError
 
     script = app_path()
     if not script.is_file():
         raise MnistlensError(f"the app is missing from this installation ({script}); reinstall")
-    command = [sys.executable, "-m", "streamlit", "run", str(script)]
-    if args.port:
-        command += ["--server.port", str(args.port)]
-    if args.headless:
-        command += ["--server.headless", "true"]
-    command += [a for a in args.streamlit_args if a != "--"]
+    options = [a for a in args.streamlit_args if a != "--"]
+    command = streamlit_command(script, port=args.port, headless=args.headless, options=options)
     # Become streamlit (same process): Ctrl-C and signals reach the server directly.
-    os.execv(sys.executable, command)
+    os.execv(command[0], command)

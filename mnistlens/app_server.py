@@ -1,0 +1,136 @@
+"""Start the explorer app (Streamlit) as a child process: the command, and a served app.
+
+`mnistlens app` replaces itself with `streamlit_command()`; tests and benchmarks use
+`serve_app()`, which starts the server on a free local port, waits until Streamlit
+answers its health check, yields the URL and stops the server however the block ends.
+
+    >>> with serve_app() as url:  # "http://127.0.0.1:PORT/"
+    ...     ...  # open url in a browser
+
+Torch-free at import time (the command line imports it too); no Streamlit import.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import MnistlensError
+
+HOST = "127.0.0.1"
+
+
+def streamlit_command(
+    script: str | Path | None = None,
+    *,
+    port: int | None = None,
+    headless: bool = False,
+    options: Sequence[str] = (),
+) -> list[str]:
+    """The command that serves `script` (default: the explorer, `checkpoint.app_path()`).
+
+    port: None keeps Streamlit's default (8501); headless: do not open a browser;
+    options: further Streamlit options, e.g. ["--server.address", "127.0.0.1"].
+    """
+    if script is None:
+        from .checkpoint import app_path  # imports torch: only when needed
+
+        script = app_path()
+    command = [sys.executable, "-m", "streamlit", "run", str(script)]
+    if port:
+        command += ["--server.port", str(port)]
+    if headless:
+        command += ["--server.headless", "true"]
+    return command + list(options)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_app(
+    script: str | Path | None = None,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[str]:
+    """Serve `script` (default: the explorer) on 127.0.0.1 while the block runs.
+
+    port: None picks a free one; env: variables added to this process's environment
+    for the server; timeout: seconds to wait for /_stcore/health to answer "ok".
+    Yields the URL, "http://127.0.0.1:PORT/". Raises MnistlensError if the server
+    exits or does not answer in time (with the end of its output).
+
+    The server runs in its own process group (start_new_session), and only that group
+    is signalled on exit: a test run or a benchmark never kills anything it did not
+    start (cf. the CI fix in 2555c71, where `kill 0` took the whole shell down).
+    """
+    port = port or free_port()
+    url = f"http://{HOST}:{port}/"
+    options = ["--server.address", HOST, "--browser.gatherUsageStats", "false"]
+    command = streamlit_command(script, port=port, headless=True, options=options)
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            _wait_healthy(url, process, log, timeout)
+            yield url
+        finally:
+            _stop(process)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise MnistlensError(
+                f"the app server exited with code {process.returncode}: {_tail(log)}"
+            )
+        try:
+            with urllib.request.urlopen(url + "_stcore/health", timeout=2) as answer:
+                if answer.read().strip() == b"ok":
+                    return
+        except OSError:  # not listening yet (URLError is an OSError)
+            pass
+        time.sleep(0.2)
+    raise MnistlensError(f"the app server did not answer within {timeout:.0f} s: {_tail(log)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 30 s; reaps the server."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)  # the group's id is the server's pid (own session)
+        except ProcessLookupError:  # the group is gone already
+            break
+        try:
+            process.wait(timeout=30)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
+
+
+def _tail(log, chars: int = 1500) -> str:
+    log.seek(0)
+    text = log.read().decode(errors="replace").strip()
+    return text[-chars:] or "(no output)"
