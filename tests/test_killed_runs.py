@@ -171,9 +171,9 @@ def test_train_killed_while_loading_and_training(tmp_path, old_checkpoint):
     time.sleep(2.5)
     code = kill(process)
     assert code in (0, -signal.SIGKILL)
-    assert assert_old_or_new_checkpoint(old_checkpoint, old_bytes) == (
-        "new" if code == 0 else "old"
-    )
+    found = assert_old_or_new_checkpoint(old_checkpoint, old_bytes)  # never anything else
+    if code == 0:  # it finished before the kill (killed after the rename, it may be new too)
+        assert found == "new"
     assert_leftovers_are_temporaries(old_checkpoint.parent, "linear.pt")
 
 
