@@ -268,6 +268,24 @@ def data_checksums(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
     return sums
 
 
+def gaussian_blur(images: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """A Gaussian blur of a batch, as torchvision's `gaussian_blur` computes it (reflect
+    padding, normalized kernel), without importing torchvision (~1 s): the blur baseline
+    and feature visualization use it. (N, C, H, W) -> (N, C, H, W); kernel_size odd."""
+    if kernel_size < 1 or kernel_size % 2 == 0 or sigma <= 0:
+        raise MnistlensError(
+            f"blur needs an odd kernel_size >= 1 and sigma > 0, got {kernel_size}, {sigma}"
+        )
+    half = (kernel_size - 1) / 2
+    x = torch.linspace(-half, half, kernel_size, dtype=images.dtype)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(images.shape[1], 1, kernel_size, kernel_size)
+    pad = kernel_size // 2
+    padded = torch.nn.functional.pad(images, [pad, pad, pad, pad], mode="reflect")
+    return torch.nn.functional.conv2d(padded, kernel, groups=images.shape[1])
+
+
 def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
     """Turn any grayscale digit picture into an MNIST-style image, as MNIST was made.
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.transforms.functional import gaussian_blur
 
 from .activations import capture
+from .data import gaussian_blur
 from .errors import MnistlensError
 from .models import evaluating, get_layer
 
@@ -106,7 +106,7 @@ def maximize(
                 optimizer.step()
                 if blur_every and (step + 1) % blur_every == 0:
                     with torch.no_grad():
-                        blurred = gaussian_blur(torch.sigmoid(logits), [3, 3], [0.5, 0.5])
+                        blurred = gaussian_blur(torch.sigmoid(logits), 3, 0.5)
                         logits.copy_(torch.logit(blurred.clamp(1e-4, 1 - 1e-4)))
                 history.append(value.item())
     return torch.sigmoid(logits).detach()[0], history

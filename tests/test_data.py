@@ -230,3 +230,20 @@ def test_explain_path_never_imports_torchvision(tmp_path):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {"after_import": [], "code": 0, "torchvision": False}
     assert (tmp_path / "x.png").is_file()
+
+
+@pytest.mark.parametrize("kernel_size, sigma", [(13, 4.0), (3, 0.5), (5, 1.3)])
+def test_gaussian_blur_equals_torchvisions(kernel_size, sigma):
+    """Our blur (no torchvision import on the explain path) is torchvision's, within
+    float tolerance, on real digits; a bad kernel is refused."""
+    from torchvision.transforms.functional import gaussian_blur as theirs
+
+    from mnistlens.data import gaussian_blur, load_mnist
+
+    images = load_mnist("test")[0][:16]
+    expected = theirs(images, [kernel_size, kernel_size], [sigma, sigma])
+    torch.testing.assert_close(
+        gaussian_blur(images, kernel_size, sigma), expected, atol=1e-6, rtol=0
+    )
+    with pytest.raises(MnistlensError, match="odd kernel_size"):
+        gaussian_blur(images, 4, sigma)

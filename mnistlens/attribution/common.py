@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import check_images
+from ..data import check_images, gaussian_blur
 from ..errors import MnistlensError
 from ..metrics import predict_logits
 from ..models import evaluating
@@ -189,10 +189,7 @@ def make_baseline(
     if kind == "mean":
         return mean_image(data_dir).to(images.dtype).expand_as(images)
     if kind == "blur":
-        # Imported here: torchvision costs ~1 s, which only the blur baseline needs.
-        from torchvision.transforms.functional import gaussian_blur
-
-        return gaussian_blur(images, kernel_size=[13, 13], sigma=[4.0, 4.0])
+        return gaussian_blur(images, kernel_size=13, sigma=4.0)
     if kind == "noise":
         # Per image, like the random methods: drawn for a whole batch, an image's noise
         # would depend on its position in the chunk, so IG would integrate from another
