@@ -13,11 +13,18 @@ are computed on the first page that needs them and never again in this process.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import streamlit as st
 import torch
 
 from mnistlens import activations, attribution, explain, faithfulness, featureviz
+from mnistlens.checkpoint import atomic_write
+from mnistlens.data import default_data_dir
 from mnistlens.errors import MnistlensError
+from mnistlens.influence.cache import model_key
 from mnistlens.prepare import analyze
 
 # isort: split
@@ -78,13 +85,32 @@ def contrast(model_name: str, digit: str, _image: torch.Tensor, target: int, oth
     return explain.contrast_maps(model, _image[None], target, other)[0]
 
 
+def _verdict_file(model, method: str, layers: int | None) -> Path:
+    """Where a sanity check's result is kept between server runs: keyed by the model's
+    weights (SHA-256), the method, the layers, the images and the rule."""
+    key = f"{model_key(model)}|{method}|{layers}|{SANITY_IMAGES}|{faithfulness.SANITY_RULE}"
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return default_data_dir() / "verdicts" / f"{name}.json"
+
+
 @st.cache_data(show_spinner="Sanity check: re-initializing the layers ...")
 def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
     """The model-randomization check of one method on the first test images, and its
     verdict by `faithfulness.SANITY_RULE`: {"verdict", "layer", "correlation", "cascade"}.
     layers=1 stops after the top layer, all the verdict needs (the Explain page); the
-    Trust page shows the whole cascade (layers=None)."""
+    Trust page shows the whole cascade (layers=None).
+
+    Also kept on disk (JSON, beside the user's MNIST cache): integrated gradients' check
+    is a second of a fresh server's first page, and the answer depends only on the
+    weights. An unreadable or unwritable file only costs the computation."""
     model, _ = get_model(model_name)
+    path = _verdict_file(model, method, layers)
+    try:
+        kept = json.loads(path.read_text())
+        if set(kept) == {"verdict", "layer", "correlation", "cascade"}:
+            return kept
+    except (OSError, ValueError):
+        pass
     images, _ = get_test_set()
     try:
         cascade = faithfulness.randomization_check(
@@ -99,12 +125,17 @@ def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
             "why": str(err),
         }
     top = next(iter(cascade))
-    return {
+    result = {
         "verdict": faithfulness.sanity_verdict(cascade),
         "layer": top,
         "correlation": cascade[top],
         "cascade": cascade,
     }
+    try:
+        atomic_write(path, lambda f: f.write(json.dumps(result).encode()))
+    except MnistlensError:  # a read-only cache: computed again next time
+        pass
+    return result
 
 
 @st.cache_data(show_spinner="Averaging maps over the test set ...")

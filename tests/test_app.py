@@ -265,3 +265,29 @@ def test_two_sessions_never_share_a_model_object():
     assert calls["b"] > 0 and calls["a"] == 0
     a.run()  # A's own view is unchanged by B's choice
     assert a.number_input(key="index").value == 42 and a.metric[0].value == "predicted 4"
+
+
+def test_sanity_verdicts_are_kept_on_disk_between_server_runs(tmp_path, monkeypatch):
+    """The Explain page's verdicts are written as JSON under the user's cache, and a new
+    process (here: Streamlit's caches cleared) reads them instead of recomputing: with
+    one verdict doctored to "fail" on disk, that method is no longer a default one."""
+    import json
+
+    import streamlit as st
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    st.cache_data.clear()
+    open_app()
+    files = sorted((tmp_path / "mnistlens" / "verdicts").glob("*.json"))
+    kept = [json.loads(f.read_text()) for f in files]
+    assert len(kept) >= 3 and {k["verdict"] for k in kept} == {"pass"}
+    for path, verdict in zip(files, kept, strict=True):
+        if verdict["correlation"] < 0.3:  # doctor one (saliency's or Grad-CAM's)
+            path.write_text(json.dumps({**verdict, "verdict": "fail", "correlation": 0.99}))
+            break
+    st.cache_data.clear()
+    at = open_app()
+    assert len(at.multiselect(key="methods").value) == 2  # was 3: the "fail" is read
+    shown = [c.value for c in at.caption if c.value.startswith("sanity:")]
+    assert len(shown) == 2 and all("**pass**" in c for c in shown), shown
+    st.cache_data.clear()  # later tests compute their own verdicts again
