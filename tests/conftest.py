@@ -29,6 +29,28 @@ def shipped():
     return {name: load_model(CHECKPOINTS / f"{name}.pt") for name in REQUIRED_ACCURACY}
 
 
+@pytest.fixture
+def fresh_python(tmp_path):
+    """Run a Python script in a fresh interpreter (in tmp_path; what it imports is its
+    own) and return the JSON object its last printed line holds."""
+    import json
+    import subprocess
+    import sys
+
+    def run(script: str, timeout: float = 600) -> dict:
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def cnn(shipped):
     """The shipped CNN, in eval mode."""

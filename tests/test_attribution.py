@@ -128,13 +128,16 @@ def test_grad_cam_default_layer_beats_random_and_the_raw_conv(cnn, test_set):
     """On 100 test images (every 100th), Grad-CAM at its default layer deletes the
     class clearly faster than a random ranking, and than Grad-CAM on the raw conv3
     output (before batch norm and ReLU), which explains nothing (issue 9)."""
-    from mnistlens.faithfulness import score_maps
+    from mnistlens.faithfulness import random_reference, score_maps
 
     images = test_set[0][::100]
     target = predict_logits(cnn, images).argmax(dim=1)
-    default = score_maps(cnn, images, A.grad_cam(cnn, images, target), target)
-    raw = score_maps(cnn, images, A.grad_cam(cnn, images, target, layer="conv3"), target)
-    better = score_maps(cnn, images, A.grad_cam_x_input(cnn, images, target), target)
+    ref = random_reference(cnn, images, target)  # the same random ranking for all three
+    default = score_maps(cnn, images, A.grad_cam(cnn, images, target), target, reference=ref)
+    conv3 = A.grad_cam(cnn, images, target, layer="conv3")
+    raw = score_maps(cnn, images, conv3, target, reference=ref)
+    cam_x_input = A.grad_cam_x_input(cnn, images, target)
+    better = score_maps(cnn, images, cam_x_input, target, reference=ref)
     summary = default.summary()
     assert summary["deletion_auc"] < summary["random_deletion_auc"] - 0.1
     assert summary["deletion_auc"] < raw.summary()["deletion_auc"] - 0.1

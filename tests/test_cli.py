@@ -123,17 +123,9 @@ print(json.dumps({{"codes": codes, "loaded": [m for m in {HEAVY!r} if m in sys.m
 """
 
 
-def test_help_and_usage_errors_do_not_import_torch(tmp_path):
+def test_help_and_usage_errors_do_not_import_torch(fresh_python):
     """--help, COMMAND --help and argument errors answer without loading the library."""
-    result = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_SCRIPT],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = fresh_python(NO_TORCH_SCRIPT, timeout=120)
     assert out["codes"] == [0] * (1 + len(cli.COMMANDS)) + [2, 2, 2]
     assert out["loaded"] == []
 

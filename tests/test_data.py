@@ -212,22 +212,10 @@ print(json.dumps({"after_import": after_import, "code": code,
 """
 
 
-def test_explain_path_never_imports_torchvision(tmp_path):
+def test_explain_path_never_imports_torchvision(tmp_path, fresh_python):
     """Loading MNIST and `mnistlens explain --index 42` run without importing torchvision;
     importing the library and reading the data do not import Captum either."""
-    import json
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-c", NO_TORCHVISION_SCRIPT],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = fresh_python(NO_TORCHVISION_SCRIPT)
     assert out == {"after_import": [], "code": 0, "torchvision": False}
     assert (tmp_path / "x.png").is_file()
 

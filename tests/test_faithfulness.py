@@ -118,8 +118,9 @@ def test_negative_control_an_inverted_map_fails_the_measures(cnn, batch):
     (least important first), must do worse than random on deletion."""
     images, target = batch
     maps = A.integrated_gradients(cnn, images, target, n_steps=16)
-    good = F.score_maps(cnn, images, maps, target).summary()
-    bad = F.score_maps(cnn, images, -maps, target).summary()
+    ref = F.random_reference(cnn, images, target)
+    good = F.score_maps(cnn, images, maps, target, reference=ref).summary()
+    bad = F.score_maps(cnn, images, -maps, target, reference=ref).summary()
     assert good["deletion_auc"] < good["random_deletion_auc"]
     assert bad["deletion_auc"] > bad["random_deletion_auc"]
     assert bad["insertion_auc"] < bad["random_insertion_auc"]
