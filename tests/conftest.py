@@ -8,6 +8,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Tests read the real MNIST files beside the project unless told otherwise.
 os.environ.setdefault("MNISTLENS_DATA", str(ROOT.parent / "shared" / "data" / "mnist"))
+# Under pytest-xdist each worker is one process per core: one torch thread each, or the
+# workers' threads fight over the cores (torch's threads slow down far more than
+# twofold under contention). Set before any test imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 CHECKPOINTS = ROOT / "checkpoints"
 # The accuracy each shipped checkpoint must reach on the full 10k test set.
 REQUIRED_ACCURACY = {"linear": 0.920, "mlp": 0.980, "cnn": 0.993}

@@ -19,7 +19,7 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -151,6 +151,27 @@ def read_cache(path: Path, fmt: str, key: str) -> dict | None:
         distrust(path, "made for other weights, layer or data")
     else:
         return payload
+    return None
+
+
+def lookup(place: Place, fmt: str, kind: str, name: str, key: str, problem, make):
+    """A cached result of a training-set pass: from memory, else from its file on disk if
+    `problem(payload, labels)` finds nothing wrong (then `make(payload, labels, path)`
+    builds it and it is kept in memory); None when it must be built. A bad file is
+    reported (`distrust`) and rebuilt by the caller."""
+    found = memory_get(key)
+    if found is not None:
+        return replace(found, source="memory")
+    path = place.path(kind, name, key)
+    payload = read_cache(path, fmt, key)
+    if payload is not None:
+        labels = place.train()[1]
+        trouble = problem(payload, labels)
+        if trouble is None:
+            made = make(payload, labels, path)
+            memory_put(key, made)
+            return made
+        distrust(path, trouble)
     return None
 
 

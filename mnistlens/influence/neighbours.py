@@ -9,7 +9,6 @@ in one pass per model (`passes.build`) and cached; a query is one matrix product
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import NamedTuple
 
 import torch
@@ -62,19 +61,19 @@ def training_index(
     place = cache.Place.of(data_dir, train_subset, cache_dir)
     weights = cache.model_key(model)
     key = place.key(cache.INDEX_FORMAT, weights, layer)
-    found = cache.memory_get(key)
+    found = cache.lookup(
+        place,
+        cache.INDEX_FORMAT,
+        "index",
+        layer,
+        key,
+        cache.index_problem,
+        lambda payload, labels, path: TrainingIndex(
+            payload["features"], labels, layer, weights, key, "disk", path
+        ),
+    )
     if found is not None:
-        return replace(found, source="memory")
-    path = place.path("index", layer, key)
-    payload = cache.read_cache(path, cache.INDEX_FORMAT, key)
-    if payload is not None:
-        labels = place.train()[1]
-        problem = cache.index_problem(payload, labels)
-        if problem is None:
-            index = TrainingIndex(payload["features"], labels, layer, weights, key, "disk", path)
-            cache.memory_put(key, index)
-            return index
-        cache.distrust(path, problem)
+        return found
     passes.check_index_size(model, layer, place.size)
     index, _ = passes.build(model, weights, layer, place, progress)
     return index

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import NamedTuple
 
 import torch
@@ -182,18 +181,17 @@ def _factors(
     """The TracIn training-set factors of one set of weights: memory, disk, or a pass
     (which, `with_index`, also builds the default nearest-neighbour index)."""
     key = place.key(cache.TRACIN_FORMAT, weights, head)
-    found = cache.memory_get(key)
+    found = cache.lookup(
+        place,
+        cache.TRACIN_FORMAT,
+        "tracin",
+        head,
+        key,
+        cache.factors_problem,
+        lambda payload, labels, path: Factors(payload["inputs"], payload["errors"], key, "disk"),
+    )
     if found is not None:
-        return replace(found, source="memory")
-    path = place.path("tracin", head, key)
-    payload = cache.read_cache(path, cache.TRACIN_FORMAT, key)
-    if payload is not None:
-        problem = cache.factors_problem(payload, place.train()[1])
-        if problem is None:
-            factors = Factors(payload["inputs"], payload["errors"], key, "disk")
-            cache.memory_put(key, factors)
-            return factors
-        cache.distrust(path, problem)
+        return found
     layer = passes.index_layer(model, None) if with_index else None
     if layer is not None and passes.index_bytes(model, layer, place.size) > passes.MAX_INDEX_BYTES:
         layer = None
