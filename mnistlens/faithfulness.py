@@ -195,29 +195,22 @@ def _areas(
     target: torch.Tensor,
     prefix: str,
     steps: int,
+    batch_size: int,
     keep_curves: bool,
 ) -> dict[str, torch.Tensor]:
-    """Deletion and insertion areas (and curves if kept) of one ranking, named
-    `{prefix}{mode}_auc` / `{prefix}{mode}_curve`: -> {name: (N,) or (N, S + 1)}."""
-    out = {}
-    for mode in MODES:
-        curve = perturbation_curve(model, images, maps, target, mode, steps)
-        out[f"{prefix}{mode}_auc"] = area_under_curve(curve)
-        if keep_curves:
-            out[f"{prefix}{mode}_curve"] = curve
-    return out
-
-
-def _chunked_areas(model, images, target, rankings, prefix, steps, batch_size, keep_curves):
-    """`_areas` chunk by chunk (bounded memory); `rankings(start, x)` gives the maps of
-    the chunk starting at `start`. -> {name: tensor over all N images}."""
+    """Deletion and insertion areas (and curves if kept) of one ranking per image, in
+    chunks of `batch_size` (bounded memory), named `{prefix}{mode}_auc` /
+    `{prefix}{mode}_curve`: -> {name: (N,) or (N, S + 1)}."""
     columns: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(images), batch_size):
-        x, t = images[start : start + batch_size], target[start : start + batch_size]
-        for key, value in _areas(
-            model, x, rankings(start, x), t, prefix, steps, keep_curves
-        ).items():
-            columns.setdefault(key, []).append(value)
+        chunk = slice(start, start + batch_size)
+        for mode in MODES:
+            curve = perturbation_curve(
+                model, images[chunk], maps[chunk], target[chunk], mode, steps
+            )
+            columns.setdefault(f"{prefix}{mode}_auc", []).append(area_under_curve(curve))
+            if keep_curves:
+                columns.setdefault(f"{prefix}{mode}_curve", []).append(curve)
     return {key: torch.cat(parts) for key, parts in columns.items()}
 
 
@@ -239,16 +232,8 @@ def random_reference(
     to `score_maps(..., reference=...)` for each method (a third of the scoring time).
     """
     images = A.check_images(images)
-    return _chunked_areas(
-        model,
-        images,
-        target,
-        lambda start, x: random_maps(x, seed),
-        "random_",
-        steps,
-        batch_size,
-        keep_curves,
-    )
+    rankings = random_maps(images, seed)  # seeded per image: the same in any chunk
+    return _areas(model, images, rankings, target, "random_", steps, batch_size, keep_curves)
 
 
 def score_maps(
@@ -295,16 +280,7 @@ def score_maps(
         )
     if keep_curves and "random_deletion_curve" not in reference:
         raise MnistlensError("keep_curves needs a reference computed with keep_curves=True")
-    values = _chunked_areas(
-        model,
-        images,
-        target,
-        lambda start, x: maps[start : start + len(x)],
-        "",
-        steps,
-        batch_size,
-        keep_curves,
-    )
+    values = _areas(model, images, maps, target, "", steps, batch_size, keep_curves)
     values.update({k: v for k, v in reference.items() if keep_curves or k.endswith("_auc")})
     if method is not None:
         errors = [
