@@ -268,7 +268,8 @@ def train(
     left as it was.
     """
     config.validate()
-    images, labels = load_mnist("train", data_dir)
+    all_images, all_labels = load_mnist("train", data_dir)
+    images, labels = all_images, all_labels
     if config.train_subset is not None:
         images, labels = images[: config.train_subset], labels[: config.train_subset]
     if config.shuffle_labels:  # a fixed permutation, seeded apart from the training draws
@@ -294,8 +295,8 @@ def train(
     report = evaluate(model, test_images, test_labels)
     # Accuracy on the first training images, unaugmented: with the test accuracy, the
     # train-test gap that `compare` reports, without a pass over them at compare time.
-    seen = load_mnist("train", data_dir)
-    train_report = evaluate(model, seen[0][:TRAIN_ACCURACY_IMAGES], seen[1][:TRAIN_ACCURACY_IMAGES])
+    n = TRAIN_ACCURACY_IMAGES
+    train_report = evaluate(model, all_images[:n], all_labels[:n])  # the true labels
     metadata = {
         "test_accuracy": report["accuracy"],
         "train_accuracy": train_report["accuracy"],
