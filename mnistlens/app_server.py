@@ -13,6 +13,7 @@ Torch-free at import time (the command line imports it too); no Streamlit import
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,17 @@ from pathlib import Path
 from .errors import MnistlensError
 
 HOST = "127.0.0.1"
+# For the page tests and bench_app.py: Debian's chromium, driven by Playwright (its own
+# browser download does not work offline), with what a headless run in a container needs.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def streamlit_command(

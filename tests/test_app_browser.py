@@ -1,16 +1,14 @@
 """The explorer served by Streamlit and opened in headless Chromium, as a person would."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from mnistlens.app_server import serve_app
+from mnistlens.app_server import CHROMIUM, CHROMIUM_ARGS, serve_app
 from mnistlens.errors import MnistlensError
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api")
 # Skipped on a machine without chromium, never in CI (.ci/run installs it).
 pytestmark = pytest.mark.skipif(
@@ -52,14 +50,7 @@ def browser():
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         yield browser
         browser.close()
