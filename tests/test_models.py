@@ -104,3 +104,29 @@ def test_evaluating_restores_each_submodule_and_parameter():
         assert not any(p.requires_grad for p in wrapper.parameters())
     assert wrapper.training and not inner.training
     assert not inner.fc1.weight.requires_grad and inner.conv1.weight.requires_grad
+
+
+def test_predict_logits_equals_the_model_and_leaves_it_as_it_was(shipped, test_set):
+    """The channels-last, small-batch path gives the model's own scores (to float noise,
+    relative to their scale), the same predicted digits, and leaves the caller's model in
+    its mode with its weights' layout untouched; an empty batch gives (0, 10)."""
+    from mnistlens.metrics import predict_logits
+
+    images = test_set[0][:300]
+    for name in ("mlp", "cnn"):
+        model = shipped[name][0]
+        model.train()
+        try:
+            with torch.no_grad():
+                expected = torch.cat([model.eval()(x) for x in images.split(100)])
+            model.train()
+            got = predict_logits(model, images)
+            assert model.training and all(m.training for m in model.modules())
+        finally:
+            model.eval()
+        assert all(p.is_contiguous() for p in model.parameters())
+        assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+        assert torch.equal(got.argmax(dim=1), expected.argmax(dim=1))
+        other_batches = predict_logits(model, images, batch_size=7)
+        assert (other_batches - got).abs().max() <= 1e-5 * got.abs().max()
+    assert predict_logits(shipped["cnn"][0], images[:0]).shape == (0, 10)
