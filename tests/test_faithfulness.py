@@ -15,6 +15,18 @@ def batch(test_set, cnn):
     return images, predict_logits(cnn, images).argmax(dim=1)
 
 
+@pytest.fixture(scope="module")
+def ig_maps(cnn, batch):
+    """IG maps (16 steps) of the 100 digits: the faithful method several tests score."""
+    return A.integrated_gradients(cnn, *batch, n_steps=16)
+
+
+@pytest.fixture(scope="module")
+def reference(cnn, batch):
+    """The seeded random ranking's areas for the 100 digits: what every map must beat."""
+    return F.random_reference(cnn, *batch)
+
+
 def test_curves_start_and_end_where_they_must(cnn, batch):
     images, target = batch
     maps = A.saliency(cnn, images)
@@ -30,22 +42,28 @@ def test_curves_start_and_end_where_they_must(cnn, batch):
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient", "occlusion"])
-def test_faithful_methods_beat_a_random_ranking(cnn, batch, method):
+def test_faithful_methods_beat_a_random_ranking(cnn, batch, ig_maps, reference, method):
     """Deleting what the map ranks first hurts the class far more than deleting at random;
-    inserting it first restores the class far sooner."""
+    inserting it first restores the class far sooner (areas per image, mean of 100)."""
     images, target = batch
-    options = {"integrated_gradients": {"n_steps": 16}, "occlusion": {"stride": 4}}
-    maps = A.attribute(method, cnn, images, target, **options.get(method, {}))
-    shuffled = F.random_maps(images)
-    auc = {
-        (mode, name): F.area_under_curve(F.perturbation_curve(cnn, images, m, target, mode))
-        .mean()
-        .item()
-        for mode in ("deletion", "insertion")
-        for name, m in (("map", maps), ("random", shuffled))
-    }
-    assert auc["deletion", "map"] < 0.7 * auc["deletion", "random"]
-    assert auc["insertion", "map"] > auc["insertion", "random"] + 0.1
+    if method == "integrated_gradients":
+        maps = ig_maps
+    else:
+        maps = A.attribute(
+            method, cnn, images, target, **({"stride": 4} if method == "occlusion" else {})
+        )
+    scores = F.score_maps(cnn, images, maps, target, reference=reference).summary()
+    assert scores["deletion_auc"] < 0.7 * scores["random_deletion_auc"]
+    assert scores["insertion_auc"] > scores["random_insertion_auc"] + 0.1
+
+
+def test_random_reference_is_the_area_of_random_maps(cnn, batch, reference):
+    """The shared reference is exactly the curve areas of `random_maps` (checked on 10)."""
+    images, target = batch
+    shuffled = F.random_maps(images[:10])
+    for mode in ("deletion", "insertion"):
+        curve = F.perturbation_curve(cnn, images[:10], shuffled, target[:10], mode)
+        torch.testing.assert_close(reference[f"random_{mode}_auc"][:10], F.area_under_curve(curve))
 
 
 def test_completeness_error_separates_ig_from_saliency(cnn, batch):
@@ -113,14 +131,12 @@ def test_score_maps_is_per_image_chunk_independent_and_matches_the_curves(cnn, b
     }
 
 
-def test_negative_control_an_inverted_map_fails_the_measures(cnn, batch):
+def test_negative_control_an_inverted_map_fails_the_measures(cnn, batch, ig_maps, reference):
     """A measure that cannot fail proves nothing: the same IG maps, ranked upside down
     (least important first), must do worse than random on deletion."""
     images, target = batch
-    maps = A.integrated_gradients(cnn, images, target, n_steps=16)
-    ref = F.random_reference(cnn, images, target)
-    good = F.score_maps(cnn, images, maps, target, reference=ref).summary()
-    bad = F.score_maps(cnn, images, -maps, target, reference=ref).summary()
+    good = F.score_maps(cnn, images, ig_maps, target, reference=reference).summary()
+    bad = F.score_maps(cnn, images, -ig_maps, target, reference=reference).summary()
     assert good["deletion_auc"] < good["random_deletion_auc"]
     assert bad["deletion_auc"] > bad["random_deletion_auc"]
     assert bad["insertion_auc"] < bad["random_insertion_auc"]
