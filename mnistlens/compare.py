@@ -29,6 +29,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from .errors import MnistlensError
 from .metrics import confusion_matrix, per_class_accuracy, predict_logits
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
@@ -141,19 +142,34 @@ def pair_summary(
     """Two models on the same images: (N,) predictions each, (N,) labels -> JSON-ready dict.
 
     `disagreements` counts images with different predicted labels (both may be wrong);
-    `a_only_right` / `b_only_right` are McNemar's discordant counts, and `mcnemar_p` the
-    exact two-sided p-value that the two are equally accurate.
+    `a_only_right` / `b_only_right` are McNemar's discordant counts (and
+    `*_indices` the images themselves, for `only_right`), and `mcnemar_p` the exact
+    two-sided p-value that the two are equally accurate.
     """
     right_a, right_b = pred_a == labels, pred_b == labels
-    a_only, b_only = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    a_only = (right_a & ~right_b).nonzero()[:, 0].tolist()
+    b_only = (right_b & ~right_a).nonzero()[:, 0].tolist()
     return {
         "a": a,
         "b": b,
         "disagreements": int((pred_a != pred_b).sum()),
-        "a_only_right": a_only,
-        "b_only_right": b_only,
-        "mcnemar_p": mcnemar_p(a_only, b_only),
+        "a_only_right": len(a_only),
+        "b_only_right": len(b_only),
+        "mcnemar_p": mcnemar_p(len(a_only), len(b_only)),
+        "a_only_right_indices": a_only,
+        "b_only_right_indices": b_only,
     }
+
+
+def only_right(report: dict, right: str, wrong: str) -> list[int]:
+    """The images model `right` gets right and model `wrong` gets wrong, read from a
+    `compare_models` report (whichever order the pair is in): -> sorted indices."""
+    for pair in report["pairs"]:
+        if (pair["a"], pair["b"]) == (right, wrong):
+            return pair["a_only_right_indices"]
+        if (pair["a"], pair["b"]) == (wrong, right):
+            return pair["b_only_right_indices"]
+    raise MnistlensError(f"the report compares no pair {right!r} and {wrong!r}")
 
 
 def disagreement_scores(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

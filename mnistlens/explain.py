@@ -194,18 +194,24 @@ def where_b_beats_a(
     labels: torch.Tensor,
     method: str = "integrated_gradients",
     examples: int = 6,
+    indices: torch.Tensor | list[int] | None = None,
     **options,
 ) -> dict:
     """What B looks at that A misses: on the images B gets right and A gets wrong, both
     models' maps for the true class.
 
+    `indices`: those images, if already known (`compare.only_right(report, b, a)` reads
+    them from a comparison, saving two passes over the images); else found here.
+
     -> {"indices": (K,) the images, "mean_a", "mean_b": (28, 28) mean maps,
     "examples_a", "examples_b": (min(K, examples), 28, 28) maps of the first images}.
     """
     images = A.check_images(images)
-    right_a = predict_logits(model_a, images).argmax(dim=1) == labels
-    right_b = predict_logits(model_b, images).argmax(dim=1) == labels
-    indices = (right_b & ~right_a).nonzero()[:, 0]
+    if indices is None:
+        right_a = predict_logits(model_a, images).argmax(dim=1) == labels
+        right_b = predict_logits(model_b, images).argmax(dim=1) == labels
+        indices = (right_b & ~right_a).nonzero()[:, 0]
+    indices = torch.as_tensor(indices, dtype=torch.int64)
     if len(indices) == 0:
         raise MnistlensError("model B gets no image right that model A gets wrong here")
     x, y = images[indices], labels[indices]

@@ -175,13 +175,19 @@ def test_pairs_recomputed_from_predictions(report, predictions, test_set):
     for pair in report["pairs"]:
         pa, pb = predictions[pair["a"]].tolist(), predictions[pair["b"]].tolist()
         rows = list(zip(pa, pb, labels.tolist(), strict=True))
-        a_only = sum(1 for x, y, t in rows if x == t and y != t)
-        b_only = sum(1 for x, y, t in rows if y == t and x != t)
+        a_only = [i for i, (x, y, t) in enumerate(rows) if x == t and y != t]
+        b_only = [i for i, (x, y, t) in enumerate(rows) if y == t and x != t]
+        assert pair["a_only_right_indices"] == a_only and pair["b_only_right_indices"] == b_only
+        assert compare.only_right(report, pair["a"], pair["b"]) == a_only
+        assert compare.only_right(report, pair["b"], pair["a"]) == b_only
+        a_only, b_only = len(a_only), len(b_only)
         assert pair["a_only_right"] == a_only and pair["b_only_right"] == b_only
         assert pair["disagreements"] == sum(1 for x, y, _ in rows if x != y)
         assert pair["mcnemar_p"] == pytest.approx(_binomial_two_sided(a_only, b_only), rel=1e-9)
     mlp_cnn = report["pairs"][2]
     assert mlp_cnn["b_only_right"] > mlp_cnn["a_only_right"] and mlp_cnn["mcnemar_p"] < 0.001
+    with pytest.raises(compare.MnistlensError, match="no pair 'cnn' and 'lenet'"):
+        compare.only_right(report, "cnn", "lenet")
 
 
 # ---------------------------------------------------------------- disagreements

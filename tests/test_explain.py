@@ -189,6 +189,9 @@ def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
         found["examples_b"], A.saliency(cnn, images[first], labels[first])[:, 0]
     )
     assert found["mean_a"].shape == found["mean_b"].shape == (28, 28)
+    given = where_b_beats_a(linear, cnn, images, labels, "saliency", 4, found["indices"].tolist())
+    for key in ("indices", "mean_a", "examples_b"):
+        torch.testing.assert_close(given[key], found[key])
     fig = plots.plot_pair_maps(found, images, "linear", "cnn", "saliency")
     assert len(fig.axes) >= 10
     with pytest.raises(MnistlensError, match="gets no image right"):

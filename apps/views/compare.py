@@ -57,8 +57,11 @@ def pair_maps(names: tuple[str, ...], a: str, b: str) -> dict | None:
     image right that A gets wrong."""
     images, labels = state.get_test_set()
     loaded = models(names)
+    indices = compare.only_right(report(names), b, a)  # known from the comparison
     try:
-        return explain.where_b_beats_a(loaded[a][0], loaded[b][0], images, labels, n_steps=32)
+        return explain.where_b_beats_a(
+            loaded[a][0], loaded[b][0], images, labels, n_steps=32, indices=indices
+        )
     except MnistlensError:
         return None
 

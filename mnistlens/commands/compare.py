@@ -137,11 +137,14 @@ def pair_figure(
 ) -> str:
     """Both models' IG maps on the images B gets right and A wrong
     (`explain.where_b_beats_a`), saved in `folder`; -> its path."""
+    from ..compare import only_right
     from ..explain import where_b_beats_a
     from ..plots import plot_pair_maps, save_figure
 
     a, b = pair
-    found = where_b_beats_a(models[a][0], models[b][0], images, labels, n_steps=32)
+    found = where_b_beats_a(
+        models[a][0], models[b][0], images, labels, n_steps=32, indices=only_right(report, b, a)
+    )
     report["pair_maps"] = {
         "a": a,
         "b": b,
