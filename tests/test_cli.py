@@ -641,17 +641,20 @@ def test_users_model_errors_are_one_line(run, tmp_path, user_model, monkeypatch)
 # ---------------------------------------------------------------- series and compare
 
 
-def test_compare_three_shipped_models(run, tmp_path, shipped, test_set):
-    """Accuracies equal evaluate's; McNemar's counts recomputed here; the listed
-    disagreements really are images the models label differently; plots written."""
+def test_compare_three_shipped_models(run, tmp_path, shipped, test_set, small_mnist):
+    """On the first 1,000 test images (--data-dir): accuracies equal evaluate's;
+    McNemar's counts recomputed here; the listed disagreements really are images the
+    models label differently; plots written."""
     from math import comb
 
     from mnistlens.metrics import evaluate, predict_logits
 
-    result = run("compare", "--models", "linear.pt,mlp.pt,cnn.pt", "--json", "--out", tmp_path)
+    models = ["--models", "linear.pt,mlp.pt,cnn.pt", "--data-dir", small_mnist]
+    result = run("compare", *models, "--json", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    images, labels = test_set
+    images, labels = test_set[0][:1000], test_set[1][:1000]
+    assert report["n_images"] == 1000
     predictions = {}
     for row in report["models"]:
         model = shipped[row["name"]][0]
@@ -685,22 +688,23 @@ def test_compare_errors_are_one_line(run, tmp_path, monkeypatch):
     assert_clean_error(run("compare", "--models", "linear.pt,mlp.pt", "--maps"), "--out DIR")
 
 
-def test_compare_pair_and_digit_maps(run, tmp_path, shipped, test_set):
-    """--pair A,B --maps: the pair's figure is drawn from exactly the images B gets right
-    and A wrong, and the per-digit maps of both models are written."""
+def test_compare_pair_and_digit_maps(run, tmp_path, shipped, test_set, small_mnist):
+    """--pair A,B --maps (first 1,000 test images): the pair's figure is drawn from
+    exactly the images B gets right and A wrong, and the per-digit maps of both models
+    are written."""
     from mnistlens.metrics import predict_logits
 
     result = run(
         "compare", "--models", "linear.pt,mlp.pt", "--pair", "linear,mlp", "--maps", "--json",
-        "--out", tmp_path,
+        "--out", tmp_path, "--data-dir", small_mnist,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    images, labels = test_set
+    images, labels = test_set[0][:1000], test_set[1][:1000]
     right = {n: predict_logits(shipped[n][0], images).argmax(dim=1) == labels for n in shipped}
     expected = (right["mlp"] & ~right["linear"]).nonzero()[:, 0].tolist()
     assert report["pair_maps"]["a"] == "linear" and report["pair_maps"]["b"] == "mlp"
-    assert report["pair_maps"]["indices"] == expected and report["pair_maps"]["n_images"] > 100
+    assert report["pair_maps"]["indices"] == expected and report["pair_maps"]["n_images"] > 10
     assert _is_png(report["plots"]["pair_maps"]) and _is_png(report["plots"]["digit_maps"])
 
 
