@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import MnistlensError
-from .models import evaluating, get_layer
+from .models import evaluating, for_inference, get_layer
 from .prepare import analyze
 
 
@@ -59,23 +59,27 @@ def layer_activations(
     model: nn.Module,
     images: torch.Tensor,
     layer: str,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Outputs of `layer` for every image, in eval mode: (N, 1, 28, 28) -> (N, ...).
 
-    E.g. (N, 32, 28, 28) for a conv layer, (N, 128) for a linear one.
+    E.g. (N, 32, 28, 28) for a conv layer, (N, 128) for a linear one. Run as
+    `models.for_inference` says (fast copy, rows per pass) unless batch_size is given.
     """
+    get_layer(model, layer)  # an unknown name fails here, naming the model's layers
+    fast, rows = for_inference(model)
+    rows = batch_size or rows
     chunks = []
-    with evaluating(model), capture(model, layer) as acts:
+    with evaluating(fast), capture(fast, layer) as acts:
         for start in tqdm(
-            range(0, len(images), batch_size),
+            range(0, len(images), rows),
             desc=f"activations {layer}",
             disable=not progress,
             unit="batch",
         ):
-            model(images[start : start + batch_size])
-            chunks.append(acts[layer])
+            fast(images[start : start + rows])
+            chunks.append(acts[layer].contiguous())  # the copy's channels-last -> default
     return torch.cat(chunks)
 
 

@@ -5,14 +5,11 @@ Small pure functions on tensors; plotting lives in `plots.py`.
 
 from __future__ import annotations
 
-import copy
-import itertools
-
 import torch
 from torch import nn
 
 from .errors import MnistlensError
-from .models import evaluating
+from .models import evaluating, for_inference
 
 
 @torch.no_grad()  # not inference_mode: callers may use the scores in later autograd code
@@ -21,33 +18,15 @@ def predict_logits(
 ) -> torch.Tensor:
     """Scores of `model` in eval mode (its mode is restored): (N, 1, 28, 28) -> (N, C).
 
-    A model with convolutions (4-D weights) runs as a channels-last copy in batches of 64:
-    on a CPU that layout is the convolutions' fastest, and a batch whose activations fit
-    in the cache beats one big batch (the shipped CNN on the 10k test images, one core:
-    7.0 s with batches of 1000 -> 2.0 s; `benchmarks/bench_predict.py`). The copy leaves
-    the caller's model untouched. Any other model runs as it is, 1000 rows at a time.
+    Run as `models.for_inference` says: a model with convolutions as a channels-last
+    copy, 64 rows a pass (the shipped CNN on the 10k test images, one core: 7.0 s with
+    batches of 1000 -> 2.0 s; `benchmarks/bench_predict.py`). batch_size overrides.
     """
-    fast = _channels_last_copy(model)
-    batch_size = batch_size or (1000 if fast is model else 64)
+    fast, rows = for_inference(model)
+    rows = batch_size or rows
     with evaluating(fast):
-        chunks = [
-            fast(images[i : i + batch_size].contiguous(memory_format=torch.channels_last))
-            if images.dim() == 4
-            else fast(images[i : i + batch_size])
-            for i in range(0, len(images), batch_size)
-        ]
+        chunks = [fast(images[i : i + rows]) for i in range(0, len(images), rows)]
     return torch.cat(chunks) if chunks else torch.empty(0, 10)
-
-
-def _channels_last_copy(model: nn.Module) -> nn.Module:
-    """A channels-last copy of `model` if it has a 4-D weight (a convolution), else `model`."""
-    if not any(t.dim() == 4 for t in itertools.chain(model.parameters(), model.buffers())):
-        return model
-    try:
-        fast = copy.deepcopy(model)
-    except Exception:  # a module that cannot be copied still predicts, only slower
-        return model
-    return fast.to(memory_format=torch.channels_last)
 
 
 def check_labels(labels: torch.Tensor, n: int = 10, name: str = "labels") -> torch.Tensor:

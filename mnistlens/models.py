@@ -18,6 +18,8 @@ backprop override the gradient of ReLU *modules*.
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
@@ -207,3 +209,26 @@ def evaluating(model: nn.Module, freeze: bool = False) -> Iterator[nn.Module]:
             m.training = flag
         for p, flag in grads:
             p.requires_grad_(flag)
+
+
+# Rows per forward pass for the fast copy below: a batch whose activations fit in the
+# CPU's cache beats one big batch by 2-4x for the CNNs (benchmarks/bench_predict.py).
+FAST_ROWS = 64
+
+
+def for_inference(model: nn.Module) -> tuple[nn.Module, int]:
+    """The fastest way to run `model` forward on a CPU: -> (module, rows per pass).
+
+    A model with convolutions (a 4-D weight) gets a channels-last copy (the layout CPU
+    convolutions run fastest in; the caller's model is untouched) and FAST_ROWS rows per
+    pass; layer names are kept, so hooks by name work on the copy. Any other model (or
+    one that cannot be copied) is returned as it is, with 1000 rows per pass.
+    """
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    if not any(t.dim() == 4 for t in tensors):
+        return model, 1000
+    try:
+        fast = copy.deepcopy(model)
+    except Exception:  # a module that cannot be copied still runs, only slower
+        return model, 1000
+    return fast.to(memory_format=torch.channels_last), FAST_ROWS

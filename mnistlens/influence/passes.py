@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..activations import capture, layer_activations
 from ..errors import MnistlensError
-from ..models import evaluating, get_layer
+from ..models import evaluating, for_inference, get_layer
 from ..prepare import analyze
 from . import cache
 
@@ -103,7 +103,7 @@ def training_pass(
     layer: str | None,
     head: str | None,
     progress: bool,
-    batch_size: int = 500,
+    batch_size: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """One pass in eval mode: -> (`layer` outputs (M, D) or None, `head` inputs (M, H)
     or None, logits (M, C)). `activations.capture` rather than `layer_activations`, to
@@ -111,15 +111,17 @@ def training_pass(
     outputs = [layer] if layer not in (None, PIXELS) else []
     inputs = [head] if head is not None else []
     features, head_inputs, logits = [], [], []
-    with evaluating(model), capture(model, outputs) as out, capture(model, inputs, "input") as inp:
+    fast, rows = for_inference(model)  # fast copy: the CNN's 60k images 3x sooner
+    rows = batch_size or rows
+    with evaluating(fast), capture(fast, outputs) as out, capture(fast, inputs, "input") as inp:
         for start in tqdm(
-            range(0, len(images), batch_size),
+            range(0, len(images), rows),
             desc="training images",
             disable=not progress,
             unit="batch",
         ):
-            batch = images[start : start + batch_size]
-            logits.append(model(batch).float())
+            batch = images[start : start + rows]
+            logits.append(fast(batch).float())
             if head is not None:
                 head_inputs.append(inp[head].flatten(1).float())  # (B, H)
             if layer == PIXELS:
