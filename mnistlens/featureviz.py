@@ -14,6 +14,8 @@ of general tools on 28 x 28 grayscale. Three regularizers turn it into strokes:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -38,6 +40,30 @@ def _jitter(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tens
     padded = torch.nn.functional.pad(x, (max_shift,) * 4)
     top, left = max_shift + dy, max_shift + dx
     return padded[:, :, top : top + 28, left : left + 28]
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) on one tensor, as torch.optim.Adam computes it with
+    betas (0.9, 0.999) and eps 1e-8. Why not torch.optim.Adam itself: its first use in
+    a process imports torch._dynamo (~1.9 s), which the app's Inside page paid for its
+    first picture."""
+
+    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.mean = torch.zeros_like(param)  # first moment of the gradient
+        self.square = torch.zeros_like(param)  # second moment
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from param.grad, which is then cleared."""
+        (b1, b2), grad = self.betas, self.param.grad
+        self.steps += 1
+        self.mean.lerp_(grad, 1 - b1)
+        self.square.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denominator = (self.square.sqrt() / math.sqrt(1 - b2**self.steps)).add_(self.eps)
+        self.param.addcdiv_(self.mean, denominator, value=-self.lr / (1 - b1**self.steps))
+        self.param.grad = None
 
 
 def maximize(
@@ -74,7 +100,7 @@ def maximize(
     """
     gen = torch.Generator().manual_seed(seed)
     logits = (torch.randn(1, 1, 28, 28, generator=gen) * 0.5 - 3.0).requires_grad_(True)
-    optimizer = torch.optim.Adam([logits], lr=lr)
+    optimizer = Adam(logits, lr=lr)
     history: list[float] = []
     with evaluating(model, freeze=True):
         # A ReLU's output is 0 with zero gradient wherever the unit is off, so ascent
@@ -101,7 +127,6 @@ def maximize(
                 value = objective(_jitter(image, jitter, gen))
                 penalty = tv_weight * total_variation(image)[0] * 28 * 27 * 2 / 2
                 penalty = penalty + ink_weight * image.sum()
-                optimizer.zero_grad()
                 (penalty - value).backward()
                 optimizer.step()
                 if blur_every and (step + 1) % blur_every == 0:

@@ -216,6 +216,25 @@ def test_unit_maximization_raises_the_unit(shipped):
         maximize(model, 999, "relu_fc1", steps=2)
 
 
+def test_featureviz_adam_steps_like_torch_adam():
+    """The hand-written Adam (no torch._dynamo import) follows torch.optim.Adam's
+    trajectory on a bumpy function, to float noise relative to the values."""
+    from mnistlens.featureviz import Adam
+
+    start = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    ours, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+    mine, reference = Adam(ours, lr=0.05), torch.optim.Adam([theirs], lr=0.05)
+    for _ in range(50):
+        for x in (ours, theirs):
+            (x.sin() * x + 0.1 * x**4).sum().backward()
+        mine.step()
+        reference.step()
+        reference.zero_grad()
+        assert ours.grad is None
+    assert not torch.equal(ours, start)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6 * float(theirs.abs().max()))
+
+
 def test_total_variation_of_flat_image_is_zero():
     assert total_variation(torch.full((1, 1, 28, 28), 0.3)) == 0
     stripes = torch.zeros(1, 1, 28, 28)
