@@ -10,10 +10,14 @@ from mnistlens.errors import MnistlensError
 
 ROOT = Path(__file__).resolve().parent.parent
 sync_api = pytest.importorskip("playwright.sync_api")
-# Skipped on a machine without chromium, never in CI (.ci/run installs it).
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs Debian chromium"
-)
+# Skipped on a machine without chromium, never in CI (.ci/run installs it). One worker
+# runs the module under pytest-xdist (--dist loadgroup): one server, one Chromium.
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs Debian chromium"
+    ),
+    pytest.mark.xdist_group("browser"),
+]
 # The script run is over: this Streamlit marks it on the app's root element.
 IDLE = (
     "() => document.querySelector('[data-testid=\"stApp\"]')"
@@ -45,8 +49,9 @@ def test_serve_app_serves_while_the_block_runs(tmp_path):
             pass
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for the module (each test opens its own pages and contexts)."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -58,10 +63,13 @@ def browser():
 
 @pytest.fixture()
 def page(browser, served_app):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    """A fresh context (its own Streamlit session) on the explorer's first page."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
     page.goto(served_app)
     page.get_by_text("predicted 4").first.wait_for(timeout=120_000)
-    return page
+    yield page
+    context.close()
 
 
 def settled(page, text: str) -> None:
