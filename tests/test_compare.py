@@ -10,10 +10,6 @@ from matplotlib.figure import Figure
 from mnistlens import compare, compare_plots, metrics, plots
 from mnistlens.data import load_mnist
 
-# One worker runs this module under pytest-xdist (--dist loadgroup): its module
-# fixtures are computed once, not once per worker.
-pytestmark = pytest.mark.xdist_group("compare")
-
 N_TRAIN = 2000  # training images for the train-test gap: enough to test, cheap to run
 
 

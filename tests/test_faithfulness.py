@@ -8,10 +8,6 @@ from mnistlens import attribution as A
 from mnistlens import faithfulness as F
 from mnistlens.metrics import predict_logits
 
-# One worker runs this module under pytest-xdist (--dist loadgroup): its module
-# fixtures are computed once, not once per worker.
-pytestmark = pytest.mark.xdist_group("faithfulness")
-
 
 @pytest.fixture(scope="module")
 def batch(test_set, cnn):

@@ -20,10 +20,6 @@ from mnistlens.formats import load_any
 
 from conftest import CHECKPOINTS, WritesAFile
 
-# One worker runs this module under pytest-xdist (--dist loadgroup): its module
-# fixtures are computed once, not once per worker.
-pytestmark = pytest.mark.xdist_group("formats")
-
 # PyTorch's examples/mnist `Net` (main.py), as a user has it in their own file; it was
 # trained on normalized pixels. Plus a flat-input MLP, and a class that needs an argument.
 USER_SOURCE = '''
