@@ -240,12 +240,15 @@ def test_two_sessions_keep_their_own_view(browser, served_app):
 
 
 def test_an_upload_stays_in_its_session(browser, served_app, program):
-    """A model uploaded in session A is offered and explained in A only: B's model list
-    and view are unchanged, and A's link (which names the upload) opens the CNN in a new
-    session, not A's model."""
+    """Pressing Load on Your model loads the file and chooses it, without an error. The
+    model is offered and explained in session A only: B's model list and view are
+    unchanged, and A's link (which names the upload) opens the CNN in a new session,
+    not A's model."""
     a, b = open_session(browser, served_app), open_session(browser, served_app)
     shipped = model_options(b)
     upload(a, program)
+    assert a.locator("[data-testid='stException']").count() == 0
+    settled(a, "is loaded and chosen in the sidebar")
     go_to(a, "Explain a digit", "True label 4")  # a run after the upload: the sidebar lists it
     mine = [n for n in model_options(a) if n.startswith("yours: mine.pt2")]
     assert len(mine) == 1
@@ -260,11 +263,3 @@ def test_an_upload_stays_in_its_session(browser, served_app, program):
     c = open_session(browser, a.url)
     settled(c, "cnn model")
     assert model_options(c) == shipped
-
-
-def test_load_chooses_the_uploaded_model(browser, served_app, program):
-    """Pressing Load on Your model loads the file and chooses it, without an error."""
-    a = open_session(browser, served_app)
-    upload(a, program)
-    assert a.locator("[data-testid='stException']").count() == 0
-    settled(a, "is loaded and chosen in the sidebar")
