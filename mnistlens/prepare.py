@@ -141,22 +141,27 @@ class ModelInfo:
     def functional_relus(self) -> list[str]:
         return [layer.name for layer in self.layers if layer.kind == "relu" and layer.functional]
 
+    def block_output(self, conv: int) -> str | None:
+        """The module whose output is the rectified feature maps of the conv block that
+        starts at self.layers[conv]: the first ReLU module after the conv (before the
+        next conv, linear or flatten), else the conv itself; None if neither is a module
+        (a hook needs one; `with_relu_modules` makes ReLU modules)."""
+        for after in self.layers[conv + 1 :]:
+            if after.kind in ("conv", "linear", "flatten"):
+                break
+            if after.kind == "relu" and not after.functional:
+                return after.name
+        layer = self.layers[conv]
+        return None if layer.functional else layer.name
+
     def stage_outputs(self) -> dict[str, str]:
-        """Each conv layer -> the module whose output is that stage's feature maps:
-        the first ReLU module after it (before the next conv, linear or flatten), the
-        maps as the next stage sees them; the conv itself where there is none."""
-        out = {}
-        for i, layer in enumerate(self.layers):
-            if layer.kind != "conv" or layer.functional:
-                continue
-            out[layer.name] = layer.name
-            for after in self.layers[i + 1 :]:
-                if after.kind in ("conv", "linear", "flatten"):
-                    break
-                if after.kind == "relu" and not after.functional:
-                    out[layer.name] = after.name
-                    break
-        return out
+        """Each conv layer (a module) -> its block's output (`block_output`): the maps
+        as the next stage sees them."""
+        return {
+            layer.name: self.block_output(i)
+            for i, layer in enumerate(self.layers)
+            if layer.kind == "conv" and not layer.functional
+        }
 
     @property
     def cam_layer(self) -> str | None:
@@ -169,16 +174,7 @@ class ModelInfo:
         whose last conv block has no module to hook (`with_relu_modules` makes one).
         """
         convs = [i for i, layer in enumerate(self.layers) if layer.kind == "conv"]
-        if not convs:
-            return None
-        last = self.layers[convs[-1]]
-        best = None if last.functional else last.name  # a hook needs a module
-        for layer in self.layers[convs[-1] + 1 :]:
-            if layer.kind in ("linear", "flatten"):
-                break
-            if layer.kind == "relu" and not layer.functional:
-                best = layer.name
-        return best
+        return self.block_output(convs[-1]) if convs else None
 
 
 def _module_kind(module: nn.Module) -> str:

@@ -66,6 +66,21 @@ def test_shipped_cnn_layers_in_execution_order(cnn):
     assert shapes["head"] == (10,)
 
 
+def test_block_outputs_are_the_rectified_maps_of_each_stage(cnn, example):
+    """Each conv's block ends at its ReLU module (the shipped CNN: relu1-3), Grad-CAM's
+    layer is the last block's, and where the ReLU is functional the block falls back
+    to the conv itself (a hook needs a module), before and after the rewrite."""
+    info = P.analyze(cnn)
+    assert info.stage_outputs() == {"conv1": "relu1", "conv2": "relu2", "conv3": "relu3"}
+    assert info.cam_layer == info.stage_outputs()["conv3"]
+    functional = P.analyze(example)
+    convs = [i for i, layer in enumerate(functional.layers) if layer.kind == "conv"]
+    assert [functional.block_output(i) for i in convs] == ["conv1", "conv2"]
+    assert functional.stage_outputs() == {"conv1": "conv1", "conv2": "conv2"}
+    rewritten = P.analyze(P.with_relu_modules(example))
+    assert list(rewritten.stage_outputs().values()) == rewritten.hidden_layers[:2]
+
+
 def test_functional_layers_are_seen_and_rewritten_into_modules(example):
     info = P.analyze(example)
     assert [(layer.kind, layer.functional) for layer in info.layers if layer.kind == "relu"] == [
