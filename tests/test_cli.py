@@ -388,6 +388,18 @@ def test_explain_all_writes_the_library_maps(run, tmp_path, shipped, test_set):
     expected = attribution.saliency(shipped["linear"][0], test_set[0][some])[:, 0].numpy()
     assert np.abs(maps[some]).sum(axis=(1, 2)).min() > 0
     np.testing.assert_allclose(maps[some], expected, rtol=1e-5, atol=1e-7)
+    # Run again: the maps are kept unless --force says otherwise.
+    before = out.stat().st_mtime_ns
+    assert_clean_error(
+        run("explain", "--model", "linear.pt", "--all", "--method", "saliency", "--out", out),
+        "exists; pass --force",
+    )
+    assert out.stat().st_mtime_ns == before
+    again = run(
+        "explain", "--model", "linear.pt", "--all", "--method", "saliency", "--out", out, "--force"
+    )
+    assert again.returncode == 0, again.stderr
+    np.testing.assert_array_equal(np.load(out), maps)
 
 
 @pytest.mark.parametrize(

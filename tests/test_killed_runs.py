@@ -5,7 +5,7 @@
 the output is being written, just before and just after it is renamed into place.
 Afterwards the output path holds the previous file, untouched, or the complete new one;
 whatever else is left in the folder is a hidden `.NAME.*.tmp` temporary that nothing
-would take for output.
+would take for output, and that the next write of the same output removes.
 
 "Just before/after the rename" is made exact, not timed: the process runs through a
 small wrapper that pauses inside `os.replace` for the output path (a slow disk, in
@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 
 from mnistlens import attribution as A
 from mnistlens import cli, load_model
+from mnistlens.checkpoint import OLD_TEMPORARY_SECONDS, atomic_write
 
 from conftest import CHECKPOINTS
 
@@ -214,7 +216,18 @@ def old_maps(tmp_path):
 
 
 def explain_args(out):
-    return ["explain", "--model", "linear.pt", "--all", "--method", "saliency", "--out", out]
+    """--force: an earlier .npy at `out` is to be replaced (without it the run refuses)."""
+    return [
+        "explain",
+        "--model",
+        "linear.pt",
+        "--all",
+        "--method",
+        "saliency",
+        "--out",
+        out,
+        "--force",
+    ]
 
 
 def assert_old_or_complete_maps(path, expected):
@@ -264,10 +277,176 @@ def test_explain_all_killed_while_computing_then_run_to_the_end(tmp_path, salien
     if code == -signal.SIGKILL:
         assert not out.exists() or assert_old_or_complete_maps(out, saliency_maps) == "new"
     assert_leftovers_are_temporaries(out.parent, "maps.npy")
-    for stray in temporaries(out.parent, "maps.npy"):
-        (out.parent / stray).unlink()
-    out.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)  # a stray temporary stays: the next run removes it
     finished = start(explain_args(out), tmp_path)
     assert finished.wait(timeout=TIMEOUT) == 0, (tmp_path / "logs" / "err.txt").read_text()
     assert assert_old_or_complete_maps(out, saliency_maps) == "new"
     assert temporaries(out.parent, "maps.npy") == []
+
+
+# ---------------------------------------------------------------- abandoned temporaries
+
+# atomic_write(argv[1]) that writes a little, says so in the marker file argv[2], then
+# hangs mid-write until it is killed.
+HANGING_WRITER = """
+import pathlib, sys, time
+from mnistlens.checkpoint import atomic_write
+
+def write(f):
+    f.write(b"partial")
+    f.flush()
+    pathlib.Path(sys.argv[2]).touch()
+    time.sleep(300)
+
+atomic_write(sys.argv[1], write)
+"""
+
+
+def hanging_writer(target, tmp_path):
+    """A process stopped in the middle of atomic_write(target): -> (process, the name of
+    its temporary). Its marker file goes in tmp_path, which must not be target's folder."""
+    marker = tmp_path / f"{target.name}.writing"
+    before = set(temporaries(target.parent, target.name))
+    process = subprocess.Popen([sys.executable, "-c", HANGING_WRITER, target, marker])
+    assert wait_for(process, marker.exists, poll=0.02), "the writer ended before writing"
+    [temporary] = set(temporaries(target.parent, target.name)) - before
+    assert re.fullmatch(rf"\.{re.escape(target.name)}\.[^.]+\.{process.pid}\.tmp", temporary)
+    return process, temporary
+
+
+def dead_pid():
+    """The id of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=TIMEOUT)
+    return process.pid
+
+
+def fake_temporary(folder, name, age=0.0, directory=False):
+    """A temporary named `name` in `folder`, last modified `age` seconds ago."""
+    path = folder / name
+    path.mkdir() if directory else path.write_bytes(b"partial")
+    os.utime(path, (time.time() - age,) * 2)
+    return name
+
+
+def test_a_write_removes_the_temporary_of_a_killed_write(tmp_path):
+    """SIGKILL mid-write leaves the temporary behind; the next write of the same target
+    removes it, and writes the output."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    target = folder / "maps.npy"
+    target.write_bytes(b"old")
+    writer, temporary = hanging_writer(target, tmp_path)
+    assert kill(writer) == -signal.SIGKILL
+    assert temporaries(folder, "maps.npy") == [temporary]  # the kill left it
+    assert target.read_bytes() == b"old"
+    atomic_write(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new"
+    assert temporaries(folder, "maps.npy") == []
+
+
+def test_a_write_keeps_the_temporary_of_a_living_writer(tmp_path):
+    """Another process still writing the same target keeps its temporary (it removes it
+    only once that process is gone)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    target = folder / "maps.npy"
+    writer, temporary = hanging_writer(target, tmp_path)
+    try:
+        atomic_write(target, lambda f: f.write(b"ours"))
+        assert temporaries(folder, "maps.npy") == [temporary]
+    finally:
+        kill(writer)
+    atomic_write(target, lambda f: f.write(b"again"))
+    assert temporaries(folder, "maps.npy") == []
+
+
+def test_a_write_keeps_the_temporary_of_a_concurrent_write_in_this_process(tmp_path):
+    """A thread of this very process, writing the same target, keeps its temporary and
+    renames it into place after our write."""
+    target = tmp_path / "maps.npy"
+    writing, finish = threading.Event(), threading.Event()
+
+    def slow(f):
+        f.write(b"thread")
+        writing.set()
+        finish.wait(TIMEOUT)
+
+    thread = threading.Thread(target=atomic_write, args=(target, slow))
+    thread.start()
+    try:
+        assert writing.wait(TIMEOUT)
+        [theirs] = temporaries(tmp_path, "maps.npy")
+        assert theirs.endswith(f".{os.getpid()}.tmp")
+        atomic_write(target, lambda f: f.write(b"main"))
+        assert target.read_bytes() == b"main"
+        assert temporaries(tmp_path, "maps.npy") == [theirs]
+    finally:
+        finish.set()
+        thread.join(TIMEOUT)
+    assert target.read_bytes() == b"thread"  # its rename still found its temporary
+    assert temporaries(tmp_path, "maps.npy") == []
+
+
+def test_another_users_writer_counts_as_alive(tmp_path, monkeypatch):
+    """os.kill(pid, 0) -> PermissionError: the process exists under another user, so
+    its temporary is kept; once it is gone, the temporary goes."""
+    target = tmp_path / "maps.npy"
+    theirs = fake_temporary(tmp_path, f".maps.npy.k3j_8x2a.{dead_pid()}.tmp")
+
+    def not_yours(pid, signal):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", not_yours)
+    atomic_write(target, lambda f: f.write(b"new"))
+    assert temporaries(tmp_path, "maps.npy") == [theirs]
+    monkeypatch.undo()
+    atomic_write(target, lambda f: f.write(b"new"))
+    assert temporaries(tmp_path, "maps.npy") == []
+
+
+def test_other_targets_temporaries_are_kept(tmp_path):
+    """Only the target's own temporaries are candidates, even when another target's
+    name starts with it (`maps.npy.1`) and its writer is dead."""
+    dead, old = dead_pid(), 2 * OLD_TEMPORARY_SECONDS
+    others = {
+        fake_temporary(tmp_path, f".other.npy.k3j_8x2a.{dead}.tmp", age=old),
+        fake_temporary(tmp_path, ".other.npy.k3j_8x2a.tmp", age=old),
+        fake_temporary(tmp_path, f".maps.npy.1.k3j_8x2a.{dead}.tmp", age=old),
+        fake_temporary(tmp_path, ".maps.npy.1.k3j_8x2a.tmp", age=old),
+        fake_temporary(tmp_path, f".xmaps.npy.k3j_8x2a.{dead}.tmp", age=old),
+        fake_temporary(tmp_path, f"maps.npy.k3j_8x2a.{dead}.tmp", age=old),  # not hidden
+    }
+    atomic_write(tmp_path / "maps.npy", lambda f: f.write(b"new"))
+    assert set(temporaries(tmp_path, "maps.npy")) == others
+    atomic_write(tmp_path / "maps.npy.1", lambda f: f.write(b"new"))  # its own go
+    assert set(temporaries(tmp_path, "maps.npy")) == others - {
+        f".maps.npy.1.k3j_8x2a.{dead}.tmp",
+        ".maps.npy.1.k3j_8x2a.tmp",
+    } | {"maps.npy.1"}
+
+
+def test_old_format_temporaries_go_only_when_old(tmp_path):
+    """A temporary without a pid (written before pids were recorded) is removed once
+    untouched for longer than the limit; a fresher one may still be being written."""
+    stale = fake_temporary(tmp_path, ".maps.npy.k3j_8x2a.tmp", age=OLD_TEMPORARY_SECONDS + 60)
+    fresh = fake_temporary(tmp_path, ".maps.npy.p0q_9zzb.tmp", age=OLD_TEMPORARY_SECONDS - 60)
+    atomic_write(tmp_path / "maps.npy", lambda f: f.write(b"new"))
+    assert temporaries(tmp_path, "maps.npy") == [fresh]
+    assert stale not in temporaries(tmp_path, "maps.npy")
+
+
+def test_odd_names_are_kept_and_failures_to_remove_ignored(tmp_path):
+    """Names that do not parse stay; a temporary that cannot be removed (here a folder)
+    does not make the write fail."""
+    dead, old = dead_pid(), 2 * OLD_TEMPORARY_SECONDS
+    kept = {
+        fake_temporary(tmp_path, f".maps.npy.a.b.{dead}.tmp", age=old),
+        fake_temporary(tmp_path, f".maps.npy.k3j_8x2a.{dead}x.tmp", age=old),
+        fake_temporary(tmp_path, f".maps.npy.{dead}.tmp.bak", age=old),
+        fake_temporary(tmp_path, ".maps.npy..tmp", age=old),
+        fake_temporary(tmp_path, f".maps.npy.k3j_8x2a.{dead}.tmp", age=old, directory=True),
+    }
+    atomic_write(tmp_path / "maps.npy", lambda f: f.write(b"new"))
+    assert (tmp_path / "maps.npy").read_bytes() == b"new"
+    assert set(temporaries(tmp_path, "maps.npy")) == kept

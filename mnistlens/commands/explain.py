@@ -67,6 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     )
     p.add_argument("--shared-scale", action="store_true", help="one colour scale for all maps")
     p.add_argument("--out", help="PNG to write (default explain_<index>.png); .npy with --all")
+    p.add_argument(
+        "--force", action="store_true", help="with --all: overwrite the .npy if it exists"
+    )
     add_json_option(p)
     p.set_defaults(run=run)
 
@@ -90,6 +93,11 @@ def _explain_all(model, args: argparse.Namespace) -> None:
     out = Path(args.out or f"{name}_maps.npy")
     if out.suffix != ".npy":
         raise MnistlensError(f"--all writes a .npy file; got --out {out}")
+    # The whole test set's maps can take minutes to hours (IG): never lose them silently.
+    if out.exists() and not args.force:
+        raise MnistlensError(
+            f"{out} exists; pass --force to overwrite it (or choose another --out)"
+        )
     images, _ = load_mnist("test", args.data_dir)
     maps = attribution.attribute(
         name, model, images, args.target, progress=True, **_method_options(name, args)
