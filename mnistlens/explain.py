@@ -203,8 +203,11 @@ def where_b_beats_a(
     `indices`: those images, if already known (`compare.only_right(report, b, a)` reads
     them from a comparison, saving two passes over the images); else found here.
 
-    -> {"indices": (K,) the images, "mean_a", "mean_b": (28, 28) mean maps,
-    "examples_a", "examples_b": (min(K, examples), 28, 28) maps of the first images}.
+    -> {"indices": (K,) the images, "mean_a", "mean_b": (28, 28) mean maps over all K,
+    "digits": (D,) the true digits present among them, sorted, "digit_counts": (D,) how
+    many images of each, "digit_means_a", "digit_means_b": (D, 28, 28) mean map per
+    digit, "examples_a", "examples_b": (min(K, examples), 28, 28) maps of the first
+    images}.
     """
     images = A.check_images(images)
     if indices is None:
@@ -217,10 +220,24 @@ def where_b_beats_a(
     x, y = images[indices], labels[indices]
     maps_a = A.attribute(method, model_a, x, y, **options)[:, 0]  # (K, 28, 28)
     maps_b = A.attribute(method, model_b, x, y, **options)[:, 0]
+    # The images are of mixed digits, so the mean over all of them averages unrelated
+    # strokes away; a mean per true digit keeps each digit's shape. `which` (K,) is each
+    # image's position in `digits`, so one index_add sums every digit's maps at once.
+    digits, which, counts = torch.unique(y, sorted=True, return_inverse=True, return_counts=True)
+
+    def per_digit(maps: torch.Tensor) -> torch.Tensor:
+        """(K, 28, 28) -> (D, 28, 28): the mean map of each digit's images."""
+        sums = maps.new_zeros(len(digits), *maps.shape[1:]).index_add_(0, which, maps)
+        return sums / counts[:, None, None]
+
     return {
         "indices": indices,
         "mean_a": maps_a.mean(dim=0),
         "mean_b": maps_b.mean(dim=0),
+        "digits": digits,
+        "digit_counts": counts,
+        "digit_means_a": per_digit(maps_a),
+        "digit_means_b": per_digit(maps_b),
         "examples_a": maps_a[:examples],
         "examples_b": maps_b[:examples],
     }

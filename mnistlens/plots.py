@@ -211,29 +211,51 @@ def plot_pair_maps(
     found: dict, images: torch.Tensor, a: str, b: str, method: str = "integrated gradients"
 ) -> Figure:
     """What B looks at that A misses (`explain.where_b_beats_a`): for the images B gets
-    right and A wrong, the mean map of each model and a few examples, one colour scale
-    per row: rows A and B, columns mean then the examples."""
+    right and A wrong, rows A and B of each model's mean map per true digit
+    ("digit_means_a/b", (D, 28, 28)), then rows A and B of a few single images
+    ("examples_a/b", (k, 28, 28)) with the digit's outline. One colour scale per row."""
+    digits, counts = found["digits"].tolist(), found["digit_counts"].tolist()
     k = len(found["examples_a"])
-    fig = Figure(figsize=(2.0 * (k + 1) + 1, 4.6), layout="constrained")
-    axes = fig.subplots(2, k + 1, squeeze=False)
-    for row, (name, mean, examples) in enumerate(
-        ((a, found["mean_a"], found["examples_a"]), (b, found["mean_b"], found["examples_b"]))
-    ):
-        panels = torch.cat([mean[None], examples])  # (k + 1, 28, 28)
-        style = _map_style(panels, bool((panels < 0).any()))
-        for col in range(k + 1):
-            ax = axes[row, col]
-            ax.imshow(panels[col].numpy(), **style)
-            if col > 0:
-                _overlay_digit(ax, images[int(found["indices"][col - 1]), 0])
-                if row == 0:
-                    ax.set_title(f"#{int(found['indices'][col - 1])}", fontsize=9)
-            elif row == 0:
-                ax.set_title(f"mean of {len(found['indices'])}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[row, 0].set_ylabel(name, fontsize=10)
-    fig.suptitle(f"{method}: the images {b} gets right and {a} gets wrong, both models' maps")
+    # Examples below the means, not beside them: ten digits plus six examples would be
+    # a sixteen-panel strip of thumbnails.
+    blocks = [
+        (
+            [f"digit {d} (n={n})" for d, n in zip(digits, counts, strict=True)],
+            found["digit_means_a"],
+            found["digit_means_b"],
+        )
+    ]
+    if k:
+        titles = [f"#{i}" for i in found["indices"][:k].tolist()]
+        blocks.append((titles, found["examples_a"], found["examples_b"]))
+    columns = max(len(digits), k)
+    fig = Figure(figsize=(1.5 * columns + 1.6, 3.5 * len(blocks) + 0.5), layout="constrained")
+    axes = fig.subplots(2 * len(blocks), columns, squeeze=False)
+    for block, (titles, maps_a, maps_b) in enumerate(blocks):
+        for model, (name, maps) in enumerate(((a, maps_a), (b, maps_b))):
+            row = axes[2 * block + model]
+            maps = maps.detach().cpu()
+            # A scale per row, not per model: the per-digit means are fainter than single
+            # maps (the noise of one image cancels), so a shared scale would blank them.
+            style = _map_style(maps, bool((maps < 0).any()))
+            for col, ax in enumerate(row):
+                if col >= len(maps):
+                    ax.set_axis_off()
+                    continue
+                shown_map = ax.imshow(maps[col].numpy(), **style)
+                if block == 1:  # an example: one digit, so its outline means something
+                    _overlay_digit(ax, images[int(found["indices"][col]), 0])
+                if model == 0:
+                    ax.set_title(titles[col], fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            row[0].set_ylabel(name, fontsize=10)
+            fig.colorbar(shown_map, ax=row.tolist(), shrink=0.8, pad=0.01)
+    fig.suptitle(
+        f"{method}: the {len(found['indices'])} images {b} gets right and {a} gets wrong, "
+        "both models' maps for the true class\nmean map per true digit (n images), then "
+        "single images (#test index); one colour scale per row"
+    )
     return fig
 
 

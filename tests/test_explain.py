@@ -175,7 +175,7 @@ def test_16_bit_and_huge_pictures(cnn, test_set, tmp_path):
 
 def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
     """The images the CNN gets right and the linear model wrong, and both models' maps
-    of the true class there; the figure draws them."""
+    of the true class there; the figure draws a mean per digit and the examples."""
     from mnistlens.explain import where_b_beats_a
 
     images, labels = test_set[0][:500], test_set[1][:500]
@@ -190,9 +190,66 @@ def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
     )
     assert found["mean_a"].shape == found["mean_b"].shape == (28, 28)
     given = where_b_beats_a(linear, cnn, images, labels, "saliency", 4, found["indices"].tolist())
-    for key in ("indices", "mean_a", "examples_b"):
+    for key in ("indices", "mean_a", "examples_b", "digits", "digit_counts", "digit_means_b"):
         torch.testing.assert_close(given[key], found[key])
     fig = plots.plot_pair_maps(found, images, "linear", "cnn", "saliency")
-    assert len(fig.axes) >= 10
+    d = len(found["digits"])
+    assert len([ax for ax in fig.axes if ax.images]) == 2 * (d + 4)  # rows A, B
     with pytest.raises(MnistlensError, match="gets no image right"):
         where_b_beats_a(cnn, cnn, images, labels, "saliency")
+
+
+def test_where_b_beats_a_means_each_digit_over_exactly_its_images(shipped, test_set):
+    """Per true digit, the mean map over exactly that digit's images among the ones the
+    CNN gets right and the linear model wrong, recomputed here one digit at a time."""
+    from mnistlens.explain import where_b_beats_a
+
+    images, labels = test_set[0][:500], test_set[1][:500]
+    linear, cnn = shipped["linear"][0], shipped["cnn"][0]
+    found = where_b_beats_a(linear, cnn, images, labels, "saliency", examples=4)
+    indices, digits, counts = found["indices"], found["digits"], found["digit_counts"]
+    true = labels[indices]
+    assert len(digits) >= 3  # mixed digits, or the per-digit means prove nothing
+    assert digits.tolist() == sorted(set(true.tolist()))  # sorted, each present, no other
+    assert int(counts.sum()) == len(indices)
+    assert found["digit_means_a"].shape == found["digit_means_b"].shape == (len(digits), 28, 28)
+    for d, n, mean_a, mean_b in zip(
+        digits, counts, found["digit_means_a"], found["digit_means_b"], strict=True
+    ):
+        chosen = indices[true == d]
+        assert len(chosen) == n > 0
+        x, y = images[chosen], labels[chosen]
+        torch.testing.assert_close(mean_a, A.saliency(linear, x, y)[:, 0].mean(dim=0))
+        torch.testing.assert_close(mean_b, A.saliency(cnn, x, y)[:, 0].mean(dim=0))
+    # The overall mean is still there, and is the count-weighted mean of the digits' means.
+    weighted = (found["digit_means_b"] * counts[:, None, None]).sum(dim=0) / counts.sum()
+    torch.testing.assert_close(found["mean_b"], weighted)
+
+
+def test_pair_figure_wraps_ten_digits_and_six_examples(shipped, test_set):
+    """Ten digit means plus six examples: the means on rows A and B, the examples on a
+    second pair of rows (not a 16-panel strip), titled by digit and count or by index;
+    with no examples, only the means' rows."""
+    from mnistlens.explain import where_b_beats_a
+
+    images, labels = test_set
+    # Given indices: the first three images of every digit, so all ten digits appear.
+    indices = [int((labels == d).nonzero()[i, 0]) for d in range(10) for i in range(3)]
+    linear, mlp = shipped["linear"][0], shipped["mlp"][0]
+    found = where_b_beats_a(linear, mlp, images, labels, "saliency", 6, sorted(indices))
+    assert found["digits"].tolist() == list(range(10))
+    assert found["digit_counts"].tolist() == [3] * 10
+    fig = plots.plot_pair_maps(found, images, "linear", "mlp", "saliency")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 * (10 + 6)
+    rows = {ax.get_subplotspec().rowspan.start for ax in panels}
+    columns = {ax.get_subplotspec().colspan.start for ax in panels}
+    assert rows == {0, 1, 2, 3} and columns == set(range(10))
+    titles = [ax.get_title() for ax in panels if ax.get_title()]
+    assert titles[:10] == [f"digit {d} (n=3)" for d in range(10)]
+    assert titles[10:] == [f"#{i}" for i in sorted(indices)[:6]]
+    assert all(ax.collections for ax in panels[20:])  # the digit's outline on examples
+    assert "mean map per true digit" in fig.get_suptitle()
+    bare = where_b_beats_a(linear, mlp, images, labels, "saliency", 0, sorted(indices))
+    fig = plots.plot_pair_maps(bare, images, "linear", "mlp", "saliency")
+    assert len([ax for ax in fig.axes if ax.images]) == 2 * 10

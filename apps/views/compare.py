@@ -125,8 +125,9 @@ else:
     st.pyplot(pair_figure)
     st.caption(
         f"The {len(found['indices'])} test images {b} gets right and {a} gets wrong: both "
-        "models' integrated-gradients maps for the true class (red: pushes towards it), "
-        "the mean over all of them, then the first few."
+        "models' integrated-gradients maps for the true class (red: pushes towards it): "
+        "first the mean map of each true digit among them (n: how many), then a few "
+        "single images (#: the test image). Each row has its own colour scale."
     )
     charts.save_buttons(
         "compare_pair",
