@@ -1,6 +1,9 @@
 """Shared fixtures: real MNIST from ../shared/data/mnist and the shipped checkpoints."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ os.environ.setdefault("MNISTLENS_DATA", str(ROOT.parent / "shared" / "data" / "m
 # twofold under contention). Set before any test imports torch.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests never read or write the user's cache (~/.cache/mnistlens: sanity verdicts,
+# training indexes): each test process starts from an empty one, as on a fresh machine.
+_CACHE = tempfile.mkdtemp(prefix="mnistlens-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 CHECKPOINTS = ROOT / "checkpoints"
 # The accuracy each shipped checkpoint must reach on the full 10k test set.
 REQUIRED_ACCURACY = {"linear": 0.920, "mlp": 0.980, "cnn": 0.993}
