@@ -11,19 +11,21 @@ from mnistlens.metrics import predict_logits
 
 @pytest.fixture(scope="module")
 def batch(test_set, cnn):
-    images = test_set[0][:100]
+    """The first 50 test digits: the measured margins are as wide as on 100 (e.g. IG's
+    deletion area 0.14 against 0.35 allowed, the inverted maps' 0.83)."""
+    images = test_set[0][:50]
     return images, predict_logits(cnn, images).argmax(dim=1)
 
 
 @pytest.fixture(scope="module")
 def ig_maps(cnn, batch):
-    """IG maps (16 steps) of the 100 digits: the faithful method several tests score."""
+    """IG maps (16 steps) of the 50 digits: the faithful method several tests score."""
     return A.integrated_gradients(cnn, *batch, n_steps=16)
 
 
 @pytest.fixture(scope="module")
 def reference(cnn, batch):
-    """The seeded random ranking's areas for the 100 digits: what every map must beat."""
+    """The seeded random ranking's areas for the 50 digits: what every map must beat."""
     return F.random_reference(cnn, *batch)
 
 
@@ -34,7 +36,7 @@ def test_curves_start_and_end_where_they_must(cnn, batch):
     insertion = F.perturbation_curve(cnn, images, maps, target, "insertion", steps=10)
     probs = predict_logits(cnn, images).softmax(dim=1).gather(1, target[:, None])[:, 0]
     blank = predict_logits(cnn, torch.zeros_like(images)).softmax(dim=1).gather(1, target[:, None])
-    assert deletion.shape == insertion.shape == (100, 11)
+    assert deletion.shape == insertion.shape == (50, 11)
     torch.testing.assert_close(deletion[:, 0], probs)
     torch.testing.assert_close(insertion[:, -1], probs)
     torch.testing.assert_close(deletion[:, -1], blank[:, 0])
@@ -44,7 +46,7 @@ def test_curves_start_and_end_where_they_must(cnn, batch):
 @pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient", "occlusion"])
 def test_faithful_methods_beat_a_random_ranking(cnn, batch, ig_maps, reference, method):
     """Deleting what the map ranks first hurts the class far more than deleting at random;
-    inserting it first restores the class far sooner (areas per image, mean of 100)."""
+    inserting it first restores the class far sooner (areas per image, mean of 50)."""
     images, target = batch
     if method == "integrated_gradients":
         maps = ig_maps
