@@ -55,12 +55,17 @@ def smoothgrad(
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
         raise MnistlensError(f"smoothgrad noise must be a number >= 0, got {noise!r}")
     options = {**_BASE_DEFAULTS.get(spec.name, {}), **(base_options or {})}
+    from ..fastig import prepare_for_explanation
+
+    # n_samples gradients per image: on the fast copy (batch norm folded, channels-last;
+    # the same function) they cost a third less. Made once, for every image.
+    fast = prepare_for_explanation(model)
 
     def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         noisy = x.repeat(n_samples, 1, 1, 1)  # (S * n, 1, 28, 28), sample-major
         noisy = noisy + torch.randn_like(noisy) * noise * INPUT_RANGE
-        maps = spec.function(model, noisy, t.repeat(n_samples), **options)
+        maps = spec.function(fast, noisy, t.repeat(n_samples), **options)
         return maps.view(n_samples, *x.shape).mean(dim=0)  # (n, 1, 28, 28)
 
     return chunked(
