@@ -257,7 +257,10 @@ def gradient_shap(
         baselines = shap_baselines(data_dir)
     from captum.attr import GradientShap  # local: see the note on Captum at the top
 
-    method = GradientShap(model)
+    from ..fastig import prepare_for_explanation
+
+    # n_samples gradients per image, on the fast copy (the same function) as IG's.
+    method = GradientShap(prepare_for_explanation(model))
 
     def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return method.attribute(
