@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..fastig import prepare_for_explanation
 from ..prepare import with_relu_modules
 from .common import Target, chunked
 from .registry import register_method
@@ -12,6 +13,10 @@ from .registry import register_method
 # Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
 # (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
 # (issue 12). Only a method that runs needs it.
+#
+# Each method runs on `prepare_for_explanation(model)`: the same function with batch norm
+# folded into the convolutions and a channels-last layout, a third faster per gradient
+# for the CNN (made in ~6 ms). The targets are still resolved on the model as given.
 
 
 @register_method("saliency", "|d score / d pixel|: where a small change moves the score most")
@@ -26,7 +31,7 @@ def saliency(
     """|d score_target / d pixel| (Simonyan et al. 2013): (N, 1, 28, 28) -> (N, 1, 28, 28)."""
     from captum.attr import Saliency  # local: see the note on Captum at the top
 
-    method = Saliency(model)
+    method = Saliency(prepare_for_explanation(model))
     return chunked(
         lambda x, t: method.attribute(x, target=t, abs=True),
         model,
@@ -55,7 +60,7 @@ def input_x_gradient(
     """Pixel x gradient, signed (Shrikumar et al. 2016): (N, 1, 28, 28) -> (N, 1, 28, 28)."""
     from captum.attr import InputXGradient  # local: see the note on Captum at the top
 
-    method = InputXGradient(model)
+    method = InputXGradient(prepare_for_explanation(model))
     return chunked(
         lambda x, t: method.attribute(x, target=t),
         model,
@@ -89,7 +94,7 @@ def guided_backprop(
     from captum.attr import GuidedBackprop  # local: see the note on Captum at the top
 
     model = with_relu_modules(model)
-    method = GuidedBackprop(model)
+    method = GuidedBackprop(prepare_for_explanation(model))
     return chunked(
         lambda x, t: method.attribute(x, target=t),
         model,
