@@ -145,6 +145,21 @@ def test_grad_cam_default_layer_beats_random_and_the_raw_conv(cnn, test_set):
     assert better.summary()["deletion_auc"] < summary["deletion_auc"]
 
 
+def test_grad_cam_layer_by_module_or_name_is_the_same_and_the_model_is_left_alone(cnn, digits):
+    """A layer given as the model's module means the same layer as its name (the raw
+    conv3, not conv3 with batch norm folded in), no hook is left on the model, and a
+    module from another model is refused with the library's error, not Captum's."""
+    images, _ = digits
+    by_name = A.grad_cam(cnn, images, layer="conv3")
+    torch.testing.assert_close(A.grad_cam(cnn, images, layer=cnn.conv3), by_name)
+    # Were batch norm folded into conv3, hooking conv3 would give bn3's maps.
+    after_norm = A.grad_cam(cnn, images, layer="bn3")
+    assert (by_name - after_norm).abs().max() > 0.1 * after_norm.abs().max()
+    assert not any(m._forward_hooks for m in cnn.modules())
+    with pytest.raises(MnistlensError, match="not part of this model"):
+        A.grad_cam(cnn, images, layer=torch.nn.Conv2d(1, 1, 3))
+
+
 def test_grad_cam_refuses_a_model_without_conv(shipped, digits):
     with pytest.raises(MnistlensError, match="needs a convolutional layer"):
         A.grad_cam(shipped["mlp"][0], digits[0])

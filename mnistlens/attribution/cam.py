@@ -36,6 +36,11 @@ def _cam_model_and_layer(
         if info.traced and info.functional_relus:
             model = with_relu_modules(model)
         layer = default_cam_layer(model)
+    if not isinstance(layer, str) and not any(m is layer for m in model.modules()):
+        raise MnistlensError(
+            "grad_cam layer is a module that is not part of this model; give a layer name "
+            "(e.g. 'relu3') or one of the model's own modules"
+        )
     module = get_layer(model, layer) if isinstance(layer, str) else layer
     return model, module
 
