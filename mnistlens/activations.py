@@ -68,7 +68,7 @@ def layer_activations(
     `models.for_inference` says (fast copy, rows per pass) unless batch_size is given.
     """
     get_layer(model, layer)  # an unknown name fails here, naming the model's layers
-    fast, rows = for_inference(model)
+    fast, rows = for_inference(model, len(images))
     rows = batch_size or rows
     chunks = []
     with evaluating(fast), capture(fast, layer) as acts:

@@ -22,7 +22,7 @@ def predict_logits(
     copy, 64 rows a pass (the shipped CNN on the 10k test images, one core: 7.0 s with
     batches of 1000 -> 2.0 s; `benchmarks/bench_predict.py`). batch_size overrides.
     """
-    fast, rows = for_inference(model)
+    fast, rows = for_inference(model, len(images))
     rows = batch_size or rows
     with evaluating(fast):
         chunks = [fast(images[i : i + rows]) for i in range(0, len(images), rows)]

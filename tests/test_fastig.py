@@ -24,6 +24,7 @@ def test_folding_batchnorm_keeps_the_function(cnn, batch):
         torch.testing.assert_close(folded(images), cnn(images), atol=1e-4, rtol=1e-4)
     fast = prepare_for_explanation(cnn)
     assert not any(p.requires_grad for p in fast.parameters())
+    assert prepare_for_explanation(fast) is fast  # a prepared copy is not copied again
 
 
 def test_ig_fixed_equals_captum(cnn, batch):

@@ -130,3 +130,7 @@ def test_predict_logits_equals_the_model_and_leaves_it_as_it_was(shipped, test_s
         other_batches = predict_logits(model, images, batch_size=7)
         assert (other_batches - got).abs().max() <= 1e-5 * got.abs().max()
     assert predict_logits(shipped["cnn"][0], images[:0]).shape == (0, 10)
+    # A handful of images run on the model itself (copying costs more than it saves).
+    cnn = shipped["cnn"][0]
+    assert models.for_inference(cnn, 1)[0] is cnn
+    assert models.for_inference(cnn, models.COPY_FROM_ROWS)[0] is not cnn
