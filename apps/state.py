@@ -47,15 +47,21 @@ _UPLOADS: dict[str, tuple[nn.Module, dict]] = {}
 
 @st.cache_resource(show_spinner=False)
 def _load(name: str) -> tuple[nn.Module, dict]:
-    """A shipped checkpoint by name (or an uploaded model), loaded once per process; only
-    ever copied (`get_model`), never used itself."""
+    """A shipped checkpoint by file name, an uploaded model, or a series member by name
+    (the Compare page), loaded once per process; only ever copied (`get_model`), never
+    used itself."""
+    from mnistlens import series  # only the Compare page names series members
+
     if name in _UPLOADS:
         return _UPLOADS[name]
+    if name in series.list_series():
+        return series.load_series(only=[name])[name]
     return load_model(name)
 
 
 def get_model(name: str) -> tuple[nn.Module, dict]:
-    """The model by name (a shipped checkpoint or an upload): this session's own copy.
+    """The model by name (a shipped checkpoint, an upload or a series member): this
+    session's own copy.
 
     Not one object for all sessions: Streamlit runs sessions in threads of one process,
     and the library changes a model while it works on it (forward hooks to record

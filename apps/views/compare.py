@@ -9,8 +9,6 @@ both models' maps on the images B gets right and A wrong (`explain.where_b_beats
 
 from __future__ import annotations
 
-import copy
-
 import streamlit as st
 
 from mnistlens import compare, compare_plots, explain, plots, series
@@ -29,20 +27,10 @@ def available() -> list[str]:
     return names + [m for m in state.shipped_models() if m.removesuffix(".pt") not in names]
 
 
-@st.cache_resource(show_spinner="Loading the model ...")
-def _member(name: str) -> tuple:
-    """A series member, loaded once per process; only ever copied (`models`)."""
-    return series.load_series(only=[name])[name]
-
-
 def models(names: tuple[str, ...]) -> dict:
     """name -> (model, meta): series members by name, shipped files by file name; this
     session's own copies (`state.get_model` says why a model is never shared)."""
-    own = st.session_state.setdefault("_compare_models", {})
-    for n in names:
-        if n not in own:
-            own[n] = copy.deepcopy(_member(n)) if n in series.list_series() else state.get_model(n)
-    return {n: own[n] for n in names}
+    return {n: state.get_model(n) for n in names}
 
 
 @st.cache_data(show_spinner="Comparing on the 10,000 test images ...")
