@@ -28,8 +28,9 @@ from mnistlens.errors import MnistlensError
 
 SOURCES = ("test image", "draw your own")
 DEFAULTS = {"source": "test image", "index": 42}
-# The keys a link carries; the page is the URL's path (or ?page=, see the router).
-URL_KEYS = ("model", "index", "methods")
+# What a link carries: query parameter -> session-state key (the page is the URL's
+# path, or ?page=, see the router). "models" are the Compare page's chosen models.
+URL_KEYS = {"model": "model", "index": "index", "methods": "methods", "models": "compare_models"}
 CANVAS = 252  # px: the sidebar's width, less its padding
 
 # One torch thread per process. A click explains one image, too small to gain from
@@ -117,6 +118,15 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in checkpoint_dir().glob("*.pt"))
 
 
+def compare_choices() -> list[str]:
+    """The models the Compare page offers: the series members whose checkpoint exists,
+    in series order, then the other shipped files."""
+    from mnistlens import series
+
+    names = [n for n in series.list_series() if series.checkpoint_path(n).is_file()]
+    return names + [m for m in shipped_models() if m.removesuffix(".pt") not in names]
+
+
 @dataclass(frozen=True)
 class Choice:
     """The model and the digit every page looks at.
@@ -168,6 +178,9 @@ def read_url() -> str | None:
             continue
     if methods:
         st.session_state["methods"] = list(dict.fromkeys(methods))
+    compared = [name for name in params.get_all("models") if name in compare_choices()]
+    if compared:
+        st.session_state["compare_models"] = list(dict.fromkeys(compared))
     return params.get("page")
 
 
@@ -177,14 +190,14 @@ def view_params() -> dict[str, list[str]]:
 
 
 def write_url() -> None:
-    """Put the view into the address bar: model, test index (not for a drawing) and the
-    chosen methods, whichever exist in this session."""
+    """Put the view into the address bar: model, test index (not for a drawing), the
+    chosen methods and the compared models, whichever exist in this session."""
     view: dict[str, str | list[str]] = {}
-    for key in URL_KEYS:
+    for param, key in URL_KEYS.items():
         value = st.session_state.get(key)
         if value is None or (key == "index" and st.session_state.get("source") != SOURCES[0]):
             continue
-        view[key] = [str(v) for v in value] if isinstance(value, list) else str(value)
+        view[param] = [str(v) for v in value] if isinstance(value, list) else str(value)
     now = {k: st.query_params.get_all(k) for k in st.query_params}
     if now != {k: v if isinstance(v, list) else [v] for k, v in view.items()}:
         st.query_params.from_dict(view)  # only on change: each write is a message

@@ -92,18 +92,30 @@ def test_contrast_adds_a_why_this_rather_than_that_map():
 
 
 def test_a_link_reopens_the_same_view():
-    """?model=&index=&methods=&page= reopens that view; the methods survive a page switch."""
-    at = open_app(model="mlp.pt", index="7", methods=["saliency", "ig"], page="inside")
+    """?model=&index=&methods=&models=&page= reopens that view; the methods and the
+    compared models survive page switches; names a link cannot mean are dropped."""
+    at = open_app(
+        model="mlp.pt",
+        index="7",
+        methods=["saliency", "ig"],
+        models=["linear", "no-such-model", "mlp-32"],
+        page="inside",
+    )
     assert [h.value for h in at.header] == ["Inside the network"]
     assert at.selectbox(key="model").value == "mlp.pt"
     assert at.number_input(key="index").value == 7
     at.switch_page("views/explain.py").run()
     assert at.multiselect(key="methods").value == ["saliency", "integrated_gradients"]
     assert at.metric[0].label == "True label 9"  # test image 7
+    at.switch_page("views/compare.py").run()
+    assert not at.exception
+    assert at.multiselect(key="compare_models").value == ["linear", "mlp-32"]
+    assert list(at.dataframe[0].value["model"]) == ["linear", "mlp-32"]
     assert at.query_params == {
         "model": "mlp.pt",
         "index": "7",
         "methods": ["saliency", "integrated_gradients"],
+        "models": ["linear", "mlp-32"],
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from mnistlens import compare, compare_plots, explain, plots, series
+from mnistlens import compare, compare_plots, explain, plots
 from mnistlens.attribution import method_options
 from mnistlens.errors import MnistlensError
 
@@ -19,12 +19,6 @@ from mnistlens.errors import MnistlensError
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import charts
 import state
-
-
-def available() -> list[str]:
-    """Shipped models and the series members whose checkpoint exists, in series order."""
-    names = [n for n in series.list_series() if series.checkpoint_path(n).is_file()]
-    return names + [m for m in state.shipped_models() if m.removesuffix(".pt") not in names]
 
 
 def models(names: tuple[str, ...]) -> dict:
@@ -55,7 +49,7 @@ def pair_maps(names: tuple[str, ...], a: str, b: str) -> dict | None:
 
 
 st.header("Compare models")
-choices = available()
+choices = state.compare_choices()
 default = [n for n in ("linear", "mlp", "lenet", "cnn") if n in choices] or choices[:2]
 st.session_state.setdefault("compare_models", default)
 picked = st.multiselect("Models", choices, key="compare_models", persist_state="session")
