@@ -7,20 +7,20 @@ Afterwards the output path holds the previous file, untouched, or the complete n
 whatever else is left in the folder is a hidden `.NAME.*.tmp` temporary that nothing
 would take for output, and that the next write of the same output removes.
 
-"Just before/after the rename" is made exact, not timed: the process runs through a
-small wrapper that pauses inside `os.replace` for the output path (a slow disk, in
-effect) and says so in a marker file; the test kills it there.
+"Just before/after the rename" is made exact, not timed: the process pauses inside
+`os.replace` for the output path (a slow disk, in effect) and says so in a marker file;
+the test kills it there. The processes are forked from a server that has imported torch
+once (`cli_child.py`), so they start at once instead of spending ~1.5 s on imports.
 """
 
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 
+import cli_child
 import numpy as np
 import pytest
 import torch
@@ -31,52 +31,28 @@ from mnistlens.checkpoint import OLD_TEMPORARY_SECONDS, atomic_write
 
 from conftest import CHECKPOINTS
 
-# Runs `python -m mnistlens ARGS`, pausing in os.replace when it renames a temporary onto
-# $PAUSE_TARGET ($PAUSE_WHEN: before or after the rename) after writing $PAUSE_MARKER.
-PAUSING_MAIN = """
-import os, runpy, sys, time
-
-real_replace = os.replace
-target = os.path.abspath(os.environ["PAUSE_TARGET"])
-
-def pause(when):
-    if os.environ["PAUSE_WHEN"] == when:
-        with open(os.environ["PAUSE_MARKER"], "w") as marker:
-            marker.write(when)
-        time.sleep(300)
-
-def replace(src, dst, *args, **kwargs):
-    ours = os.path.abspath(dst) == target
-    if ours:
-        pause("before")
-    real_replace(src, dst, *args, **kwargs)
-    if ours:
-        pause("after")
-
-os.replace = replace
-sys.argv = ["mnistlens", *sys.argv[1:]]
-runpy.run_module("mnistlens", run_name="__main__")
-"""
-
 TIMEOUT = 120  # seconds a run may take before the test gives up on it
 
 
 def start(args, tmp_path, pause_when=None, target=None):
-    """Start `mnistlens ARGS` (through the pausing wrapper if pause_when is given);
-    output goes to files, so that no pipe fills up while the test waits."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # one core each on a shared machine
-    command = [sys.executable, "-m", "mnistlens", *map(str, args)]
-    if pause_when:
-        env.update(
-            PAUSE_WHEN=pause_when,
-            PAUSE_TARGET=str(target),
-            PAUSE_MARKER=str(tmp_path / "paused.marker"),
-        )
-        command = [sys.executable, "-c", PAUSING_MAIN, *map(str, args)]
+    """Start `mnistlens ARGS` (pausing at the rename of `target` if pause_when is given);
+    output goes to files, so that nothing fills up while the test waits."""
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
-    with open(logs / "out.txt", "w") as out, open(logs / "err.txt", "w") as err:
-        return subprocess.Popen(command, stdout=out, stderr=err, env=env)
+    pause = None
+    if pause_when:
+        pause = {
+            "when": pause_when,
+            "target": str(target),
+            "marker": str(tmp_path / "paused.marker"),
+        }
+    return cli_child.start(
+        cli_child.run_command,
+        [str(a) for a in args],
+        str(logs / "out.txt"),
+        str(logs / "err.txt"),
+        pause,
+    )
 
 
 def kill(process):
@@ -167,10 +143,10 @@ def test_train_killed_at_the_rename(tmp_path, old_checkpoint, when):
 
 
 def test_train_killed_while_loading_and_training(tmp_path, old_checkpoint):
-    """Killed early, after a few seconds: the old checkpoint stays as it was."""
+    """Killed early: the old checkpoint stays as it was."""
     old_bytes = old_checkpoint.read_bytes()
     process = start(train_args(old_checkpoint), tmp_path)
-    time.sleep(2.5)
+    time.sleep(0.3)  # loading the data (the whole run takes ~1.5 s)
     code = kill(process)
     assert code in (0, -signal.SIGKILL)
     found = assert_old_or_new_checkpoint(old_checkpoint, old_bytes)  # never anything else
@@ -271,7 +247,7 @@ def test_explain_all_killed_while_computing_then_run_to_the_end(tmp_path, salien
     out = tmp_path / "out" / "maps.npy"
     out.parent.mkdir()
     process = start(explain_args(out), tmp_path)
-    time.sleep(3.0)
+    time.sleep(0.3)  # loading the data and the model (the whole run takes ~0.7 s)
     code = kill(process)
     assert code in (0, -signal.SIGKILL)
     if code == -signal.SIGKILL:
@@ -286,28 +262,13 @@ def test_explain_all_killed_while_computing_then_run_to_the_end(tmp_path, salien
 
 # ---------------------------------------------------------------- abandoned temporaries
 
-# atomic_write(argv[1]) that writes a little, says so in the marker file argv[2], then
-# hangs mid-write until it is killed.
-HANGING_WRITER = """
-import pathlib, sys, time
-from mnistlens.checkpoint import atomic_write
-
-def write(f):
-    f.write(b"partial")
-    f.flush()
-    pathlib.Path(sys.argv[2]).touch()
-    time.sleep(300)
-
-atomic_write(sys.argv[1], write)
-"""
-
 
 def hanging_writer(target, tmp_path):
     """A process stopped in the middle of atomic_write(target): -> (process, the name of
     its temporary). Its marker file goes in tmp_path, which must not be target's folder."""
     marker = tmp_path / f"{target.name}.writing"
     before = set(temporaries(target.parent, target.name))
-    process = subprocess.Popen([sys.executable, "-c", HANGING_WRITER, target, marker])
+    process = cli_child.start(cli_child.hang_in_atomic_write, str(target), str(marker))
     assert wait_for(process, marker.exists, poll=0.02), "the writer ended before writing"
     [temporary] = set(temporaries(target.parent, target.name)) - before
     assert re.fullmatch(rf"\.{re.escape(target.name)}\.[^.]+\.{process.pid}\.tmp", temporary)
@@ -316,7 +277,7 @@ def hanging_writer(target, tmp_path):
 
 def dead_pid():
     """The id of a process that has exited (and been reaped)."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process = cli_child.start(cli_child.exit_at_once)
     process.wait(timeout=TIMEOUT)
     return process.pid
 
