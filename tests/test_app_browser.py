@@ -84,9 +84,11 @@ def settled(page, text: str) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
 
-def test_the_page_explains_digit_42_then_the_index_typed_in(page, tmp_path):
-    """The served page shows the verdict for test image 42 and its maps (screenshot
-    kept); typing index 0 explains a 7, and the address bar holds the new view."""
+def test_digit_42_then_the_index_typed_in_then_a_drawing(page, tmp_path):
+    """One visit: the served page shows the verdict for test image 42 and its maps
+    (screenshot kept); typing index 0 explains a 7, and the address bar holds the new
+    view; then a vertical stroke drawn with the mouse on the canvas is read as a 1 and
+    explained."""
     settled(page, "sanity: ")
     assert page.get_by_text("True label 4").count() >= 1
     assert page.locator("[data-testid='stMain'] img").count() == 4  # the digit, three maps
@@ -100,6 +102,21 @@ def test_the_page_explains_digit_42_then_the_index_typed_in(page, tmp_path):
     settled(page, "True label 7")
     page.wait_for_url("**index=0**", timeout=30_000)
     assert "model=cnn.pt" in page.url and "methods=grad_cam" in page.url
+
+    page.get_by_text("draw your own").click()
+    canvas = page.locator("[data-testid='stSidebar'] canvas").first
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + 40
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 21):
+        page.mouse.move(x + step * 0.5, y + step * 9)
+    page.mouse.up()
+    page.get_by_text("Your drawing", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("predicted 1").first.wait_for(timeout=60_000)
+    settled(page, "deletion area")  # maps drawn
+    page.screenshot(path=str(tmp_path / "drawn.png"), full_page=True)
 
 
 def test_a_link_opens_its_view_and_every_page_keeps_it(context, served_app):
@@ -127,24 +144,6 @@ def test_a_link_opens_its_view_and_every_page_keeps_it(context, served_app):
     for kept in ("model=mlp.pt", "index=7", "models=linear&models=mlp"):
         assert kept in page.url
     page.close()
-
-
-def test_a_digit_drawn_with_the_mouse_is_classified(page, tmp_path):
-    """Draw a vertical stroke on the canvas: the model reads it as a 1 and explains it."""
-    page.get_by_text("draw your own").click()
-    canvas = page.locator("[data-testid='stSidebar'] canvas").first
-    canvas.wait_for(timeout=60_000)
-    box = canvas.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + 40
-    page.mouse.move(x, y)
-    page.mouse.down()
-    for step in range(1, 21):
-        page.mouse.move(x + step * 0.5, y + step * 9)
-    page.mouse.up()
-    page.get_by_text("Your drawing", exact=True).first.wait_for(timeout=60_000)
-    page.get_by_text("predicted 1").first.wait_for(timeout=60_000)
-    settled(page, "deletion area")  # maps drawn
-    page.screenshot(path=str(tmp_path / "drawn.png"), full_page=True)
 
 
 SIDEBAR = "[data-testid='stSidebar']"
