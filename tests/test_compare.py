@@ -105,6 +105,17 @@ def test_wilson_interval_matches_published_values(correct, total, low, high):
     assert got == pytest.approx((low, high), abs=5e-5)
 
 
+@pytest.mark.parametrize("total", [1, 7, 300, 10_000])
+def test_wilson_interval_holds_a_perfect_and_a_null_score(total):
+    """All right: the interval ends at exactly 1; all wrong: it starts at exactly 0
+    (floats gave 0.9999999999999998 for 300/300, and the accuracy plot's error bar below
+    zero length made matplotlib refuse to draw)."""
+    low, high = compare.wilson_interval(total, total)
+    assert high == 1.0 and 0 < low < 1
+    low, high = compare.wilson_interval(0, total)
+    assert low == 0.0 and 0 < high < 1
+
+
 def test_wilson_interval_rejects_impossible_counts():
     with pytest.raises(ValueError, match="need 0 <= correct <= total"):
         compare.wilson_interval(11, 10)
