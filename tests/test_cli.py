@@ -64,13 +64,12 @@ def run(capsys):
     return run
 
 
-@pytest.fixture(scope="session")
-def small_mnist(tmp_path_factory) -> Path:
-    """A data dir whose test split is the first 1,000 real MNIST test images (the train
-    split is linked to the real one): for commands that go over the whole test set."""
-    n = 1000
+def mnist_subset(folder: Path, n: int) -> Path:
+    """A data dir in `folder` whose test split is the first `n` real MNIST test images
+    (the train split is linked to the real one): for commands that go over the whole
+    test set."""
     source = resolve_data_dir() / "MNIST" / "raw"
-    raw = tmp_path_factory.mktemp("small_mnist") / "MNIST" / "raw"
+    raw = folder / "MNIST" / "raw"
     raw.mkdir(parents=True)
     # IDX files: a magic number, the item count, the item shape, then one byte per value.
     images = (source / "t10k-images-idx3-ubyte").read_bytes()
@@ -82,7 +81,13 @@ def small_mnist(tmp_path_factory) -> Path:
     )
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
         (raw / name).symlink_to(source / name)
-    return raw.parent.parent
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory) -> Path:
+    """The first 1,000 test images (see mnist_subset)."""
+    return mnist_subset(tmp_path_factory.mktemp("small_mnist"), 1000)
 
 
 def assert_clean_error(result, *fragments):
@@ -706,19 +711,21 @@ def test_compare_errors_are_one_line(run, tmp_path, monkeypatch):
     assert_clean_error(run("compare", "--models", "linear.pt,mlp.pt", "--maps"), "--out DIR")
 
 
-def test_compare_pair_and_digit_maps(run, tmp_path, shipped, test_set, small_mnist):
-    """--pair A,B --maps (first 1,000 test images): the pair's figure is drawn from
+def test_compare_pair_and_digit_maps(run, tmp_path, shipped, test_set):
+    """--pair A,B --maps (first 300 test images): the pair's figure is drawn from
     exactly the images B gets right and A wrong, and the per-digit maps of both models
     are written."""
     from mnistlens.metrics import predict_logits
 
+    data = mnist_subset(tmp_path / "data", 300)
+
     result = run(
         "compare", "--models", "linear.pt,mlp.pt", "--pair", "linear,mlp", "--maps", "--json",
-        "--out", tmp_path, "--data-dir", small_mnist,
+        "--out", tmp_path / "out", "--data-dir", data,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    images, labels = test_set[0][:1000], test_set[1][:1000]
+    images, labels = test_set[0][:300], test_set[1][:300]
     right = {n: predict_logits(shipped[n][0], images).argmax(dim=1) == labels for n in shipped}
     expected = (right["mlp"] & ~right["linear"]).nonzero()[:, 0].tolist()
     assert report["pair_maps"]["a"] == "linear" and report["pair_maps"]["b"] == "mlp"
