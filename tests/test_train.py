@@ -1,5 +1,7 @@
 """mnistlens.train: short real runs learn, are reproducible, and round-trip through a file."""
 
+import importlib.metadata
+
 import pytest
 import torch
 
@@ -46,6 +48,7 @@ def test_metadata_records_how_the_model_was_made(quick_run):
     assert meta["config"]["arch_kwargs"] == {"channels": [8, 16], "hidden": 32}
     assert meta["config"]["lr"] == 5e-3
     assert set(meta["versions"]) >= {"torch", "torchvision", "mnistlens", "python"}
+    assert meta["versions"]["torchvision"] == importlib.metadata.version("torchvision")
     assert set(meta["data_checksums"]) == {"train", "test"}
     assert meta["train_seconds"] >= 0 and "T" in meta["date"]
 
