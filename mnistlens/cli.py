@@ -134,6 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse in this process; -> whether it took both
+    settings (False where malloc is not glibc's, e.g. macOS).
+
+    By default glibc maps every block over 128 KB afresh and unmaps it when freed (or
+    trims the heap), so the many short-lived tensors of a few MB that attribution and
+    scoring make page-fault on every use: `measure` on 200 CNN digits, one thread, went
+    21.7 s -> 20.4 s (system time 1.5 s -> 0.5 s). Only for the command's own process (a
+    library should not change its caller's allocator); the tests set the same values as
+    MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ in the environment.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    mapped = mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's largest: 32 MB on 64-bit
+    trimmed = mallopt(m_trim_threshold, 2**30)  # return memory only past 1 GB free
+    return bool(mapped and trimmed)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mnistlens` console script; returns the exit code."""
     from_shell = argv is None
@@ -142,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         # collect garbage hundreds of times meanwhile (~0.1 s); every 20,000 allocations
         # still frees the reference cycles a long run leaves.
         gc.set_threshold(20_000, 10, 10)
+        keep_freed_memory()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)

@@ -160,6 +160,15 @@ runpy.run_module("mnistlens", run_name="__main__")
 """
 
 
+def test_the_command_keeps_freed_memory_where_malloc_is_glibcs():
+    """The command's process asks glibc to keep freed memory (cli.keep_freed_memory),
+    and glibc accepts both settings (mallopt answers 0 to a value it refuses)."""
+    import platform
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert cli.keep_freed_memory() is glibc
+
+
 def test_interrupt_exits_130():
     result = subprocess.run(
         [sys.executable, "-c", INTERRUPT_SCRIPT], capture_output=True, text=True, timeout=120
