@@ -72,6 +72,24 @@ def fresh_python(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def mlp_program(tmp_path_factory) -> Path:
+    """The shipped MLP as a torch.export program (.pt2, dynamic batch), as a user would
+    save it: exported once per test process for the tests that upload or load one."""
+    import torch
+
+    from mnistlens import load_model
+
+    model, _ = load_model("mlp.pt")
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(
+        model.eval(), (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: batch},)
+    )
+    path = tmp_path_factory.mktemp("program") / "mine.pt2"
+    torch.export.save(exported, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def cnn(shipped):
     """The shipped CNN, in eval mode."""
     return shipped["cnn"][0]

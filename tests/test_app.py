@@ -224,25 +224,16 @@ def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model
     assert any(f"The {only_b} test images lenet gets right" in c.value for c in at.caption)
 
 
-def test_your_model_page_explains_an_uploaded_program(tmp_path):
+def test_your_model_page_explains_an_uploaded_program(mlp_program):
     """Your model: a .pt2 loaded by the page's own function joins this session's model
     choices; the page says what was detected and the Explain page explains it. (AppTest
     cannot drive a file uploader, so the upload's bytes go through state.add_upload.)"""
     import sys
 
-    import torch
-
     sys.path.insert(0, str(Path(APP).parent))
     import state  # the same module the app imports (Streamlit puts apps/ on sys.path)
 
-    from mnistlens import load_model
-
-    model, _ = load_model("mlp.pt")
-    program = torch.export.export(
-        model.eval(), (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, tmp_path / "mine.pt2")
-    data = (tmp_path / "mine.pt2").read_bytes()
+    data = mlp_program.read_bytes()
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     at.switch_page("views/your_model.py").run()

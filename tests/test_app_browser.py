@@ -194,24 +194,7 @@ def assert_own_view(page, index: int, label: int, prediction: int) -> None:
     assert box.input_value() == str(index)
 
 
-@pytest.fixture(scope="module")
-def program(tmp_path_factory) -> Path:
-    """The shipped MLP as a torch.export program (.pt2), as a user would upload it."""
-    import torch
-
-    from mnistlens import load_model
-
-    model, _ = load_model("mlp.pt")
-    batch = torch.export.Dim("batch")
-    exported = torch.export.export(
-        model.eval(), (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: batch},)
-    )
-    path = tmp_path_factory.mktemp("upload") / "mine.pt2"
-    torch.export.save(exported, path)
-    return path
-
-
-def test_two_sessions_keep_their_own_view_models_and_uploads(browser, served_app, program):
+def test_two_sessions_keep_their_own_view_models_and_uploads(browser, served_app, mlp_program):
     """Two users at once (two browser contexts). Index 0 and a fourth method in session A
     leave session B on test image 42 (a 4) with its three methods, after B reruns, and
     A keeps its own; each address bar holds its own view. Pressing Load on Your model
@@ -239,7 +222,7 @@ def test_two_sessions_keep_their_own_view_models_and_uploads(browser, served_app
     assert "index=42" in b.url and "input_x_gradient" not in b.url
     assert_own_view(a, 0, 7, 7)  # and A kept its own
 
-    upload(a, program)
+    upload(a, mlp_program)
     assert a.locator("[data-testid='stException']").count() == 0
     settled(a, "is loaded and chosen in the sidebar")
     go_to(a, "Explain a digit", "True label 7")  # a run after the upload: the sidebar lists it
