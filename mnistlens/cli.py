@@ -152,7 +152,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    mapped = mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's largest: 32 MB on 64-bit
+    mapped = mallopt(m_mmap_threshold, 32 * 2**20)  # as far as glibc itself slides it
     trimmed = mallopt(m_trim_threshold, 2**30)  # return memory only past 1 GB free
     return bool(mapped and trimmed)
 

@@ -21,7 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # faithfulness tests' time was system time). Keeping freed memory for reuse: 23 s ->
 # 19.6 s for test_faithfulness.py. Read by glibc when a process starts, so this reaches
 # the xdist workers and the processes tests start (conftest is imported before either).
-os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 2**20))  # glibc's maximum
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 2**20))  # as far as glibc slides it
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(4 * 2**30))
 # Tests never read or write the user's cache (~/.cache/mnistlens: sanity verdicts,
 # training indexes): each test process starts from an empty one, as on a fresh machine.
