@@ -178,9 +178,11 @@ def read_url() -> str | None:
             continue
     if methods:
         st.session_state["methods"] = list(dict.fromkeys(methods))
-    compared = [name for name in params.get_all("models") if name in compare_choices()]
-    if compared:
-        st.session_state["compare_models"] = list(dict.fromkeys(compared))
+    if wanted := params.get_all("models"):
+        choices = compare_choices()  # lists the checkpoint files: once, not per name
+        compared = [name for name in wanted if name in choices]
+        if compared:
+            st.session_state["compare_models"] = list(dict.fromkeys(compared))
     return params.get("page")
 
 
