@@ -165,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         # collect garbage hundreds of times meanwhile (~0.1 s); every 20,000 allocations
         # still frees the reference cycles a long run leaves.
         gc.set_threshold(20_000, 10, 10)
-        keep_freed_memory()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, --version and usage errors end inside argparse
         return int(stop.code or 0)
     args.argv = argv  # what was asked, e.g. for the checkpoint's record of its command
+    if from_shell:
+        keep_freed_memory()  # a command will run (not --help or a usage error)
     try:
         args.run(args)
     except MnistlensError as err:
