@@ -38,7 +38,9 @@ def predictions(shipped, test_set):
 # ---------------------------------------------------------------- per model
 
 
-def test_accuracies_equal_evaluate(report, predictions, test_set):
+def test_accuracies_come_from_the_confusion_matrix_of_the_predictions(
+    report, predictions, test_set
+):
     """Accuracy, per-digit accuracy and error count are exactly what metrics.evaluate
     computes from the same predictions (its confusion matrix; `predictions` is a pass
     of its own, so the full test set is not run through the CNN a third time)."""
@@ -107,9 +109,9 @@ def test_wilson_interval_matches_published_values(correct, total, low, high):
 
 @pytest.mark.parametrize("total", [1, 7, 300, 10_000])
 def test_wilson_interval_holds_a_perfect_and_a_null_score(total):
-    """All right: the interval ends at exactly 1; all wrong: it starts at exactly 0
-    (floats gave 0.9999999999999998 for 300/300, and the accuracy plot's error bar below
-    zero length made matplotlib refuse to draw)."""
+    """All right: the interval ends at exactly 1; all wrong: it starts at exactly 0.
+    (Floats gave 0.9999999999999998 for 300/300: the accuracy plot's error bar had a
+    negative length, and matplotlib refused to draw it.)"""
     low, high = compare.wilson_interval(total, total)
     assert high == 1.0 and 0 < low < 1
     low, high = compare.wilson_interval(0, total)
