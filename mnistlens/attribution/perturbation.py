@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..fastig import prepare_for_explanation
 from .common import Target, check_count, chunked
 from .registry import register_method
 
@@ -35,8 +36,6 @@ def occlusion(
     check_count("occlusion window", window, 1, 28)
     check_count("occlusion stride", stride, 1, 28)
     from captum.attr import Occlusion  # local: see the note on Captum at the top
-
-    from ..fastig import prepare_for_explanation
 
     # Occlusion is all forward passes: run them on the fast copy (batch norm folded,
     # channels-last), about 64 rows at a time, the cache-sized batch CPUs run fastest

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import MnistlensError
+from ..fastig import ig_adaptive, prepare_for_explanation
 from ..prepare import with_relu_modules
 from .common import (
     INPUT_RANGE,
@@ -113,8 +114,6 @@ def integrated_gradients(
     baseline: see `make_baseline` ("mean" is read from `data_dir`).
     Returns: maps (N, 1, 28, 28), and with return_delta=True also delta (N,).
     """
-    from ..fastig import ig_adaptive, prepare_for_explanation
-
     check_count("n_steps", n_steps)
     check_count("max_steps", max_steps)
     if tol is not None and (
@@ -256,8 +255,6 @@ def gradient_shap(
     if baselines is None:
         baselines = shap_baselines(data_dir)
     from captum.attr import GradientShap  # local: see the note on Captum at the top
-
-    from ..fastig import prepare_for_explanation
 
     # n_samples gradients per image, on the fast copy (the same function) as IG's.
     method = GradientShap(prepare_for_explanation(model))

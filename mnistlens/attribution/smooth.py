@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import MnistlensError
+from ..fastig import prepare_for_explanation
 from .common import INPUT_RANGE, Target, check_count, chunked, seeded_per_image
 from .registry import get_spec, register_method
 
@@ -55,8 +56,6 @@ def smoothgrad(
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
         raise MnistlensError(f"smoothgrad noise must be a number >= 0, got {noise!r}")
     options = {**_BASE_DEFAULTS.get(spec.name, {}), **(base_options or {})}
-    from ..fastig import prepare_for_explanation
-
     # n_samples gradients per image: on the fast copy (batch norm folded, channels-last;
     # the same function) they cost a third less. Made once, for every image.
     fast = prepare_for_explanation(model)
