@@ -13,7 +13,9 @@ way Streamlit accepts a value from both places without a warning.
 
 from __future__ import annotations
 
+import atexit
 import copy
+import gc
 import hashlib
 from dataclasses import dataclass
 
@@ -38,6 +40,11 @@ CANVAS = 252  # px: the sidebar's width, less its padding
 # threads on two busy cores, OpenMP's waiting threads made a click's three maps take
 # 5.1 s instead of 0.19 s (measured while other jobs ran; issue 11).
 torch.set_num_threads(1)
+# When the server stops, its last garbage collections would walk every object torch,
+# Streamlit and the loaded models made (~1 s after Ctrl-C); frozen, they are skipped
+# and the OS frees them, as `mnistlens` does before it exits. (This module is imported
+# once per server process; the scripts that import it rerun, it does not.)
+atexit.register(gc.freeze)
 
 
 # Users' own models (the "Your model" page), process-wide, keyed by a hash of the file

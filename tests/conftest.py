@@ -41,6 +41,8 @@ def pytest_unconfigure(config):
     import gc
 
     gc.freeze()
+
+
 # The accuracy each shipped checkpoint must reach on the full 10k test set.
 REQUIRED_ACCURACY = {"linear": 0.920, "mlp": 0.980, "cnn": 0.993}
 
