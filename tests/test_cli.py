@@ -707,6 +707,14 @@ def test_compare_three_shipped_models(run, tmp_path, shipped, test_set, small_mn
 
 
 def test_compare_errors_are_one_line(run, tmp_path, monkeypatch):
+    """Each mistake is named before any model is compared (a bad --pair on the series
+    would otherwise cost minutes first)."""
+    from mnistlens import compare
+
+    def never(*args, **kwargs):
+        raise AssertionError("compare_models ran before the error")
+
+    monkeypatch.setattr(compare, "compare_models", never)
     monkeypatch.chdir(tmp_path)
     assert_clean_error(run("compare", "--models", "cnn.pt"), "two or more models")
     (tmp_path / "afile").write_text("x")

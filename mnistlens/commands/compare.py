@@ -117,12 +117,10 @@ def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
     }
 
 
-def chosen_pair(args: argparse.Namespace, models: dict, report: dict) -> tuple[str, str] | None:
-    """--pair A,B (checked against the compared models), else the default pair."""
-    from ..compare import default_pair
-
+def asked_pair(args: argparse.Namespace, models: dict) -> tuple[str, str] | None:
+    """--pair A,B checked against the compared models (None without --pair)."""
     if not args.pair:
-        return default_pair(report)
+        return None
     pair = split_list(args.pair)
     if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(models):
         raise MnistlensError(
@@ -175,7 +173,7 @@ def digit_maps_figure(models: dict, images, labels, folder: str | Path) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..compare import compare_models
+    from ..compare import compare_models, default_pair
     from ..data import load_mnist
 
     for folder in (args.out, args.report):
@@ -184,12 +182,15 @@ def run(args: argparse.Namespace) -> None:
     if (args.maps or args.pair) and not (args.out or args.report):
         raise MnistlensError("--maps and --pair draw figures: say where with --out DIR")
     models = load_models(args)
+    asked = asked_pair(args, models)  # before the comparison: a typo costs no minutes
     images, labels = load_mnist("test", args.data_dir)
     train_images, train_labels = load_mnist("train", args.data_dir)
     report = compare_models(models, images, labels, train_images[:10_000], train_labels[:10_000])
     if args.faithfulness or args.report:
         report["faithfulness"] = map_faithfulness(models, images[::50])
-    pair = chosen_pair(args, models, report) if (args.maps or args.pair or args.report) else None
+    pair = None
+    if args.maps or args.pair or args.report:
+        pair = asked or default_pair(report)
     if args.out:
         report["plots"] = write_plots(report, images, args.out)
         if args.maps or args.pair:
