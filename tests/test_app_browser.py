@@ -22,10 +22,12 @@ IDLE = (
 
 
 @pytest.fixture(scope="module")
-def served_app(tmp_path_factory):
-    # Training examples build an index of the training set: into a temporary cache.
-    cache = str(tmp_path_factory.mktemp("cache"))
-    with serve_app(ROOT / "apps" / "explore.py", env={"XDG_CACHE_HOME": cache}) as url:
+def served_app():
+    """The explorer, served with this test process's cache (conftest: a temporary one),
+    as a user's server runs with theirs: the sanity verdicts and training indexes the
+    AppTest tests left there are read, not computed again (test_app.py and
+    test_influence.py test the computing and the reading)."""
+    with serve_app(ROOT / "apps" / "explore.py") as url:
         yield url
 
 
