@@ -1,11 +1,14 @@
-"""`mnistlens ARGS` as a real child process that starts without importing torch again.
+"""Real child processes that start without importing torch again: `mnistlens ARGS`,
+and plain `torch.export.load` on crafted files.
 
-test_killed_runs.py kills runs of the command at chosen moments. A fresh interpreter
-spends ~1.5 s importing torch before the command does anything; here each run is
-forked from a multiprocessing fork server that has imported torch and the command's
-modules once (per test process), so it starts at once. It is still a process of its
-own, with its own memory, killed with SIGKILL like any other: what survives a kill is
-the same. The functions here run in the child.
+test_killed_runs.py kills runs of the command at chosen moments; test_formats.py runs
+crafted .pt2 files the way a user without mnistlens would, to show their payloads are
+live. A fresh interpreter spends ~1.5 s importing torch before it does anything; here
+each child is forked from a multiprocessing fork server that has imported torch and
+the command's modules once (per test process), so it starts at once. It is still a
+process of its own, with its own memory, killed with SIGKILL like any other: what
+survives a kill, or what a payload does, is the same. The functions here run in the
+child.
 """
 
 from __future__ import annotations
@@ -101,3 +104,23 @@ def hang_in_atomic_write(target: str, marker: str) -> None:
 
 def exit_at_once() -> None:
     pass
+
+
+def plain_export_load(files: list[tuple[str, str]], path: str, out: str) -> None:
+    """For each (program, marker): torch.export.load(program).module()(x), as a user
+    would run it, with `path` first on sys.path (a module a payload may import). Writes
+    {program: whether its marker file exists afterwards} as JSON to `out`."""
+    import json
+    import pathlib
+
+    import torch
+
+    sys.path.insert(0, path)
+    done = {}
+    for program, marker in files:
+        try:
+            torch.export.load(program).module()(torch.zeros(2, 1, 28, 28))
+        except Exception:
+            pass  # many payloads break the program after they have run
+        done[program] = pathlib.Path(marker).exists()
+    pathlib.Path(out).write_text(json.dumps(done))

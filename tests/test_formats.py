@@ -3,14 +3,13 @@
 import importlib.util
 import io
 import json
-import os
 import pickle
-import subprocess
 import sys
 import warnings
 import zipfile
 from types import SimpleNamespace
 
+import cli_child
 import pytest
 import torch
 
@@ -435,18 +434,6 @@ LIVE_PAYLOADS = {
         "duplicate members",
     ),
 }
-# Run each crafted file the way a user would without mnistlens; report what it did.
-PLAIN_LOAD = """
-import json, pathlib, sys, torch
-done = {}
-for path, marker in json.loads(sys.argv[1]):
-    try:
-        torch.export.load(path).module()(torch.zeros(2, 1, 28, 28))
-    except Exception:
-        pass  # many payloads break the program after they have run
-    done[path] = pathlib.Path(marker).exists()
-print(json.dumps(done))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -462,15 +449,12 @@ def crafted(user, tmp_path_factory):
     # The import payload names a module; this one marks the file when it is imported.
     marker = cases["module import"][1]
     (probe / "mnistlens_probe.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    # Each file run the way a user would without mnistlens, in a child process.
     pairs = [(str(p), str(m)) for p, m in cases.values()]
-    result = subprocess.run(
-        [sys.executable, "-c", PLAIN_LOAD, json.dumps(pairs)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(probe)},
-    )
-    ran = json.loads(result.stdout.strip().splitlines()[-1])
+    report = root / "ran.json"
+    child = cli_child.start(cli_child.plain_export_load, pairs, str(probe), str(report))
+    assert child.wait(timeout=600) == 0
+    ran = json.loads(report.read_text())
     for _, marker in cases.values():
         marker.unlink(missing_ok=True)
     return {case: (path, marker, ran[str(path)], probe) for case, (path, marker) in cases.items()}
@@ -479,7 +463,7 @@ def crafted(user, tmp_path_factory):
 @pytest.mark.parametrize("case", sorted(LIVE_PAYLOADS))
 def test_crafted_program_is_refused_and_never_runs(crafted, case, monkeypatch):
     path, marker, ran, probe = crafted[case]
-    # The payload is live: plain torch.export.load(...).module()(x) ran it (in a subprocess) ...
+    # The payload is live: plain torch.export.load(...).module()(x) ran it (in a child process) ...
     assert ran, f"{case}: payload did not run under plain torch.export.load; the test is vacuous"
     monkeypatch.syspath_prepend(str(probe))  # the import payload's module is importable here too
     # ... but load_any refuses the file without running it.
