@@ -155,10 +155,10 @@ def test_per_digit_page_shows_a_map_per_digit():
     assert not at.exception and "grad cam" in at.caption[0].value
 
 
-def test_training_page_shows_similar_and_influential_training_images(tmp_path, monkeypatch):
+def test_training_page_shows_similar_and_influential_training_images():
     """Training examples shows 8 nearest, 8 proponent and 8 opponent images, labelled."""
-    # The MLP's index takes about a second to build; it goes to a temporary cache.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # The MLP's index takes about a second to build, into this process's temporary
+    # cache (conftest), where the browser tests' server finds it.
     at = open_app("training", model="mlp.pt", index="42")
     rows = [image.captions for image in main_images(at)[1:]]
     assert len(rows) == 3 and all(len(row) == 8 for row in rows)
