@@ -156,6 +156,41 @@ def test_completeness_uses_the_reference_the_method_used(cnn, batch):
     assert F.method_completeness_error("saliency", cnn, images, maps, target) is None
 
 
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_curves_run_each_distinct_image_once_and_equal_step_by_step(
+    cnn, batch, ig_maps, mode, monkeypatch
+):
+    """A step that changes no pixel (they already hold the baseline) is not run again,
+    and every blank image is one: the model sees exactly the distinct images of the
+    steps. The curve is what running every step's images on their own gives."""
+    images, target = batch[0][:20], batch[1][:20]
+    maps, steps = ig_maps[:20], 14
+    shown = []
+
+    def counting(model, x):
+        shown.append(len(x))
+        return predict_logits(model, x)
+
+    monkeypatch.setattr(F, "predict_logits", counting)
+    curve = F.perturbation_curve(cnn, images, maps, target, mode, steps=steps)
+    # The steps' images, built one by one from the ranking.
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+    counts = torch.linspace(0, 784, steps + 1).round().long().tolist()
+    by_step, distinct = [], set()
+    for k in counts:
+        x = images.flatten(1).clone() if mode == "deletion" else torch.zeros(20, 784)
+        picked = order[:, :k]
+        x.scatter_(1, picked, 0.0 if mode == "deletion" else images.flatten(1).gather(1, picked))
+        by_step.append(x)
+        distinct |= {(i, bytes(row.numpy())) for i, row in enumerate(x) if row.any()}
+    blank = any(not row.any() for x in by_step for row in x)
+    assert sum(shown) == len(distinct) + blank < 0.5 * 20 * (steps + 1)  # IG: most repeat
+    expected = torch.stack(
+        [predict_logits(cnn, x.view(-1, 1, 28, 28)).softmax(dim=1) for x in by_step], dim=1
+    ).gather(2, target.view(-1, 1, 1).expand(20, steps + 1, 1))[..., 0]
+    torch.testing.assert_close(curve, expected, atol=1e-6, rtol=1e-5)
+
+
 def test_perturbation_curve_bad_mode_is_the_library_error(cnn, batch):
     images, target = batch
     with pytest.raises(MnistlensError, match="mode must be deletion or insertion"):
