@@ -11,6 +11,9 @@ from mnistlens import compare, compare_plots, metrics, plots
 from mnistlens.data import load_mnist
 
 N_TRAIN = 2000  # training images for the train-test gap: enough to test, cheap to run
+# Test images the shipped models are compared on: half the test set. Every property
+# holds on any images, and the whole set would cost two CNN passes (4 s) more.
+N_TEST = 5000
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +23,23 @@ def train_subset():
 
 
 @pytest.fixture(scope="module")
-def report(shipped, test_set, train_subset):
-    """The three shipped models compared on the full 10k test set, every disagreement kept."""
-    models = {name: shipped[name] for name in ("linear", "mlp", "cnn")}
-    return compare.compare_models(models, *test_set, *train_subset, top=None)
+def subset(test_set):
+    """The first N_TEST test images and labels."""
+    return test_set[0][:N_TEST], test_set[1][:N_TEST]
 
 
 @pytest.fixture(scope="module")
-def predictions(shipped, test_set):
-    """name -> (10000,) predicted digits, computed here without compare."""
+def report(shipped, subset, train_subset):
+    """The three shipped models compared on N_TEST test images, every disagreement kept."""
+    models = {name: shipped[name] for name in ("linear", "mlp", "cnn")}
+    return compare.compare_models(models, *subset, *train_subset, top=None)
+
+
+@pytest.fixture(scope="module")
+def predictions(shipped, subset):
+    """name -> (N_TEST,) predicted digits, computed here without compare."""
     return {
-        name: metrics.predict_logits(shipped[name][0], test_set[0]).argmax(dim=1)
+        name: metrics.predict_logits(shipped[name][0], subset[0]).argmax(dim=1)
         for name in ("linear", "mlp", "cnn")
     }
 
@@ -38,13 +47,11 @@ def predictions(shipped, test_set):
 # ---------------------------------------------------------------- per model
 
 
-def test_accuracies_come_from_the_confusion_matrix_of_the_predictions(
-    report, predictions, test_set
-):
+def test_accuracies_come_from_the_confusion_matrix_of_the_predictions(report, predictions, subset):
     """Accuracy, per-digit accuracy and error count are exactly what metrics.evaluate
     computes from the same predictions (its confusion matrix; `predictions` is a pass
-    of its own, so the full test set is not run through the CNN a third time)."""
-    labels = test_set[1]
+    of its own, so the test images are not run through the CNN a third time)."""
+    labels = subset[1]
     assert [m["name"] for m in report["models"]] == ["linear", "mlp", "cnn"]
     for row in report["models"]:
         confusion = metrics.confusion_matrix(predictions[row["name"]], labels)
@@ -182,8 +189,8 @@ def test_mcnemar_large_n_stays_exact_and_tiny():
     assert compare.mcnemar_p(480, 520) == pytest.approx(_binomial_two_sided(480, 520), rel=1e-9)
 
 
-def test_pairs_recomputed_from_predictions(report, predictions, test_set):
-    labels = test_set[1]
+def test_pairs_recomputed_from_predictions(report, predictions, subset):
+    labels = subset[1]
     assert [(p["a"], p["b"]) for p in report["pairs"]] == [
         ("linear", "mlp"),
         ("linear", "cnn"),
@@ -210,7 +217,7 @@ def test_pairs_recomputed_from_predictions(report, predictions, test_set):
 # ---------------------------------------------------------------- disagreements
 
 
-def test_disagreements_really_are_disagreements(report, predictions, shipped, test_set):
+def test_disagreements_really_are_disagreements(report, predictions, subset):
     records = report["disagreements"]
     differ = torch.stack(list(predictions.values()))  # (3, N)
     expected = int((differ != differ[:1]).any(dim=0).sum())
@@ -219,7 +226,7 @@ def test_disagreements_really_are_disagreements(report, predictions, shipped, te
         i = record["index"]
         assert len(set(record["predictions"].values())) >= 2
         assert record["predictions"] == {n: int(p[i]) for n, p in predictions.items()}
-        assert record["label"] == int(test_set[1][i])
+        assert record["label"] == int(subset[1][i])
     scores = [r["score"] for r in records]
     assert scores == sorted(scores, reverse=True)
 
@@ -248,7 +255,7 @@ def test_compare_models_rejects_bad_input(test_set):
 # ---------------------------------------------------------------- plots
 
 
-def test_plots_draw_every_model_and_save(report, test_set, tmp_path):
+def test_plots_draw_every_model_and_save(report, subset, tmp_path):
     names = {"linear", "mlp", "cnn"}
     fig = compare_plots.plot_accuracy_vs_parameters(report)
     ax = fig.axes[0]
@@ -258,7 +265,7 @@ def test_plots_draw_every_model_and_save(report, test_set, tmp_path):
     fig = compare_plots.plot_digit_accuracy(report)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["linear", "mlp", "cnn"]
     assert len(fig.axes[0].texts) == 30  # one value per model and digit
-    fig = compare_plots.plot_disagreements(report, test_set[0], n=6)
+    fig = compare_plots.plot_disagreements(report, subset[0], n=6)
     titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
     first = report["disagreements"][0]
     assert len(titled) == 6 and titled[0] == f"#{first['index']}: true {first['label']}"
