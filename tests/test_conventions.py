@@ -70,7 +70,7 @@ def _train(model, inputs, labels, log_probs: bool, epochs: int = 1):
 
 @pytest.fixture(scope="module")
 def user_files(tmp_path_factory):
-    """Both models trained for a few seconds on 10,000 training images and saved: the
+    """Both models trained for a second or two on 5,000 training images and saved: the
     Net as state_dict + source and as a .pt2 program, the MLP as state_dict + source."""
     from mnistlens.data import load_mnist
 
@@ -80,7 +80,7 @@ def user_files(tmp_path_factory):
     namespace: dict = {}
     exec(compile(source.read_text(), str(source), "exec"), namespace)  # the user's own file
     images, labels = load_mnist("train")
-    images, labels = images[:10_000], labels[:10_000]
+    images, labels = images[:5_000], labels[:5_000]
     torch.manual_seed(0)
     net = _train(namespace["Net"](), (images - 0.1307) / 0.3081, labels, log_probs=True)
     mlp = _train(namespace["RawMLP"](), images.flatten(1) * 255, labels, log_probs=False)
