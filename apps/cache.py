@@ -25,6 +25,7 @@ from mnistlens.checkpoint import atomic_write
 from mnistlens.data import default_data_dir
 from mnistlens.errors import MnistlensError
 from mnistlens.influence.cache import model_key
+from mnistlens.metrics import predict_logits
 from mnistlens.prepare import analyze
 
 # isort: split
@@ -182,6 +183,17 @@ def dream(model_name: str, target: int, layer: str | None = None) -> torch.Tenso
     return image
 
 
+@st.cache_data(show_spinner="Scoring a random ranking of the test images ...", max_entries=16)
+def random_reference(model_name: str, n_images: int) -> dict[str, torch.Tensor]:
+    """`faithfulness.random_reference` (curves kept) of the first n test images, for the
+    predicted class: what every method on the Trust page is scored against, computed
+    once per model and number of images, not once per method."""
+    model, _ = get_model(model_name)
+    images = get_test_set()[0][:n_images]
+    target = predict_logits(model, images).argmax(dim=1)
+    return faithfulness.random_reference(model, images, target, keep_curves=True)
+
+
 @st.cache_data(show_spinner="Measuring the method on the test images ...", max_entries=64)
 def measured(model_name: str, n_images: int, method: str):
     """`faithfulness.compare_methods(model, images[:n], [method])` for one method:
@@ -189,7 +201,8 @@ def measured(model_name: str, n_images: int, method: str):
     method to the Trust page measures that method alone."""
     model, _ = get_model(model_name)
     images, _ = get_test_set()
-    return faithfulness.compare_methods(model, images[:n_images], [method])
+    reference = random_reference(model_name, n_images)
+    return faithfulness.compare_methods(model, images[:n_images], [method], reference=reference)
 
 
 def comparison(model_name: str, n_images: int, methods: tuple[str, ...]):

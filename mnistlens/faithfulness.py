@@ -545,6 +545,7 @@ def compare_methods(
     randomization: bool = False,
     randomization_images: int = 20,
     captum_metrics: bool = False,
+    reference: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, dict], dict[str, dict[str, torch.Tensor]]]:
     """Every measure for several methods on the same images, explaining the prediction.
 
@@ -555,11 +556,18 @@ def compare_methods(
     `SANITY_RULE`); with captum_metrics=True, the mean `infidelity` and
     `sensitivity_max` on the same first images. curves[method][mode] is (N, S + 1). A
     "random" ranking comes first as the reference.
+
+    reference: `random_reference(model, images, predicted, keep_curves=True)` if
+    already computed, e.g. when methods are measured one call at a time (the explorer
+    adds them as a user picks them); else computed here.
     """
     images = A.check_images(images)
     target = predict_logits(model, images).argmax(dim=1)
     # The random ranking is the same for every method (seeded per image): scored once.
-    reference = random_reference(model, images, target, keep_curves=True)
+    if reference is None:
+        reference = random_reference(model, images, target, keep_curves=True)
+    elif "random_deletion_curve" not in reference:
+        raise MnistlensError("compare_methods needs a reference computed with keep_curves=True")
     scored = score_methods(model, images, methods, target, reference=reference)
     curves = {"random": {mode: reference[f"random_{mode}_curve"] for mode in MODES}}
     report: dict[str, dict] = {

@@ -286,6 +286,23 @@ def test_a_shared_random_reference_scores_like_a_fresh_one(cnn, batch):
         F.score_maps(cnn, images[:5], maps[:5], target[:5], reference=reference)
 
 
+def test_compare_methods_takes_the_reference_once_computed(cnn, batch, monkeypatch):
+    """Methods measured one call at a time (as the explorer adds them) reuse one random
+    reference: the same report as computing it, which then is not computed again."""
+    images, target = batch[0][:12], batch[1][:12]
+    reference = F.random_reference(cnn, images, target, keep_curves=True)
+    fresh, fresh_curves = F.compare_methods(cnn, images, ["saliency"])
+    monkeypatch.setattr(F, "random_reference", None)  # calling it would fail
+    given, given_curves = F.compare_methods(cnn, images, ["saliency"], reference=reference)
+    assert list(given) == list(fresh) == ["random", "saliency"]
+    for name in given:
+        assert given[name] == pytest.approx(fresh[name])
+    torch.testing.assert_close(given_curves, fresh_curves)
+    short = {k: v for k, v in reference.items() if k.endswith("_auc")}
+    with pytest.raises(MnistlensError, match="reference computed with keep_curves=True"):
+        F.compare_methods(cnn, images, ["saliency"], reference=short)
+
+
 def test_randomization_check_can_stop_after_the_top_layer(cnn, batch):
     """layers=1 re-initializes the head only and gives the same top correlation (and so
     the same verdict) as the full cascade, which goes on down to conv1."""
