@@ -24,22 +24,54 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 2**20))  # as far as glibc slides it
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(4 * 2**30))
 # Tests never read or write the user's cache (~/.cache/mnistlens: sanity verdicts,
-# training indexes): each test process starts from an empty one, as on a fresh machine.
-_CACHE = tempfile.mkdtemp(prefix="mnistlens-test-cache-")
-os.environ["XDG_CACHE_HOME"] = _CACHE
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# training indexes): a run starts from an empty one, as on a fresh machine. One for the
+# whole run, made by its first process (under xdist the controller, which removes it
+# at the end) and shared by the workers, as one user's app servers and commands share
+# theirs: what one worker computed (the explorer's sanity verdicts, the MLP's training
+# index) another reads. Tests that need an empty cache make their own.
+if "MNISTLENS_TEST_CACHE" not in os.environ:
+    os.environ["MNISTLENS_TEST_CACHE"] = tempfile.mkdtemp(prefix="mnistlens-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MNISTLENS_TEST_CACHE"], ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = os.environ["MNISTLENS_TEST_CACHE"]
 CHECKPOINTS = ROOT / "checkpoints"
 
 
-# Files of many sub-second tests, run last. pytest-xdist hands out tests in collection
-# order and lets each worker hold two until the end, so whichever tests come last
-# decide how long one worker idles while the other finishes (the training tests, 2 s
-# each, left ~2 s of one core unused).
-QUICK_FILES = ("test_models.py", "test_prepare.py", "test_method_contracts.py")
+# The test files, longest first (seconds each took on 2 cores, 2026-11-26). pytest-xdist
+# hands each worker a whole file (`--dist loadfile`, pyproject.toml) in this order, the
+# next one when it is nearly done: longest first, the two workers end within a second
+# or so of each other, and a file's module fixtures (a fork server, a trained model, a
+# comparison) are made once, not once per worker. A file not listed runs first.
+LONGEST_FIRST = (
+    "test_cli.py",  # 33
+    "test_app_browser.py",  # 32
+    "test_app.py",  # 20
+    "test_faithfulness.py",  # 13
+    "test_train.py",  # 10
+    "test_explain.py",  # 9
+    "test_killed_runs.py",  # 9
+    "test_influence.py",  # 7
+    "test_attribution.py",  # 6
+    "test_conventions.py",  # 6
+    "test_fuzz.py",  # 5
+    "test_formats.py",  # 5
+    "test_compare.py",  # 5
+    "test_fastig.py",  # 5
+    "test_data.py",  # 3
+    "test_internals.py",  # 3
+    "test_checkpoint.py",  # 2
+    "test_series.py",  # 2
+    "test_method_contracts.py",  # 2
+    "test_prepare.py",  # 1
+    "test_models.py",  # 0.3
+)
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name in QUICK_FILES)  # stable: files stay whole
+    def place(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else -1
+
+    items.sort(key=place)  # stable: a file's tests keep their order
 
 
 @pytest.hookimpl(tryfirst=True)

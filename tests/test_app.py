@@ -157,8 +157,8 @@ def test_per_digit_page_shows_a_map_per_digit():
 
 def test_training_page_shows_similar_and_influential_training_images():
     """Training examples shows 8 nearest, 8 proponent and 8 opponent images, labelled."""
-    # The MLP's index takes about a second to build, into this process's temporary
-    # cache (conftest), where the browser tests' server finds it.
+    # The MLP's index takes about a second to build, into the test run's temporary
+    # cache (conftest), where the browser tests' server finds it (or built it).
     at = open_app("training", model="mlp.pt", index="42")
     rows = [image.captions for image in main_images(at)[1:]]
     assert len(rows) == 3 and all(len(row) == 8 for row in rows)

@@ -23,10 +23,10 @@ IDLE = (
 
 @pytest.fixture(scope="module")
 def served_app():
-    """The explorer, served with this test process's cache (conftest: a temporary one),
-    as a user's server runs with theirs: the sanity verdicts and training indexes the
-    AppTest tests left there are read, not computed again (test_app.py and
-    test_influence.py test the computing and the reading)."""
+    """The explorer, served with the test run's cache (conftest: a temporary one), as a
+    user's server runs with theirs: sanity verdicts and training indexes already there
+    (from the AppTest tests, or this server's earlier pages) are read, not computed
+    again; test_app.py and test_influence.py test the computing and the reading."""
     with serve_app(ROOT / "apps" / "explore.py") as url:
         yield url
 
