@@ -118,7 +118,6 @@ def test_digit_42_then_the_index_typed_in_then_a_drawing(page, tmp_path):
     page.get_by_text("Your drawing", exact=True).first.wait_for(timeout=60_000)
     page.get_by_text("predicted 1").first.wait_for(timeout=60_000)
     settled(page, "deletion area")  # maps drawn
-    page.screenshot(path=str(tmp_path / "drawn.png"), full_page=True)
 
 
 def test_a_link_opens_its_view_and_every_page_keeps_it(context, served_app):
