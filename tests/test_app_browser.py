@@ -61,9 +61,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def context(browser):
-    """One browser context for the stories of one user: its pages share the HTTP cache
-    (a page load costs the browser ~0.5 s less CPU than in a new context), and each page
-    is still a Streamlit session of its own."""
+    """One browser context for every page: its pages share the HTTP cache (a page load
+    costs the browser ~0.5 s less CPU than in a new context), and each page is still a
+    Streamlit session of its own (a session is one page's connection, not a cookie), as
+    each user's would be."""
     context = browser.new_context(viewport={"width": 1500, "height": 1100})
     yield context
     context.close()
@@ -150,9 +151,10 @@ def test_a_link_opens_its_view_and_every_page_keeps_it(context, served_app):
 SIDEBAR = "[data-testid='stSidebar']"
 
 
-def open_session(browser, url: str):
-    """A new browser context (its own cookies, so its own Streamlit session) on `url`."""
-    page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+def open_session(context, url: str):
+    """A new page on `url` (in the shared `context`): a Streamlit session of its own, as
+    another user's would be."""
+    page = context.new_page()
     page.goto(url)
     page.get_by_text("predicted").first.wait_for(timeout=120_000)
     page.wait_for_function(IDLE, timeout=120_000)
@@ -195,15 +197,15 @@ def assert_own_view(page, index: int, label: int, prediction: int) -> None:
     assert box.input_value() == str(index)
 
 
-def test_two_sessions_keep_their_own_view_models_and_uploads(browser, served_app, mlp_program):
-    """Two users at once (two browser contexts). Index 0 and a fourth method in session A
+def test_two_sessions_keep_their_own_view_models_and_uploads(context, served_app, mlp_program):
+    """Two users at once (two pages, two sessions). Index 0 and a fourth method in session A
     leave session B on test image 42 (a 4) with its three methods, after B reruns, and
     A keeps its own (checked after its upload); each address bar holds its own view.
     Pressing Load on Your model in A loads the file and chooses it, without an error:
     the model is offered and explained in A only (B's model list and view are
     unchanged), and A's link (which names the upload) opens the CNN in a new session,
     not A's model."""
-    a, b = open_session(browser, served_app), open_session(browser, served_app)
+    a, b = open_session(context, served_app), open_session(context, served_app)
     shipped = model_options(b)
     box = a.locator(f"{SIDEBAR} [data-testid='stNumberInput'] input")
     box.fill("0")
@@ -239,6 +241,6 @@ def test_two_sessions_keep_their_own_view_models_and_uploads(browser, served_app
     assert model_options(b) == shipped
     go_to(b, "Explain a digit", "True label 4")  # B reruns: still the CNN on image 42
     assert "user model" not in b.locator("[data-testid='stMain']").inner_text()
-    c = open_session(browser, a.url)
+    c = open_session(context, a.url)
     settled(c, "cnn model")
     assert model_options(c) == shipped
