@@ -60,8 +60,9 @@ def test_adaptive_reaches_the_tolerance_with_honest_deltas(cnn, batch):
 
 
 def test_adaptive_maps_approach_the_exact_integral(cnn, batch):
-    """Tighter tolerance -> closer to a 256-step reference (on 20 digits)."""
-    images, target = batch[0][:20], batch[1][:20]
+    """Tighter tolerance -> closer to a 256-step reference (on 10 digits: relative L1
+    0.046 against 0.096; on 20, 0.055 against 0.096)."""
+    images, target = batch[0][:10], batch[1][:10]
     fast = prepare_for_explanation(cnn)
     base = torch.zeros_like(images)
     reference, _ = ig_fixed(fast, images, base, target, 256)
