@@ -232,10 +232,11 @@ def test_compare_methods_reports_the_verdict_and_its_rule(cnn, batch):
 
 def test_captum_metrics_are_reported_with_a_random_reference(cnn, batch):
     """infidelity and sensitivity_max come from captum.metrics: finite, non-negative,
-    and occlusion's coarse windows are more stable under small noise than saliency."""
+    and occlusion's coarse windows are more stable under small noise than saliency
+    (sensitivity 0.03 against 0.68 on 3 digits; 0.03 against 0.67 on 6)."""
     images, _ = batch
     report, _ = F.compare_methods(
-        cnn, images[:6], ["saliency", "occlusion"], captum_metrics=True, randomization_images=6
+        cnn, images[:3], ["saliency", "occlusion"], captum_metrics=True, randomization_images=3
     )
     assert report["random"]["infidelity"] > 0
     for name in ("saliency", "occlusion"):
