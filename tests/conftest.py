@@ -36,32 +36,33 @@ os.environ["XDG_CACHE_HOME"] = os.environ["MNISTLENS_TEST_CACHE"]
 CHECKPOINTS = ROOT / "checkpoints"
 
 
-# The test files, longest first (seconds each took on 2 cores, 2026-11-26). pytest-xdist
-# hands each worker a whole file (`--dist loadfile`, pyproject.toml) in this order, the
-# next one when it is nearly done: longest first, the two workers end within a second
-# or so of each other, and a file's module fixtures (a fork server, a trained model, a
-# comparison) are made once, not once per worker. A file not listed runs first.
+# The test files, longest first (seconds each took in one run on 2 cores, 2026-11-26).
+# pytest-xdist hands each worker a whole file (`--dist loadfile`, pyproject.toml) in
+# this order, the next one when it is nearly done: longest first, the two workers end
+# within a second or so of each other, and a file's module fixtures (a fork server, a
+# trained model, a comparison) are made once, not once per worker. A file not listed
+# runs first.
 LONGEST_FIRST = (
-    "test_cli.py",  # 33
-    "test_app_browser.py",  # 32
-    "test_app.py",  # 20
+    "test_cli.py",  # 37
+    "test_app_browser.py",  # 35
+    "test_app.py",  # 18
     "test_faithfulness.py",  # 13
     "test_train.py",  # 10
     "test_explain.py",  # 9
-    "test_killed_runs.py",  # 9
-    "test_influence.py",  # 7
-    "test_attribution.py",  # 6
-    "test_conventions.py",  # 6
+    "test_killed_runs.py",  # 7
+    "test_attribution.py",  # 6.5
+    "test_influence.py",  # 5.6
     "test_fuzz.py",  # 5
-    "test_formats.py",  # 5
-    "test_compare.py",  # 5
-    "test_fastig.py",  # 5
-    "test_data.py",  # 3
-    "test_internals.py",  # 3
-    "test_checkpoint.py",  # 2
-    "test_series.py",  # 2
-    "test_method_contracts.py",  # 2
-    "test_prepare.py",  # 1
+    "test_conventions.py",  # 4
+    "test_compare.py",  # 3.6
+    "test_fastig.py",  # 3.2
+    "test_internals.py",  # 2.9
+    "test_data.py",  # 2.5
+    "test_formats.py",  # 2.3
+    "test_method_contracts.py",  # 2.3
+    "test_checkpoint.py",  # 2.3
+    "test_series.py",  # 1.7
+    "test_prepare.py",  # 1.3
     "test_models.py",  # 0.3
 )
 
