@@ -551,7 +551,9 @@ def test_explain_json_carries_each_maps_faithfulness(run, tmp_path, cnn, test_se
 
 
 def test_measure_gives_sanity_verdicts_and_captum_metrics(run):
-    args = "measure --model cnn.pt --methods saliency,gbp --n 8 --randomization --captum-metrics"
+    """On 4 digits the verdicts are as clear as on 8: guided backprop's top-layer rank
+    correlation 0.96 (fail), saliency's 0.12 (pass)."""
+    args = "measure --model cnn.pt --methods saliency,gbp --n 4 --randomization --captum-metrics"
     result = run(*args.split(), "--json")
     assert result.returncode == 0, result.stderr
     methods = json.loads(result.stdout)["methods"]
