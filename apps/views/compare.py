@@ -105,8 +105,8 @@ elif found is None:
     st.info(f"{b} gets no test image right that {a} gets wrong.")
 else:
     images, _ = state.get_test_set()
-    pair_figure = plots.plot_pair_maps(found, images, a, b)
-    st.image(charts.png_bytes(pair_figure), output_format="PNG")
+    pair_png = charts.png_bytes(plots.plot_pair_maps(found, images, a, b))
+    st.image(pair_png, output_format="PNG")
     st.caption(
         f"The {len(found['indices'])} test images {b} gets right and {a} gets wrong: both "
         "models' integrated-gradients maps for the true class (red: pushes towards it): "
@@ -116,7 +116,7 @@ else:
     charts.save_buttons(
         "compare_pair",
         f"compare-{a}-vs-{b}",
-        lambda: pair_figure,
+        lambda: pair_png,  # the shown PNG: a download draws nothing again
         lambda: {"a": a, "b": b, "indices": found["indices"].tolist()},
     )
 
@@ -141,11 +141,13 @@ titles = {
     for n, r in results.items()
 }
 grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
-figure = plots.plot_model_grid(image, grid, titles, f"test image {record['index']}")
-st.image(charts.png_bytes(figure), output_format="PNG")
+grid_png = charts.png_bytes(
+    plots.plot_model_grid(image, grid, titles, f"test image {record['index']}")
+)
+st.image(grid_png, output_format="PNG")
 charts.save_buttons(
     "compare",
     f"compare-{record['index']}",
-    lambda: figure,
+    lambda: grid_png,
     lambda: {"report": {k: v for k, v in result.items() if k != "disagreements"}},
 )
