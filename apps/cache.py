@@ -20,13 +20,14 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from mnistlens import activations, attribution, explain, faithfulness, featureviz
-from mnistlens.checkpoint import atomic_write
-from mnistlens.data import default_data_dir
+from mnistlens import attribution, explain, faithfulness
 from mnistlens.errors import MnistlensError
+from mnistlens.graph import analyze
 from mnistlens.influence.cache import model_key
+from mnistlens.internals import activations, featureviz
+from mnistlens.io import atomic_write
 from mnistlens.metrics import predict_logits
-from mnistlens.prepare import analyze
+from mnistlens.paths import cache_dir
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
@@ -99,7 +100,7 @@ def _verdict_file(model, method: str, layers: int | None) -> Path:
     key = f"{model_key(model)}|{method}|{layers}|{SANITY_IMAGES}|{sanity_options(method)}|"
     key += faithfulness.SANITY_RULE
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return default_data_dir() / "verdicts" / f"{name}.json"
+    return cache_dir() / "verdicts" / f"{name}.json"
 
 
 @st.cache_data(show_spinner="Sanity check: re-initializing the layers ...")

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from mnistlens import attribution, load_model
-from mnistlens.checkpoint import checkpoint_dir
 from mnistlens.data import load_mnist, prepare_digit
 from mnistlens.errors import MnistlensError
+from mnistlens.paths import checkpoint_dir
 
 SOURCES = ("test image", "draw your own")
 DEFAULTS = {"source": "test image", "index": 42}
@@ -88,12 +88,12 @@ def get_model(name: str) -> tuple[nn.Module, dict]:
 def add_upload(
     filename: str, data: bytes, arch: str | None, arch_kwargs: dict, input_convention: str
 ) -> str:
-    """Load a user's model file (`conventions.load`: nothing in it can run code) and add
+    """Load a user's model file (`mnistlens.load`: nothing in it can run code) and add
     it to this session's model choices; -> its name. Raises MnistlensError."""
     import tempfile
     from pathlib import Path
 
-    from mnistlens.conventions import load
+    from mnistlens.loading import load
 
     options = repr((arch, sorted(arch_kwargs.items()), input_convention)).encode()
     digest = hashlib.sha256(data + options).hexdigest()[:10]

@@ -129,7 +129,8 @@ def main() -> None:
         f"ours on {args.n}:"
     )
     # Map accuracy: L1 distance to a 512-step Gauss-Legendre reference (first images).
-    from mnistlens.fastig import ig_fixed, prepare_for_explanation
+    from mnistlens.attribution.fastig import ig_fixed
+    from mnistlens.graph import prepare_for_explanation
 
     k = min(100, args.naive_n)
     reference, _ = ig_fixed(

@@ -3,7 +3,7 @@
 Train reference models, explain their predictions, measure the explanations.
 
     >>> import mnistlens
-    >>> model, meta = mnistlens.load_model("cnn.pt")
+    >>> model, meta = mnistlens.load("cnn.pt")  # or a .pt2, or a state_dict + class
     >>> images, labels = mnistlens.load_mnist("test")
 """
 
@@ -12,27 +12,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .errors import MnistlensError  # no torch behind it, so no reason to defer it
+from mnistlens.errors import MnistlensError  # no torch behind it, so no reason to defer it
 
 __version__ = "0.1.0"
 
 # The names below import torch, ~1-2 s; they are resolved on first use
 # (PEP 562 module __getattr__) so that `import mnistlens` and `mnistlens --help` do not pay.
 _LAZY = {
-    "load_model": "checkpoint",
-    "save_checkpoint": "checkpoint",
+    "load": "loading",
+    "load_model": "loading",
+    "save_checkpoint": "loading.checkpoint",
     "get_test_image": "data",
     "load_mnist": "data",
 }
 
 if TYPE_CHECKING:  # what type checkers and editors see
-    from .checkpoint import load_model, save_checkpoint
-    from .data import get_test_image, load_mnist
+    from mnistlens.data import get_test_image, load_mnist
+    from mnistlens.loading import load, load_model
+    from mnistlens.loading.checkpoint import save_checkpoint
 
 __all__ = [
     "__version__",
     "MnistlensError",
     "get_test_image",
+    "load",
     "load_mnist",
     "load_model",
     "save_checkpoint",

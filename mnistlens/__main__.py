@@ -1,5 +1,5 @@
 """`python -m mnistlens` runs the command-line interface."""
 
-from .cli import main
+from mnistlens.cli import main
 
 raise SystemExit(main())

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import MnistlensError
+from mnistlens.errors import MnistlensError
 
 HOST = "127.0.0.1"
 # For the page tests and bench_app.py: Debian's chromium, driven by Playwright (its own
@@ -53,13 +53,13 @@ def streamlit_command(
     headless: bool = False,
     options: Sequence[str] = (),
 ) -> list[str]:
-    """The command that serves `script` (default: the explorer, `checkpoint.app_path()`).
+    """The command that serves `script` (default: the explorer, `paths.app_path()`).
 
     port: None keeps Streamlit's default (8501); headless: do not open a browser;
     options: further Streamlit options, e.g. ["--server.address", "127.0.0.1"].
     """
     if script is None:
-        from .checkpoint import app_path  # imports torch: only when needed
+        from mnistlens.paths import app_path  # imports torch: only when needed
 
         script = app_path()
     command = [sys.executable, "-m", "streamlit", "run", str(script)]

@@ -17,9 +17,9 @@ import gc
 import importlib
 import sys
 
-from . import __version__
-from .commands._common import KeyValues
-from .errors import MnistlensError
+from mnistlens import __version__
+from mnistlens.commands._common import KeyValues
+from mnistlens.errors import MnistlensError
 
 # One module per command, in the order `--help` lists them: a new command is a new
 # file in mnistlens/commands/ and a line here.

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import MnistlensError
+from mnistlens.errors import MnistlensError
+from mnistlens.paths import cache_dir
 
 SPLITS = ("train", "test")
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of the training split, on [0, 1]
@@ -52,19 +53,13 @@ RAW_FILES = (
 )
 
 
-def default_data_dir() -> Path:
-    """The user cache directory used when neither an argument nor MNISTLENS_DATA is set."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "mnistlens"
-
-
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The data directory: the argument, else $MNISTLENS_DATA, else the user cache."""
     if data_dir is not None:
         return Path(data_dir).expanduser()
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
-    return default_data_dir()
+    return cache_dir()
 
 
 def raw_file(root: Path, name: str) -> Path | None:

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import attribution as A
-from .errors import MnistlensError
-from .faithfulness import Scores, random_reference, score_maps
-from .metrics import predict_logits
+from mnistlens import attribution as A
+from mnistlens.errors import MnistlensError
+from mnistlens.faithfulness import Scores, random_reference, score_maps
+from mnistlens.metrics import predict_logits
 
 
 @dataclass
@@ -163,84 +163,6 @@ def class_mean_maps(
         sums.index_add_(0, y, maps)
     counts = torch.bincount(labels, minlength=10).float()
     return sums / counts[:, None, None]  # NaN where a digit has no correct image
-
-
-def explain_models(
-    models: dict[str, nn.Module],
-    images: torch.Tensor,
-    methods: list[str] | tuple[str, ...] = ("saliency", "integrated_gradients"),
-    target: A.Target = None,
-    **options: dict,
-) -> dict[str, Explanation]:
-    """The same images and methods through several models: -> model name -> Explanation.
-
-    A method a model cannot run (Grad-CAM without a conv layer) is left out for that
-    model only; `plots.plot_model_grid` draws the result with one scale per method.
-    """
-    results = {}
-    for name, model in models.items():
-        usable = [m for m in methods if A.why_not(m, model) is None]
-        opts = {
-            m: o for m, o in options.items() if A.resolve_method(m) in map(A.resolve_method, usable)
-        }
-        results[name] = explain(model, images, usable, target, measure=True, **opts)
-    return results
-
-
-def where_b_beats_a(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    method: str = "integrated_gradients",
-    examples: int = 6,
-    indices: torch.Tensor | list[int] | None = None,
-    **options,
-) -> dict:
-    """What B looks at that A misses: on the images B gets right and A gets wrong, both
-    models' maps for the true class.
-
-    `indices`: those images, if already known (`compare.only_right(report, b, a)` reads
-    them from a comparison, saving two passes over the images); else found here.
-
-    -> {"indices": (K,) the images, "mean_a", "mean_b": (28, 28) mean maps over all K,
-    "digits": (D,) the true digits present among them, sorted, "digit_counts": (D,) how
-    many images of each, "digit_means_a", "digit_means_b": (D, 28, 28) mean map per
-    digit, "examples_a", "examples_b": (min(K, examples), 28, 28) maps of the first
-    images}.
-    """
-    images = A.check_images(images)
-    if indices is None:
-        right_a = predict_logits(model_a, images).argmax(dim=1) == labels
-        right_b = predict_logits(model_b, images).argmax(dim=1) == labels
-        indices = (right_b & ~right_a).nonzero()[:, 0]
-    indices = torch.as_tensor(indices, dtype=torch.int64)
-    if len(indices) == 0:
-        raise MnistlensError("model B gets no image right that model A gets wrong here")
-    x, y = images[indices], labels[indices]
-    maps_a = A.attribute(method, model_a, x, y, **options)[:, 0]  # (K, 28, 28)
-    maps_b = A.attribute(method, model_b, x, y, **options)[:, 0]
-    # The images are of mixed digits, so the mean over all of them averages unrelated
-    # strokes away; a mean per true digit keeps each digit's shape. `which` (K,) is each
-    # image's position in `digits`, so one index_add sums every digit's maps at once.
-    digits, which, counts = torch.unique(y, sorted=True, return_inverse=True, return_counts=True)
-
-    def per_digit(maps: torch.Tensor) -> torch.Tensor:
-        """(K, 28, 28) -> (D, 28, 28): the mean map of each digit's images."""
-        sums = maps.new_zeros(len(digits), *maps.shape[1:]).index_add_(0, which, maps)
-        return sums / counts[:, None, None]
-
-    return {
-        "indices": indices,
-        "mean_a": maps_a.mean(dim=0),
-        "mean_b": maps_b.mean(dim=0),
-        "digits": digits,
-        "digit_counts": counts,
-        "digit_means_a": per_digit(maps_a),
-        "digit_means_b": per_digit(maps_b),
-        "examples_a": maps_a[:examples],
-        "examples_b": maps_b[:examples],
-    }
 
 
 def map_note(result: Explanation, name: str, i: int = 0) -> str:

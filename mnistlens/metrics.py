@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import MnistlensError
-from .models import evaluating, for_inference
+from mnistlens.errors import MnistlensError
+from mnistlens.models import evaluating, for_inference
 
 
 @torch.no_grad()  # not inference_mode: callers may use the scores in later autograd code
@@ -80,7 +80,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> di
     `n_images`, `n_errors`, `top_confusions` (list of [true, predicted, count]),
     and `confusion` (10 x 10 nested list, rows = true digit).
     """
-    from .data import check_images
+    from mnistlens.data import check_images
 
     images = check_images(images)
     labels = check_labels(labels)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .checkpoint import atomic_write
+from mnistlens.io import atomic_write
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
@@ -104,19 +104,19 @@ class Panels:
         return grid
 
 
-def _title_room(title: str, panel_titles: bool = True) -> float:
+def title_room(title: str, panel_titles: bool = True) -> float:
     """Inches above the grid for a figure title of this many lines (and the first row's
     panel titles)."""
     lines = title.count("\n") + 1 if title else 0
     return 0.1 + 0.25 * lines + (0.25 if panel_titles else 0.0)
 
 
-def _suptitle(fig: Figure, title: str) -> None:
+def figure_title(fig: Figure, title: str) -> None:
     if title:
         fig.suptitle(title, y=1 - 0.08 / fig.get_size_inches()[1], va="top")
 
 
-def _colorbar_beside(fig: Figure, shown, top, bottom=None, fraction: float = 0.8) -> None:
+def colorbar_beside(fig: Figure, shown, top, bottom=None, fraction: float = 0.8) -> None:
     """A colorbar right of the axes `top` to `bottom` (one column of the grid, or one
     axes), `fraction` of their height, centred on them."""
     width_in, _ = fig.get_size_inches()
@@ -127,7 +127,7 @@ def _colorbar_beside(fig: Figure, shown, top, bottom=None, fraction: float = 0.8
     fig.colorbar(shown, cax=cax)
 
 
-def _colorbar_below(fig: Figure, shown, ax) -> None:
+def colorbar_below(fig: Figure, shown, ax) -> None:
     """A horizontal colorbar under `ax`, 80% of its width."""
     _, height_in = fig.get_size_inches()
     x0, y0, x1, _ = ax.get_position().extents
@@ -142,7 +142,7 @@ DIVERGING = "RdBu_r"  # red = pushes towards the target class, blue = against it
 SEQUENTIAL = "magma"
 
 
-def _map_style(maps: torch.Tensor, signed: bool) -> dict:
+def map_style(maps: torch.Tensor, signed: bool) -> dict:
     """imshow arguments: a diverging scale centred on zero for signed maps, else sequential."""
     peak = float(maps.abs().max()) or 1.0
     if signed:
@@ -150,7 +150,7 @@ def _map_style(maps: torch.Tensor, signed: bool) -> dict:
     return {"cmap": SEQUENTIAL, "vmin": 0.0, "vmax": peak}
 
 
-def _overlay_digit(ax, image: torch.Tensor) -> None:
+def overlay_digit(ax, image: torch.Tensor) -> None:
     """The digit's outline, faint, so a map can be read against the strokes."""
     ax.contour(image.numpy(), levels=[0.5], colors="0.4", linewidths=0.6, alpha=0.6)
 
@@ -175,7 +175,7 @@ def plot_explanation(
             the registry calls signed (`attribution.get_spec(name).signed`), plus any
             map with negative values.
     """
-    from .attribution import registry
+    from mnistlens.attribution import registry
 
     def registered_signed(name: str) -> bool:
         try:
@@ -194,7 +194,7 @@ def plot_explanation(
         for kind in (True, False):
             group = [v for k, v in maps.items() if is_signed[k] == kind]
             if group:
-                shared[kind] = _map_style(torch.stack(group), kind)
+                shared[kind] = map_style(torch.stack(group), kind)
 
     # At most five panels a row: all nine methods wrap into rows instead of one
     # 3,000-pixel strip that a page or a notebook shrinks into illegibility.
@@ -212,9 +212,9 @@ def plot_explanation(
     axes[0].imshow(image.numpy(), cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("input")
     for ax, (name, m) in zip(axes[1:], maps.items(), strict=True):
-        style = shared.get(is_signed[name]) or _map_style(m, is_signed[name])
+        style = shared.get(is_signed[name]) or map_style(m, is_signed[name])
         shown = ax.imshow(m.numpy(), **style)
-        _overlay_digit(ax, image)
+        overlay_digit(ax, image)
         ax.set_title(name.replace("_", " "), fontsize=10)
         if notes and name in notes:
             ax.set_xlabel(notes[name], fontsize=8)
@@ -232,110 +232,20 @@ def plot_class_maps(class_maps: dict[str, torch.Tensor], title: str = "") -> Fig
 
     Each row (method) has one colour scale, diverging for signed maps.
     """
-    geometry = Panels(len(class_maps), 10, left=0.4, top=_title_room(title), right=0.7)
+    geometry = Panels(len(class_maps), 10, left=0.4, top=title_room(title), right=0.7)
     fig = geometry.figure()
     axes = geometry.axes(fig)
     for row, (name, maps) in enumerate(class_maps.items()):
         maps = maps.detach().cpu()
-        style = _map_style(torch.nan_to_num(maps), bool((maps < 0).any()))
+        style = map_style(torch.nan_to_num(maps), bool((maps < 0).any()))
         for digit in range(10):
             ax = axes[row, digit]
             shown = ax.imshow(maps[digit].numpy(), **style)
             if row == 0:
                 ax.set_title(str(digit))
         axes[row, 0].set_ylabel(name.replace("_", " "), fontsize=9)
-        _colorbar_beside(fig, shown, axes[row, -1])
-    _suptitle(fig, title)
-    return fig
-
-
-def plot_model_grid(
-    image: torch.Tensor,
-    maps: dict[str, dict[str, torch.Tensor]],
-    titles: dict[str, str] | None = None,
-    title: str = "",
-) -> Figure:
-    """A models x methods grid for one digit: model -> method -> (1, 28, 28) map.
-
-    Each method (column) has ONE colour scale across all models, so a map that is
-    brighter in one model than in another really is larger there. titles: model -> a
-    row label (e.g. its prediction and probability).
-    """
-    models = list(maps)
-    methods = list(next(iter(maps.values())))
-    image = image.detach().reshape(28, 28).cpu()
-    label_lines = max(((titles or {}).get(m, m).count("\n") + 1 for m in models), default=1)
-    geometry = Panels(
-        len(models), len(methods), size=1.9, gap_x=0.25, left=0.2 + 0.17 * label_lines,
-        top=_title_room(title), bottom=0.55,
-    )  # fmt: skip
-    fig = geometry.figure()
-    axes = geometry.axes(fig)
-    for col, method in enumerate(methods):
-        column = torch.stack([maps[m][method].detach().reshape(28, 28).cpu() for m in models])
-        style = _map_style(column, bool((column < 0).any()))
-        for row, model in enumerate(models):
-            ax = axes[row, col]
-            shown = ax.imshow(column[row].numpy(), **style)
-            _overlay_digit(ax, image)
-            if row == 0:
-                ax.set_title(method.replace("_", " "), fontsize=10)
-            if col == 0:
-                ax.set_ylabel((titles or {}).get(model, model), fontsize=9)
-        _colorbar_below(fig, shown, axes[-1, col])
-    _suptitle(fig, title)
-    return fig
-
-
-def plot_pair_maps(
-    found: dict, images: torch.Tensor, a: str, b: str, method: str = "integrated gradients"
-) -> Figure:
-    """What B looks at that A misses (`explain.where_b_beats_a`): for the images B gets
-    right and A wrong, rows A and B of each model's mean map per true digit
-    ("digit_means_a/b", (D, 28, 28)), then rows A and B of a few single images
-    ("examples_a/b", (k, 28, 28)) with the digit's outline. One colour scale per row."""
-    digits, counts = found["digits"].tolist(), found["digit_counts"].tolist()
-    k = len(found["examples_a"])
-    # Examples below the means, not beside them: ten digits plus six examples would be
-    # a sixteen-panel strip of thumbnails.
-    blocks = [
-        (
-            [f"digit {d} (n={n})" for d, n in zip(digits, counts, strict=True)],
-            found["digit_means_a"],
-            found["digit_means_b"],
-        )
-    ]
-    if k:
-        titles = [f"#{i}" for i in found["indices"][:k].tolist()]
-        blocks.append((titles, found["examples_a"], found["examples_b"]))
-    columns = max(len(digits), k)
-    suptitle = (
-        f"{method}: the {len(found['indices'])} images {b} gets right and {a} gets wrong, "
-        "both models' maps for the true class\nmean map per true digit (n images), then "
-        "single images (#test index); one colour scale per row"
-    )
-    geometry = Panels(2 * len(blocks), columns, left=0.4, top=_title_room(suptitle), right=0.7)
-    fig = geometry.figure()
-    axes = geometry.axes(fig)
-    for block, (titles, maps_a, maps_b) in enumerate(blocks):
-        for model, (name, maps) in enumerate(((a, maps_a), (b, maps_b))):
-            row = axes[2 * block + model]
-            maps = maps.detach().cpu()
-            # A scale per row, not per model: the per-digit means are fainter than single
-            # maps (the noise of one image cancels), so a shared scale would blank them.
-            style = _map_style(maps, bool((maps < 0).any()))
-            for col, ax in enumerate(row):
-                if col >= len(maps):
-                    ax.set_axis_off()
-                    continue
-                shown_map = ax.imshow(maps[col].numpy(), **style)
-                if block == 1:  # an example: one digit, so its outline means something
-                    _overlay_digit(ax, images[int(found["indices"][col]), 0])
-                if model == 0:
-                    ax.set_title(titles[col], fontsize=9)
-            row[0].set_ylabel(name, fontsize=10)
-            _colorbar_beside(fig, shown_map, row[-1])
-    _suptitle(fig, suptitle)
+        colorbar_beside(fig, shown, axes[row, -1])
+    figure_title(fig, title)
     return fig
 
 
@@ -363,13 +273,13 @@ def plot_image_grid(
     widest = 0.06 * max((len(t) for t in titles or []), default=0)
     geometry = Panels(
         rows, columns, size=1.15, gap_x=max(0.15, widest - 1.05),
-        top=_title_room(title, bool(titles)), gap_y=0.3 if titles else 0.15,
+        top=title_room(title, bool(titles)), gap_y=0.3 if titles else 0.15,
         right=0.9 if colorbar else 0.15,
     )  # fmt: skip
     fig = geometry.figure()
     axes = geometry.axes(fig)
     style = (
-        _map_style(images, True)
+        map_style(images, True)
         if signed
         else {"cmap": "gray", "vmin": 0.0, "vmax": float(images.max()) or 1.0}
     )
@@ -379,14 +289,14 @@ def plot_image_grid(
             ax.axis("off")
             continue
         own = (
-            style if shared_scale else (_map_style(images[i], True) if signed else {"cmap": "gray"})
+            style if shared_scale else (map_style(images[i], True) if signed else {"cmap": "gray"})
         )
         shown = ax.imshow(images[i].numpy(), **own)
         if titles:
             ax.set_title(titles[i], fontsize=8)
     if colorbar and shown is not None:
-        _colorbar_beside(fig, shown, axes[0, -1], axes[-1, -1], fraction=0.6 if rows > 1 else 0.8)
-    _suptitle(fig, title)
+        colorbar_beside(fig, shown, axes[0, -1], axes[-1, -1], fraction=0.6 if rows > 1 else 0.8)
+    figure_title(fig, title)
     return fig
 
 

@@ -43,9 +43,10 @@ from pathlib import Path
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_dir, load_model, save_checkpoint
-from .errors import MnistlensError
-from .train import TrainConfig, train
+from mnistlens.errors import MnistlensError
+from mnistlens.loading.checkpoint import load_checkpoint, save_checkpoint
+from mnistlens.paths import checkpoint_dir
+from mnistlens.train import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def is_finished(path: str | os.PathLike, config: TrainConfig) -> bool:
     recipe, or a quick run with overrides, is retrained rather than silently reused.
     """
     try:
-        _, meta = load_model(path)
+        _, meta = load_checkpoint(path)
         stored = TrainConfig.from_dict(meta["config"])  # old checkpoints: new keys default
     except (MnistlensError, KeyError, TypeError):
         return False
@@ -334,4 +335,4 @@ def load_series(
             f"series members not trained yet: {', '.join(missing)} (in {out_dir or default_dir()});"
             " train them with series.train_series()"
         )
-    return {n: load_model(p) for n, p in paths.items()}
+    return {n: load_checkpoint(p) for n, p in paths.items()}

@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__, models
-from .data import data_checksums, load_mnist
-from .errors import MnistlensError
-from .metrics import evaluate
+from mnistlens import __version__, models
+from mnistlens.data import data_checksums, load_mnist
+from mnistlens.errors import MnistlensError
+from mnistlens.metrics import evaluate
 
 OPTIMIZERS = ("adamw", "sgd")
 

@@ -99,7 +99,7 @@ def run_command(args: list[str], out: str, err: str, pause: dict | None = None) 
 def hang_in_atomic_write(target: str, marker: str) -> None:
     """atomic_write(target) that writes a little, touches `marker`, then hangs mid-write
     until it is killed."""
-    from mnistlens.checkpoint import atomic_write
+    from mnistlens.io import atomic_write
 
     def write(f):
         f.write(b"partial")

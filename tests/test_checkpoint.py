@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from mnistlens import MnistlensError, load_model
-from mnistlens.checkpoint import atomic_write, resolve_checkpoint
 from mnistlens.data import data_checksums
+from mnistlens.io import atomic_write
+from mnistlens.loading.checkpoint import load_checkpoint
 from mnistlens.metrics import evaluate
+from mnistlens.paths import resolve_checkpoint
 
 from conftest import CHECKPOINTS, REQUIRED_ACCURACY, WritesAFile
 
@@ -66,8 +68,11 @@ def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
     assert target.exists()
     target.unlink()
 
-    # ... but load_model refuses the file without running it.
+    # ... but the checkpoint reader refuses the file without running it, and so does
+    # `load`, which reads every format.
     with pytest.raises(MnistlensError, match="refusing to load .*would import or run code"):
+        load_checkpoint(evil)
+    with pytest.raises(MnistlensError, match="refusing to load .*would run code to load"):
         load_model(evil)
     assert not target.exists()
 
@@ -86,7 +91,7 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path, content, pattern):
     else:
         path.write_bytes(content)
     with pytest.raises(MnistlensError, match=pattern) as info:
-        load_model(path)
+        load_checkpoint(path)
     assert "\n" not in str(info.value)
 
 

@@ -137,10 +137,10 @@ def test_help_and_usage_errors_do_not_import_torch(fresh_python):
 
 def test_package_names_resolve_on_first_use():
     import mnistlens
-    import mnistlens.checkpoint
     import mnistlens.data
+    import mnistlens.loading
 
-    assert load_model is mnistlens.checkpoint.load_model
+    assert load_model is mnistlens.loading.load
     assert mnistlens.load_mnist is mnistlens.data.load_mnist
     assert set(mnistlens.__all__) <= set(dir(mnistlens))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
@@ -711,7 +711,7 @@ def test_compare_three_shipped_models(run, tmp_path, shipped, test_set, small_mn
 def test_compare_errors_are_one_line(run, tmp_path, monkeypatch):
     """Each mistake is named before any model is compared (a bad --pair on the series
     would otherwise cost minutes first)."""
-    from mnistlens import compare
+    from mnistlens.comparison import stats as compare
 
     def never(*args, **kwargs):
         raise AssertionError("compare_models ran before the error")

@@ -7,7 +7,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mnistlens import compare, compare_plots, metrics, plots
+from mnistlens import metrics, plots
+from mnistlens.comparison import figures as compare_plots
+from mnistlens.comparison import stats as compare
 from mnistlens.data import load_mnist
 
 N_TRAIN = 2000  # training images for the train-test gap: enough to test, cheap to run

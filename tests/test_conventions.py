@@ -7,11 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistlens import MnistlensError, conventions, explain, faithfulness
+import mnistlens
+from mnistlens import MnistlensError, explain, faithfulness
 from mnistlens import attribution as A
-from mnistlens.activations import layer_activations
+from mnistlens.graph import analyze
+from mnistlens.internals.activations import layer_activations
+from mnistlens.loading import conventions
 from mnistlens.metrics import predict_logits
-from mnistlens.prepare import analyze
 
 EXAMPLE_NET = '''
 import torch
@@ -98,9 +100,9 @@ def loaded(user_files):
     src = user_files["source"]
     folder = user_files["folder"]
     return {
-        "net": conventions.load(folder / "net.pt", model_code=f"{src}:Net"),
-        "pt2": conventions.load(folder / "net.pt2"),
-        "mlp": conventions.load(folder / "mlp.pt", model_code=f"{src}:RawMLP"),
+        "net": mnistlens.load(folder / "net.pt", model_code=f"{src}:Net"),
+        "pt2": mnistlens.load(folder / "net.pt2"),
+        "mlp": mnistlens.load(folder / "mlp.pt", model_code=f"{src}:RawMLP"),
     }
 
 
@@ -171,25 +173,25 @@ def test_deeplift_is_complete_on_the_users_model(loaded, test_set, key):
 
 def test_input_convention_given_or_refused(user_files, test_set):
     src, folder = user_files["source"], user_files["folder"]
-    model, meta = conventions.load(folder / "mlp.pt", model_code=f"{src}:RawMLP", input="unit")
+    model, meta = mnistlens.load(folder / "mlp.pt", model_code=f"{src}:RawMLP", input="unit")
     assert meta["input"] == "unit" and meta["input_reason"] == "chosen by the user"
     with pytest.raises(MnistlensError, match="unknown input convention 'bytes'"):
-        conventions.load(folder / "mlp.pt", model_code=f"{src}:RawMLP", input="bytes")
+        mnistlens.load(folder / "mlp.pt", model_code=f"{src}:RawMLP", input="bytes")
     torch.manual_seed(0)
     untrained = folder / "untrained.pt"
     namespace: dict = {}
     exec(compile(src.read_text(), str(src), "exec"), namespace)
     torch.save(namespace["RawMLP"]().state_dict(), untrained)
     with pytest.raises(MnistlensError, match="no input convention gives the model 50%"):
-        conventions.load(untrained, model_code=f"{src}:RawMLP")
+        mnistlens.load(untrained, model_code=f"{src}:RawMLP")
 
 
 def test_a_shipped_checkpoint_passes_through(shipped):
-    model, meta = conventions.load("cnn.pt")
+    model, meta = mnistlens.load("cnn.pt")
     assert meta["format"] == "mnistlens-checkpoint" and meta["input"] == "unit"
     assert meta["test_accuracy"] == shipped["cnn"][1]["test_accuracy"]
     with pytest.raises(MnistlensError, match="drop --input"):
-        conventions.load("cnn.pt", input="0-255")
+        mnistlens.load("cnn.pt", input="0-255")
 
 
 def test_describe_says_what_was_detected(loaded):

@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from mnistlens import MnistlensError
-from mnistlens.data import (
-    data_checksums,
-    default_data_dir,
-    get_test_image,
-    load_mnist,
-    resolve_data_dir,
-)
+from mnistlens.data import data_checksums, get_test_image, load_mnist, resolve_data_dir
+from mnistlens.paths import cache_dir
 
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -87,7 +82,7 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
     assert resolve_data_dir() == tmp_path / "env"
     monkeypatch.delenv("MNISTLENS_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert resolve_data_dir() == default_data_dir() == tmp_path / "cache" / "mnistlens"
+    assert resolve_data_dir() == cache_dir() == tmp_path / "cache" / "mnistlens"
 
 
 def test_data_checksums_hash_the_pixels_and_labels(test_set):

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnistlens import MnistlensError, plots
+from mnistlens import MnistlensError
 from mnistlens import attribution as A
+from mnistlens.comparison.figures import plot_pair_maps
 from mnistlens.data import load_digit_image, prepare_digit
 from mnistlens.explain import class_mean_maps, contrast_maps, explain
 from mnistlens.metrics import predict_logits
@@ -176,7 +177,7 @@ def test_16_bit_and_huge_pictures(cnn, test_set, tmp_path):
 def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
     """The images the CNN gets right and the linear model wrong, and both models' maps
     of the true class there; the figure draws a mean per digit and the examples."""
-    from mnistlens.explain import where_b_beats_a
+    from mnistlens.comparison.maps import where_b_beats_a
 
     images, labels = test_set[0][:500], test_set[1][:500]
     linear, cnn = shipped["linear"][0], shipped["cnn"][0]
@@ -192,7 +193,7 @@ def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
     given = where_b_beats_a(linear, cnn, images, labels, "saliency", 4, found["indices"].tolist())
     for key in ("indices", "mean_a", "examples_b", "digits", "digit_counts", "digit_means_b"):
         torch.testing.assert_close(given[key], found[key])
-    fig = plots.plot_pair_maps(found, images, "linear", "cnn", "saliency")
+    fig = plot_pair_maps(found, images, "linear", "cnn", "saliency")
     d = len(found["digits"])
     assert len([ax for ax in fig.axes if ax.images]) == 2 * (d + 4)  # rows A, B
     with pytest.raises(MnistlensError, match="gets no image right"):
@@ -202,7 +203,7 @@ def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
 def test_where_b_beats_a_means_each_digit_over_exactly_its_images(shipped, test_set):
     """Per true digit, the mean map over exactly that digit's images among the ones the
     CNN gets right and the linear model wrong, recomputed here one digit at a time."""
-    from mnistlens.explain import where_b_beats_a
+    from mnistlens.comparison.maps import where_b_beats_a
 
     images, labels = test_set[0][:500], test_set[1][:500]
     linear, cnn = shipped["linear"][0], shipped["cnn"][0]
@@ -230,7 +231,7 @@ def test_pair_figure_wraps_ten_digits_and_six_examples(shipped, test_set):
     """Ten digit means plus six examples: the means on rows A and B, the examples on a
     second pair of rows (not a 16-panel strip), titled by digit and count or by index;
     with no examples, only the means' rows."""
-    from mnistlens.explain import where_b_beats_a
+    from mnistlens.comparison.maps import where_b_beats_a
 
     images, labels = test_set
     # Given indices: the first three images of every digit, so all ten digits appear.
@@ -239,7 +240,7 @@ def test_pair_figure_wraps_ten_digits_and_six_examples(shipped, test_set):
     found = where_b_beats_a(linear, mlp, images, labels, "saliency", 6, sorted(indices))
     assert found["digits"].tolist() == list(range(10))
     assert found["digit_counts"].tolist() == [3] * 10
-    fig = plots.plot_pair_maps(found, images, "linear", "mlp", "saliency")
+    fig = plot_pair_maps(found, images, "linear", "mlp", "saliency")
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2 * (10 + 6)
     # Four rows of panels, ten columns; the first ten panels (A's means) on the top row.
@@ -252,5 +253,5 @@ def test_pair_figure_wraps_ten_digits_and_six_examples(shipped, test_set):
     assert all(ax.collections for ax in panels[20:])  # the digit's outline on examples
     assert "mean map per true digit" in fig.get_suptitle()
     bare = where_b_beats_a(linear, mlp, images, labels, "saliency", 0, sorted(indices))
-    fig = plots.plot_pair_maps(bare, images, "linear", "mlp", "saliency")
+    fig = plot_pair_maps(bare, images, "linear", "mlp", "saliency")
     assert len([ax for ax in fig.axes if ax.images]) == 2 * 10

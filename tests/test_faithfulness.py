@@ -6,6 +6,7 @@ import torch
 from mnistlens import MnistlensError
 from mnistlens import attribution as A
 from mnistlens import faithfulness as F
+from mnistlens.faithfulness import curves, methods, sanity
 from mnistlens.metrics import predict_logits
 
 
@@ -83,10 +84,10 @@ def test_area_under_curve():
 
 def test_spearman():
     x = torch.rand(3, 50)
-    torch.testing.assert_close(F._spearman(x, x), torch.ones(3))
-    torch.testing.assert_close(F._spearman(x, -x), -torch.ones(3))
+    torch.testing.assert_close(sanity._spearman(x, x), torch.ones(3))
+    torch.testing.assert_close(sanity._spearman(x, -x), -torch.ones(3))
     # ties share a rank, so a block of equal values is not ordered by position
-    assert F._ranks(torch.tensor([3.0, 1.0, 1.0, 2.0])).tolist() == [3.0, 0.5, 0.5, 2.0]
+    assert sanity._ranks(torch.tensor([3.0, 1.0, 1.0, 2.0])).tolist() == [3.0, 0.5, 0.5, 2.0]
 
 
 def test_randomization_check_saliency_depends_on_the_weights(cnn, batch):
@@ -171,7 +172,7 @@ def test_curves_run_each_distinct_image_once_and_equal_step_by_step(
         shown.append(len(x))
         return predict_logits(model, x)
 
-    monkeypatch.setattr(F, "predict_logits", counting)
+    monkeypatch.setattr(curves, "predict_logits", counting)
     curve = F.perturbation_curve(cnn, images, maps, target, mode, steps=steps)
     # The steps' images, built one by one from the ranking.
     order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
@@ -293,7 +294,7 @@ def test_compare_methods_takes_the_reference_once_computed(cnn, batch, monkeypat
     images, target = batch[0][:12], batch[1][:12]
     reference = F.random_reference(cnn, images, target, keep_curves=True)
     fresh, fresh_curves = F.compare_methods(cnn, images, ["saliency"])
-    monkeypatch.setattr(F, "random_reference", None)  # calling it would fail
+    monkeypatch.setattr(methods, "random_reference", None)  # calling it would fail
     given, given_curves = F.compare_methods(cnn, images, ["saliency"], reference=reference)
     assert list(given) == list(fresh) == ["random", "saliency"]
     for name in given:

@@ -5,7 +5,8 @@ import torch
 from captum.attr import IntegratedGradients
 
 from mnistlens import attribution as A
-from mnistlens.fastig import fold_batchnorm, ig_adaptive, ig_fixed, prepare_for_explanation
+from mnistlens.attribution.fastig import ig_adaptive, ig_fixed
+from mnistlens.graph import fold_batchnorm, prepare_for_explanation
 from mnistlens.metrics import predict_logits
 
 

@@ -15,7 +15,7 @@ import torch
 
 from mnistlens import MnistlensError, models, save_checkpoint
 from mnistlens.data import MEAN, STD
-from mnistlens.formats import load_any
+from mnistlens.loading.formats import load_any
 
 from conftest import CHECKPOINTS, WritesAFile
 

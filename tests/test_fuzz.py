@@ -12,8 +12,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnistlens import MnistlensError, activations, faithfulness, metrics
+from mnistlens import MnistlensError, faithfulness, metrics
 from mnistlens import attribution as A
+from mnistlens.internals import activations
 
 FUZZ = settings(
     max_examples=25,

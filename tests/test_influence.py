@@ -13,11 +13,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from mnistlens import MnistlensError, influence, load_model, save_checkpoint
-from mnistlens.activations import layer_activations
 from mnistlens.data import load_mnist
+from mnistlens.graph import analyze
 from mnistlens.influence import passes
+from mnistlens.internals.activations import layer_activations
 from mnistlens.metrics import predict_logits
-from mnistlens.prepare import analyze
 from mnistlens.train import TrainConfig, train
 
 from conftest import WritesAFile

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from mnistlens import MnistlensError
-from mnistlens import activations as act
-from mnistlens import weights as W
-from mnistlens.featureviz import maximize, total_variation
+from mnistlens.internals import activations as act
+from mnistlens.internals import weights as W
+from mnistlens.internals.featureviz import maximize, total_variation
 
 
 def _hook_count(model):
@@ -219,7 +219,7 @@ def test_unit_maximization_raises_the_unit(shipped):
 def test_featureviz_adam_steps_like_torch_adam():
     """The hand-written Adam (no torch._dynamo import) follows torch.optim.Adam's
     trajectory on a bumpy function, to float noise relative to the values."""
-    from mnistlens.featureviz import Adam
+    from mnistlens.internals.featureviz import Adam
 
     start = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
     ours, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)

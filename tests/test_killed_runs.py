@@ -27,7 +27,7 @@ import torch
 
 from mnistlens import attribution as A
 from mnistlens import cli, load_model
-from mnistlens.checkpoint import OLD_TEMPORARY_SECONDS, atomic_write
+from mnistlens.io import OLD_TEMPORARY_SECONDS, atomic_write
 
 from conftest import CHECKPOINTS
 

@@ -9,8 +9,9 @@ from torch import nn
 
 from mnistlens import MnistlensError
 from mnistlens import attribution as A
-from mnistlens import prepare as P
+from mnistlens import graph as P
 from mnistlens.faithfulness import method_completeness_error
+from mnistlens.graph import analysis
 from mnistlens.metrics import predict_logits
 
 
@@ -253,7 +254,7 @@ def test_analyze_is_kept_per_model_until_the_model_changes_shape():
     assert [layer.shape for layer in edited.layers if layer.name == "fc1"] == [(48,)]
     model.fc2.weight.data.zero_()  # weights alone do not change the layers
     assert P.analyze(model) is edited
-    count = len(P._ANALYSES)
+    count = len(analysis._ANALYSES)
     del model, first, edited
     gc.collect()
-    assert len(P._ANALYSES) < count  # the cache does not keep models alive
+    assert len(analysis._ANALYSES) < count  # the cache does not keep models alive

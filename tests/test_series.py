@@ -6,8 +6,9 @@ import os
 import pytest
 import torch
 
-from mnistlens import MnistlensError, load_model, metrics, models, series, weights
+from mnistlens import MnistlensError, load_model, metrics, models, series
 from mnistlens.data import load_mnist
+from mnistlens.internals import weights
 
 QUICK = {"epochs": 1, "train_subset": 2048}  # seconds per member
 

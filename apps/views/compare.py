@@ -1,18 +1,18 @@
 """Compare models: which is better, significantly or not, and where they disagree.
 
-`compare.compare_models` on the full test set for the chosen models (shipped files and
+`stats.compare_models` on the full test set for the chosen models (shipped files and
 trained series members), cached per set of models; the plots of `compare_plots`; then
-one disagreement image through every model (`explain.explain_models`), maps side by
-side with one colour scale per method (`plots.plot_model_grid`); and for a chosen pair,
-both models' maps on the images B gets right and A wrong (`explain.where_b_beats_a`).
+one disagreement image through every model (`maps.explain_models`), maps side by
+side with one colour scale per method (`figures.plot_model_grid`); and for a chosen pair,
+both models' maps on the images B gets right and A wrong (`maps.where_b_beats_a`).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from mnistlens import compare, compare_plots, explain, plots
 from mnistlens.attribution import method_options
+from mnistlens.comparison import figures, maps, stats
 from mnistlens.errors import MnistlensError
 
 # isort: split
@@ -30,18 +30,18 @@ def models(names: tuple[str, ...]) -> dict:
 @st.cache_data(show_spinner="Comparing on the 10,000 test images ...")
 def report(names: tuple[str, ...]) -> dict:
     images, labels = state.get_test_set()
-    return compare.compare_models(models(names), images, labels, top=40)
+    return stats.compare_models(models(names), images, labels, top=40)
 
 
 @st.cache_data(show_spinner="Explaining the images B gets right and A gets wrong ...")
 def pair_maps(names: tuple[str, ...], a: str, b: str) -> dict | None:
-    """`explain.where_b_beats_a` for models a and b (IG, 32 steps); None if B gets no
+    """`maps.where_b_beats_a` for models a and b (IG, 32 steps); None if B gets no
     image right that A gets wrong."""
     images, labels = state.get_test_set()
     loaded = models(names)
-    indices = compare.only_right(report(names), b, a)  # known from the comparison
+    indices = stats.only_right(report(names), b, a)  # known from the comparison
     try:
-        return explain.where_b_beats_a(
+        return maps.where_b_beats_a(
             loaded[a][0], loaded[b][0], images, labels, n_steps=32, indices=indices
         )
     except MnistlensError:
@@ -90,11 +90,11 @@ st.dataframe(pairs, hide_index=True, key="compare_pairs")
 # Figures as PNG at the explorer's 110 dpi (`charts.png_bytes`), as on the other pages;
 # st.pyplot draws at 200 dpi, three times the pixels: 1.3 s more for this page.
 left, right = st.columns(2)
-left.image(charts.png_bytes(compare_plots.plot_accuracy_vs_parameters(result)), output_format="PNG")
-right.image(charts.png_bytes(compare_plots.plot_digit_accuracy(result)), output_format="PNG")
+left.image(charts.png_bytes(figures.plot_accuracy_vs_parameters(result)), output_format="PNG")
+right.image(charts.png_bytes(figures.plot_digit_accuracy(result)), output_format="PNG")
 
 st.subheader("What one model looks at that the other misses")
-default_a, default_b = compare.default_pair(result) or (names[0], names[-1])
+default_a, default_b = stats.default_pair(result) or (names[0], names[-1])
 left, right = st.columns(2)
 a = left.selectbox("A (wrong)", names, index=names.index(default_a), key="compare_a")
 b = right.selectbox("B (right)", names, index=names.index(default_b), key="compare_b")
@@ -105,7 +105,7 @@ elif found is None:
     st.info(f"{b} gets no test image right that {a} gets wrong.")
 else:
     images, _ = state.get_test_set()
-    pair_png = charts.png_bytes(plots.plot_pair_maps(found, images, a, b))
+    pair_png = charts.png_bytes(figures.plot_pair_maps(found, images, a, b))
     st.image(pair_png, output_format="PNG")
     st.caption(
         f"The {len(found['indices'])} test images {b} gets right and {a} gets wrong: both "
@@ -132,7 +132,7 @@ images, _ = state.get_test_set()
 image = images[record["index"]]
 methods = [m for m in ("saliency", "integrated_gradients", "grad_cam")]
 loaded = {n: m for n, (m, _) in models(names).items()}
-results = explain.explain_models(
+results = maps.explain_models(
     loaded, image[None], methods, **{m: method_options(m, n_steps=32) for m in methods}
 )
 shown = [m for m in methods if all(m in r.maps for r in results.values())]
@@ -142,7 +142,7 @@ titles = {
 }
 grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
 grid_png = charts.png_bytes(
-    plots.plot_model_grid(image, grid, titles, f"test image {record['index']}")
+    figures.plot_model_grid(image, grid, titles, f"test image {record['index']}")
 )
 st.image(grid_png, output_format="PNG")
 charts.save_buttons(

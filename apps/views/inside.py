@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from mnistlens import activations, weights
+from mnistlens.internals import activations, weights
 from mnistlens.metrics import predict_logits
 
 # isort: split

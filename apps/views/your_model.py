@@ -1,7 +1,7 @@
 """Your model: explain a model mnistlens did not make.
 
 Upload a `torch.export` program (.pt2), or a state_dict for a registered architecture
-(no code upload: a Python class cannot come through the browser). `conventions.load`
+(no code upload: a Python class cannot come through the browser). `mnistlens.load`
 reads it without running anything from the file, detects its input convention and
 output kind, and `conventions.describe` says what it found. The model then joins this
 session's model choices in the sidebar, and every page works on it (or says why not).
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from mnistlens import conventions, models
+from mnistlens import models
 from mnistlens.commands._common import parse_value
 from mnistlens.errors import MnistlensError
+from mnistlens.loading import conventions
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).

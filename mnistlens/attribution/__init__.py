@@ -32,22 +32,27 @@ The package, one idea per file:
 
 # Registration order is the order list_methods() shows: gradients first, then the
 # reference methods, perturbation, class activation maps, and SmoothGrad over them.
-from .gradients import guided_backprop, input_x_gradient, saliency
+from mnistlens.attribution.gradients import guided_backprop, input_x_gradient, saliency
 
 # isort: split
-from .reference import deeplift, gradient_shap, integrated_gradients, shap_baselines
+from mnistlens.attribution.reference import (
+    deeplift,
+    gradient_shap,
+    integrated_gradients,
+    shap_baselines,
+)
 
 # isort: split
-from .perturbation import occlusion
+from mnistlens.attribution.perturbation import occlusion
 
 # isort: split
-from .cam import default_cam_layer, grad_cam, grad_cam_x_input
+from mnistlens.attribution.cam import default_cam_layer, grad_cam, grad_cam_x_input
 
 # isort: split
-from .smooth import smoothgrad
+from mnistlens.attribution.smooth import smoothgrad
 
 # isort: split
-from .common import (
+from mnistlens.attribution.common import (
     BASELINES,
     INPUT_RANGE,
     Target,
@@ -57,7 +62,7 @@ from .common import (
     mean_image,
     resolve_target,
 )
-from .registry import (
+from mnistlens.attribution.registry import (
     MethodSpec,
     aliases,
     applicable_methods,

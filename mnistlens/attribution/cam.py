@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import MnistlensError
-from ..models import get_layer
-from ..prepare import analyze, with_relu_modules
-from .common import Target, check_images, chunked
-from .registry import register_method
+from mnistlens.attribution.common import Target, check_images, chunked
+from mnistlens.attribution.registry import register_method
+from mnistlens.errors import MnistlensError
+from mnistlens.graph import analyze, with_relu_modules
+from mnistlens.models import get_layer
 
 # Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
 # (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import check_images, gaussian_blur
-from ..errors import MnistlensError
-from ..metrics import predict_logits
-from ..models import evaluating
+from mnistlens.data import check_images, gaussian_blur
+from mnistlens.errors import MnistlensError
+from mnistlens.metrics import predict_logits
+from mnistlens.models import evaluating
 
 Target = int | torch.Tensor | None
 Compute = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (chunk, target) -> maps
@@ -147,7 +147,7 @@ BASELINES = ("black", "mean", "blur", "noise")
 
 @functools.lru_cache(maxsize=4)
 def _mean_image(data_dir: str | None) -> torch.Tensor:
-    from ..data import load_mnist
+    from mnistlens.data import load_mnist
 
     return load_mnist("train", data_dir)[0].mean(dim=0, keepdim=True)  # (1, 1, 28, 28)
 
@@ -155,7 +155,7 @@ def _mean_image(data_dir: str | None) -> torch.Tensor:
 def mean_image(data_dir: str | os.PathLike | None = None) -> torch.Tensor:
     """The training set's mean image (1, 1, 28, 28), read from `data_dir` (default: the
     library's data directory), cached per directory."""
-    from ..data import resolve_data_dir
+    from mnistlens.data import resolve_data_dir
 
     return _mean_image(str(resolve_data_dir(data_dir).resolve()))
 

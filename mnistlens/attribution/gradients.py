@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..fastig import prepare_for_explanation
-from ..prepare import with_relu_modules
-from .common import Target, chunked
-from .registry import register_method
+from mnistlens.attribution.common import Target, chunked
+from mnistlens.attribution.registry import register_method
+from mnistlens.graph import prepare_for_explanation, with_relu_modules
 
 # Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
 # (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..fastig import prepare_for_explanation
-from .common import Target, check_count, chunked
-from .registry import register_method
+from mnistlens.attribution.common import Target, check_count, chunked
+from mnistlens.attribution.registry import register_method
+from mnistlens.graph import prepare_for_explanation
 
 # Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
 # (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay

@@ -10,10 +10,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..errors import MnistlensError
-from ..fastig import ig_adaptive, prepare_for_explanation
-from ..prepare import with_relu_modules
-from .common import (
+from mnistlens.attribution.common import (
     INPUT_RANGE,
     Target,
     check_count,
@@ -22,7 +19,10 @@ from .common import (
     mean_image,
     seeded_per_image,
 )
-from .registry import register_method
+from mnistlens.attribution.fastig import ig_adaptive
+from mnistlens.attribution.registry import register_method
+from mnistlens.errors import MnistlensError
+from mnistlens.graph import prepare_for_explanation, with_relu_modules
 
 # Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
 # (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
@@ -49,7 +49,7 @@ def baseline_score(
     **_ignored,
 ) -> torch.Tensor:
     """f(baseline) for the target class, the score IG and DeepLIFT measure from: -> (N,)."""
-    from ..metrics import predict_logits
+    from mnistlens.metrics import predict_logits
 
     reference = make_baseline(baseline, images, data_dir=data_dir)
     return predict_logits(model, reference).gather(1, target[:, None])[:, 0]
@@ -65,7 +65,7 @@ def expected_baseline_score(
     **_ignored,
 ) -> torch.Tensor:
     """E[f(baseline)] over GradientSHAP's reference distribution, per image: -> (N,)."""
-    from ..metrics import predict_logits
+    from mnistlens.metrics import predict_logits
 
     if baselines is None:
         baselines = shap_baselines(data_dir)

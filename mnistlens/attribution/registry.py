@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import MnistlensError
-from .common import Target
+from mnistlens.attribution.common import Target
+from mnistlens.errors import MnistlensError
 
 # Options several methods share, as the CLI and the app offer them.
 SHARED_OPTIONS = ("baseline", "n_steps", "tol", "data_dir")
@@ -111,7 +111,7 @@ def method_options(name: str, **shared) -> dict:
 
 def why_not(name: str, model: nn.Module) -> str | None:
     """Why method `name` cannot explain `model`, or None if it can."""
-    from ..prepare import analyze, with_relu_modules
+    from mnistlens.graph import analyze, with_relu_modules
 
     spec = get_spec(name)
     info = analyze(model)

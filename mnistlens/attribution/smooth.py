@@ -7,10 +7,10 @@ import numbers
 import torch
 from torch import nn
 
-from ..errors import MnistlensError
-from ..fastig import prepare_for_explanation
-from .common import INPUT_RANGE, Target, check_count, chunked, seeded_per_image
-from .registry import get_spec, register_method
+from mnistlens.attribution.common import INPUT_RANGE, Target, check_count, chunked, seeded_per_image
+from mnistlens.attribution.registry import get_spec, register_method
+from mnistlens.errors import MnistlensError
+from mnistlens.graph import prepare_for_explanation
 
 # A smoothed IG runs n_samples integrals: fewer steps each keep it affordable.
 _BASE_DEFAULTS = {"integrated_gradients": {"n_steps": 16}}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +70,7 @@ def split_list(text: str) -> list[str]:
 
 def resolve_methods(text: str) -> list[str]:
     """Canonical attribution method names for a comma list of names or aliases."""
-    from .. import attribution
+    from mnistlens import attribution
 
     return [attribution.resolve_method(name) for name in split_list(text)]
 
@@ -87,20 +86,11 @@ def model_name(meta: dict) -> str:
     return Path(meta["path"]).name
 
 
-def save_npy(path: str | os.PathLike, array: Any) -> Path:
-    """Write a numpy array as .npy atomically (temp file + rename); returns the path."""
-    import numpy as np
-
-    from ..checkpoint import atomic_write
-
-    return atomic_write(path, lambda f: np.save(f, array))
-
-
 def load_model(args: argparse.Namespace):
-    """The model named by --model (any supported format: `conventions.load`), adapted to
+    """The model named by --model (any supported format: `mnistlens.load`), adapted to
     the library's conventions, with --model-code/--arch/--arch-kwargs/--input for a
     user's state_dict: -> (model, metadata)."""
-    from ..conventions import load
+    from mnistlens.loading import load
 
     return load(
         args.model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents
+from mnistlens.commands._common import Parents
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -24,9 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import os
 
-    from ..app_server import streamlit_command
-    from ..checkpoint import app_path
-    from ..errors import MnistlensError
+    from mnistlens.app_server import streamlit_command
+    from mnistlens.errors import MnistlensError
+    from mnistlens.paths import app_path
 
     script = app_path()
     if not script.is_file():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import MnistlensError
-from ._common import Parents, add_json_option, print_json, split_list
+from mnistlens.commands._common import Parents, add_json_option, print_json, split_list
+from mnistlens.errors import MnistlensError
 
 DESCRIPTION = """\
 Compare models on the full 10,000-image test set: accuracy with a 95% Wilson interval,
@@ -70,10 +70,10 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 def load_models(args: argparse.Namespace) -> dict:
     """name -> (model, meta), in the order given (or the series' order)."""
-    from ..conventions import load
+    from mnistlens.loading import load
 
     if args.series:
-        from .. import series
+        from mnistlens import series
 
         return series.load_series(args.series_dir)
     paths = split_list(args.models)
@@ -90,7 +90,7 @@ def load_models(args: argparse.Namespace) -> dict:
 
 def map_faithfulness(models: dict, images) -> dict[str, dict[str, float]]:
     """Per model: mean deletion AUC of IG and saliency maps and of a random ranking."""
-    from ..faithfulness import score_methods
+    from mnistlens.faithfulness import score_methods
 
     result = {}
     for name, (model, _) in models.items():
@@ -103,8 +103,8 @@ def map_faithfulness(models: dict, images) -> dict[str, dict[str, float]]:
 
 def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
     """The comparison figures into `folder`; -> title -> path."""
-    from .. import compare_plots as cp
-    from ..plots import save_figure
+    from mnistlens.comparison import figures as cp
+    from mnistlens.plots import save_figure
 
     figures = {
         "Accuracy against parameters": cp.plot_accuracy_vs_parameters(report),
@@ -134,10 +134,11 @@ def pair_figure(
     pair: tuple[str, str], report: dict, models: dict, images, labels, folder: str | Path
 ) -> str:
     """Both models' IG maps on the images B gets right and A wrong
-    (`explain.where_b_beats_a`), saved in `folder`; -> its path."""
-    from ..compare import only_right
-    from ..explain import where_b_beats_a
-    from ..plots import plot_pair_maps, save_figure
+    (`maps.where_b_beats_a`), saved in `folder`; -> its path."""
+    from mnistlens.comparison.figures import plot_pair_maps
+    from mnistlens.comparison.maps import where_b_beats_a
+    from mnistlens.comparison.stats import only_right
+    from mnistlens.plots import save_figure
 
     a, b = pair
     found = where_b_beats_a(
@@ -157,8 +158,8 @@ def digit_maps_figure(models: dict, images, labels, folder: str | Path) -> str:
     """Per model, the mean IG map of each digit over its correctly classified images
     among the first DIGIT_MAP_IMAGES test images (`explain.class_mean_maps`), one row
     per model; saved in `folder` as digit_maps.png -> its path."""
-    from ..explain import class_mean_maps
-    from ..plots import plot_class_maps, save_figure
+    from mnistlens.explain import class_mean_maps
+    from mnistlens.plots import plot_class_maps, save_figure
 
     x, y = images[:DIGIT_MAP_IMAGES], labels[:DIGIT_MAP_IMAGES]
     maps = {
@@ -173,8 +174,8 @@ def digit_maps_figure(models: dict, images, labels, folder: str | Path) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..compare import compare_models, default_pair
-    from ..data import load_mnist
+    from mnistlens.comparison.stats import compare_models, default_pair
+    from mnistlens.data import load_mnist
 
     for folder in (args.out, args.report):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
@@ -201,11 +202,11 @@ def run(args: argparse.Namespace) -> None:
             if args.maps:
                 report["plots"]["digit_maps"] = digit_maps_figure(models, images, labels, args.out)
     if args.report:
-        from .. import report as page
+        from mnistlens.comparison import report as page
 
         questions = {}
         if args.series:
-            from .. import series
+            from mnistlens import series
 
             questions = {name: series.get_member(name).question for name in models}
         figures = write_plots(report, images, args.report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, add_json_option, load_model, model_name, print_json
+from mnistlens.commands._common import Parents, add_json_option, load_model, model_name, print_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -24,8 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..data import load_mnist
-    from ..metrics import evaluate
+    from mnistlens.data import load_mnist
+    from mnistlens.metrics import evaluate
 
     model, meta = load_model(args)
     images, labels = load_mnist(args.split, args.data_dir)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> None:
         **report,
     }
     if args.plot:
-        from ..plots import plot_confusion, save_figure
+        from mnistlens.plots import plot_confusion, save_figure
 
         title = f"{model_name(meta)} on {args.split}: {report['accuracy']:.2%}"
         report["plot"] = str(

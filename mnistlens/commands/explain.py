@@ -7,17 +7,17 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..errors import MnistlensError
-from ._common import (
+from mnistlens.commands._common import (
     Parents,
     add_json_option,
     load_model,
     print_json,
     resolve_methods,
-    save_npy,
     split_list,
     top3_line,
 )
+from mnistlens.errors import MnistlensError
+from mnistlens.io import save_npy
 
 # Written out, not read from the registry, so that --help needs no torch; a test
 # checks that it names every registered method and alias.
@@ -77,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def _method_options(name: str, args: argparse.Namespace) -> dict:
     """Those of --baseline, --steps, --tol, --data-dir that method `name` takes (the
     registry knows which)."""
-    from .. import attribution
+    from mnistlens import attribution
 
     return attribution.method_options(
         name, baseline=args.baseline, n_steps=args.steps, tol=args.tol, data_dir=args.data_dir
@@ -86,8 +86,8 @@ def _method_options(name: str, args: argparse.Namespace) -> dict:
 
 def _explain_all(model, args: argparse.Namespace) -> None:
     """One method's maps for the 10,000 test images, into a .npy file (N, 28, 28)."""
-    from .. import attribution
-    from ..data import load_mnist
+    from mnistlens import attribution
+    from mnistlens.data import load_mnist
 
     name = attribution.resolve_method(args.method or "ig")
     out = Path(args.out or f"{name}_maps.npy")
@@ -109,7 +109,7 @@ def _explain_all(model, args: argparse.Namespace) -> None:
 
 def _the_digit(args: argparse.Namespace):
     """The digit asked for: -> ((1, 28, 28) image, its label or None, how to name it)."""
-    from ..data import get_test_image, load_digit_image
+    from mnistlens.data import get_test_image, load_digit_image
 
     if args.image:
         return load_digit_image(args.image), None, Path(args.image).name
@@ -119,9 +119,10 @@ def _the_digit(args: argparse.Namespace):
 
 def _explain_models(args: argparse.Namespace) -> None:
     """--model a.pt,b.pt,...: one digit through several models, a models x methods grid."""
-    from ..conventions import load
-    from ..explain import explain_models
-    from ..plots import plot_model_grid, save_figure
+    from mnistlens.comparison.figures import plot_model_grid
+    from mnistlens.comparison.maps import explain_models
+    from mnistlens.loading import load
+    from mnistlens.plots import save_figure
 
     paths = split_list(args.model)
     models = {Path(p).stem: load(p, data_dir=args.data_dir)[0] for p in paths}
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> None:
 def _check_options(args: argparse.Namespace) -> None:
     """The shared options, checked before any model loads, in the flags' own names (a
     --baseline no chosen method uses would otherwise pass unnoticed)."""
-    from ..attribution.common import BASELINES
+    from mnistlens.attribution.common import BASELINES
 
     if args.baseline not in BASELINES:
         raise MnistlensError(
@@ -215,9 +216,9 @@ def _run(args: argparse.Namespace) -> None:
         _explain_all(model, args)
         return
 
-    from ..attribution import why_not
-    from ..explain import explain, map_note
-    from ..plots import plot_explanation, save_figure
+    from mnistlens.attribution import why_not
+    from mnistlens.explain import explain, map_note
+    from mnistlens.plots import plot_explanation, save_figure
 
     if args.methods:
         methods = resolve_methods(args.methods)

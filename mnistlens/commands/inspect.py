@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, add_json_option, load_model, print_json
+from mnistlens.commands._common import Parents, add_json_option, load_model, print_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..conventions import describe
+    from mnistlens.loading.conventions import describe
 
     model, meta = load_model(args)
     facts = describe(model, meta, args.data_dir)

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import MnistlensError
-from ._common import Parents, add_json_option, load_model, model_name, print_json, resolve_methods
+from mnistlens.commands._common import (
+    Parents,
+    add_json_option,
+    load_model,
+    model_name,
+    print_json,
+    resolve_methods,
+)
+from mnistlens.errors import MnistlensError
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -40,8 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 
 def run(args: argparse.Namespace) -> None:
-    from .. import faithfulness
-    from ..data import load_mnist
+    from mnistlens import faithfulness
+    from mnistlens.data import load_mnist
 
     model, meta = load_model(args)
     if not 1 <= args.n <= 10_000:
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
     )
     result = {"model": meta["path"], "n_images": len(images), "methods": report}
     if args.plot:
-        from ..plots import plot_perturbation_curves, save_figure
+        from mnistlens.plots import plot_perturbation_curves, save_figure
 
         fig = plot_perturbation_curves(curves, f"{model_name(meta)}, {len(images)} test images")
         result["plot"] = str(save_figure(fig, args.plot))

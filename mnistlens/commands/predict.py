@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, add_json_option, load_model, print_json, top3_line
+from mnistlens.commands._common import Parents, add_json_option, load_model, print_json, top3_line
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..data import get_test_image
+    from mnistlens.data import get_test_image
 
     model, _ = load_model(args)
     image, label = get_test_image(args.index, args.data_dir)

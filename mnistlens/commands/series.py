@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, split_list
+from mnistlens.commands._common import Parents, split_list
 
 DESCRIPTION = """\
 The series of simple networks mnistlens compares (mnistlens/series.py): softmax
@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 
 def run(args: argparse.Namespace) -> None:
-    from .. import series
+    from mnistlens import series
 
     only = split_list(args.only) if args.only else None
     if args.action == "list":

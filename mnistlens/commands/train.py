@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import MnistlensError
-from ._common import KeyValues, Parents
+from mnistlens.commands._common import KeyValues, Parents
+from mnistlens.errors import MnistlensError
 
 # Written with line breaks: the raw formatter keeps the epilog's layout (and so this one's).
 DESCRIPTION = """\
@@ -86,7 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 def _check_arch(arch: str, kwargs: dict) -> None:
     """Build the model once, so bad arch options fail before the data is loaded."""
-    from ..models import build
+    from mnistlens.models import build
 
     try:
         build(arch, **kwargs)
@@ -100,8 +100,8 @@ def _check_arch(arch: str, kwargs: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..checkpoint import save_checkpoint
-    from ..train import TrainConfig, train
+    from mnistlens.loading.checkpoint import save_checkpoint
+    from mnistlens.train import TrainConfig, train
 
     config = TrainConfig(
         arch=args.arch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import Parents, load_model, model_name
+from mnistlens.commands._common import Parents, load_model, model_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -25,9 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 
 def run(args: argparse.Namespace) -> None:
-    from .. import activations as act
-    from ..data import load_mnist
-    from ..plots import plot_class_profile, plot_image_grid, plot_projections, save_figure
+    from mnistlens.data import load_mnist
+    from mnistlens.internals import activations as act
+    from mnistlens.plots import plot_class_profile, plot_image_grid, plot_projections, save_figure
 
     model, meta = load_model(args)
     images, labels = load_mnist("test", args.data_dir)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import MnistlensError
-from ._common import Parents, load_model, model_name
+from mnistlens.commands._common import Parents, load_model, model_name
+from mnistlens.errors import MnistlensError
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -29,9 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..featureviz import maximize
-    from ..models import get_layer
-    from ..plots import plot_image_grid, save_figure
+    from mnistlens.internals.featureviz import maximize
+    from mnistlens.models import get_layer
+    from mnistlens.plots import plot_image_grid, save_figure
 
     model, meta = load_model(args)
     if (args.digit is None) == (args.unit is None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import Parents, load_model, model_name
+from mnistlens.commands._common import Parents, load_model, model_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
@@ -26,10 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from .. import weights as W
-    from ..data import get_test_image
-    from ..models import conv_layer_names
-    from ..plots import plot_image_grid, save_figure
+    from mnistlens.data import get_test_image
+    from mnistlens.internals import weights as W
+    from mnistlens.models import conv_layer_names
+    from mnistlens.plots import plot_image_grid, save_figure
 
     model, meta = load_model(args)
     name = model_name(meta)

@@ -24,7 +24,7 @@ SHA-256 of the weights, the layer and the training data's checksum.
     >>> result.proponents, result.opponents, result.used   # used: which checkpoints
 """
 
-from .cache import (
+from mnistlens.influence.cache import (
     FORMAT_VERSION,
     INDEX_FORMAT,
     TRACIN_FORMAT,
@@ -32,10 +32,10 @@ from .cache import (
     default_cache_dir,
     model_key,
 )
-from .checkpoints import FINAL_WEIGHTS
-from .neighbours import Neighbours, nearest_training_images, training_index
-from .passes import MAX_INDEX_BYTES, PIXELS, TrainingIndex
-from .tracin import TracInResult, tracin, tracin_scores
+from mnistlens.influence.neighbours import Neighbours, nearest_training_images, training_index
+from mnistlens.influence.passes import MAX_INDEX_BYTES, PIXELS, TrainingIndex
+from mnistlens.influence.snapshots import FINAL_WEIGHTS
+from mnistlens.influence.tracin import TracInResult, tracin, tracin_scores
 
 __all__ = [
     "FINAL_WEIGHTS",

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import data
-from ..checkpoint import atomic_write
-from ..errors import MnistlensError, first_line
+from mnistlens import data
+from mnistlens.errors import MnistlensError, first_line
+from mnistlens.io import atomic_write
 
 INDEX_FORMAT = "mnistlens-training-index"
 TRACIN_FORMAT = "mnistlens-tracin-factors"
@@ -39,7 +39,7 @@ _MEMORY_LOCK = threading.Lock()  # Streamlit runs sessions in threads
 
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/mnistlens/index`, else `~/.cache/mnistlens/index`."""
-    return data.default_data_dir() / "index"
+    return data.cache_dir() / "index"
 
 
 def clear_memory_cache() -> None:

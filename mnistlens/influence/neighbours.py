@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..activations import layer_activations
-from ..attribution.common import check_images
-from ..errors import MnistlensError
-from . import cache, passes
-from .passes import PIXELS, TrainingIndex
+from mnistlens.attribution.common import check_images
+from mnistlens.errors import MnistlensError
+from mnistlens.influence import cache, passes
+from mnistlens.influence.passes import PIXELS, TrainingIndex
+from mnistlens.internals.activations import layer_activations
 
 
 class Neighbours(NamedTuple):

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..activations import capture, layer_activations
-from ..errors import MnistlensError
-from ..models import evaluating, for_inference, get_layer
-from ..prepare import analyze
-from . import cache
+from mnistlens.errors import MnistlensError
+from mnistlens.graph import analyze
+from mnistlens.influence import cache
+from mnistlens.internals.activations import capture, layer_activations
+from mnistlens.models import evaluating, for_inference, get_layer
 
 PIXELS = "pixels"  # the "layer" of a raw-pixel index (default for models without hidden layers)
 MAX_INDEX_BYTES = 2**30  # a conv layer's 25,088 values x 60,000 images would take 5.6 GB

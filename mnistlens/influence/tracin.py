@@ -18,10 +18,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..attribution.common import check_images, resolve_target
-from . import cache, passes
-from .checkpoints import FINAL_WEIGHTS, Terms, tracin_terms
-from .passes import Factors
+from mnistlens.attribution.common import check_images, resolve_target
+from mnistlens.influence import cache, passes
+from mnistlens.influence.passes import Factors
+from mnistlens.influence.snapshots import FINAL_WEIGHTS, Terms, tracin_terms
 
 
 class TracInResult(NamedTuple):

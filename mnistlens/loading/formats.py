@@ -2,7 +2,7 @@
 
 `load_any(path)` reads three kinds of file:
 
-- a mnistlens checkpoint (what `mnistlens train` writes), through `checkpoint.load_model`;
+- a mnistlens checkpoint (what `mnistlens train` writes), through `checkpoint.load_checkpoint`;
 - a `torch.export` program (`.pt2`): graph and weights, no Python source;
 - a plain state_dict (`torch.save(model.state_dict(), path)`), with the user's own class
   (`model_code="net.py:Net"`) or a registered architecture (`arch="mlp"`).
@@ -33,9 +33,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint, models
-from .errors import MnistlensError, first_line, refused_pickle
-from .pt2 import load_program
+from mnistlens import models
+from mnistlens.errors import MnistlensError, first_line, refused_pickle
+from mnistlens.loading.adapter import InputAdapter
+from mnistlens.loading.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from mnistlens.loading.checkpoint import load_checkpoint
+from mnistlens.loading.pt2 import load_program
+from mnistlens.paths import resolve_checkpoint
 
 CONVERT = (
     "torch.export.save(torch.export.export(model.eval(), (torch.zeros(1, 1, 28, 28),)), "
@@ -74,7 +78,7 @@ def load_any(
     `metadata` has `format` ("mnistlens-checkpoint", "torch-export" or "state_dict"),
     `path`, `input_shape` (one image as the model takes it), `outputs` ("logits",
     "log_probabilities" or "probabilities"), `normalize`, and what the format records
-    (for a mnistlens checkpoint, everything `checkpoint.load_model` returns).
+    (for a mnistlens checkpoint, everything `checkpoint.load_checkpoint` returns).
 
         >>> model, meta = load_any("cnn.pt")
         >>> meta["format"], meta["arch"]
@@ -84,7 +88,7 @@ def load_any(
         raise MnistlensError("give either --model-code or --arch, not both")
     path = Path(path).expanduser()
     if not path.is_file():
-        path = checkpoint.resolve_checkpoint(path)  # a shipped name, or a one-line error
+        path = resolve_checkpoint(path)  # a shipped name, or a one-line error
     data = path.read_bytes()
     kind = sniff(path, data)
     builds = model_code is not None or arch is not None
@@ -98,13 +102,13 @@ def load_any(
         model, meta, shape, per_image = load_program(path, data)
     elif kind == "torch":
         payload = _torch_load(path, data)
-        if isinstance(payload, dict) and payload.get("format") == checkpoint.FORMAT:
+        if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
             if builds or normalize:
                 raise MnistlensError(
                     f"{path} is a mnistlens checkpoint, which names its own architecture and "
                     "normalizes inside; drop --model-code/--arch/normalize"
                 )
-            model, meta = checkpoint.load_model(path)
+            model, meta = load_checkpoint(path)
             extra = {"input_shape": [1, 28, 28], "outputs": "logits", "normalize": False}
             return model, dict(meta, format="mnistlens-checkpoint", **extra)
         model, meta = _load_state_dict(path, payload, model_code, arch, arch_kwargs or {})
@@ -360,34 +364,3 @@ def _check_fit(path, model: nn.Module, state: dict, source: str) -> None:
 
 
 # ---------------------------------------------------------------- one input convention
-
-
-class InputAdapter(nn.Module):
-    """Feeds mnistlens images, (N, 1, 28, 28) in [0, 1], to a model that wants them otherwise.
-
-    The pixels are multiplied by `scale` (255 for a model trained on raw bytes), `norm`
-    standardizes them (for a model trained on normalized input), the images are reshaped
-    to `shape` per image, and with `per_image` the model sees one image at a time (a
-    program exported for a batch of 1). The wrapped model is the submodule `net`.
-    """
-
-    def __init__(
-        self,
-        net: nn.Module,
-        shape: tuple,
-        normalize: bool = False,
-        per_image: bool = False,
-        scale: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.norm = models.Normalize() if normalize else nn.Identity()
-        self.net = net
-        self.shape = tuple(shape)
-        self.per_image = per_image
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x * self.scale).reshape(x.shape[0], *self.shape)  # (N, *shape)
-        if self.per_image:
-            return torch.cat([self.net(x[i : i + 1]) for i in range(x.shape[0])])  # (N, 10)
-        return self.net(x)

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import MnistlensError
-from .models import evaluating, for_inference, get_layer
-from .prepare import analyze
+from mnistlens.errors import MnistlensError
+from mnistlens.graph import analyze
+from mnistlens.models import evaluating, for_inference, get_layer
 
 
 @contextlib.contextmanager

@@ -25,10 +25,10 @@ import os
 import torch
 from torch import nn
 
-from .errors import MnistlensError
-from .formats import InputAdapter, load_any
-from .metrics import predict_logits
-from .prepare import strip_output_softmax, trace, with_relu_modules
+from mnistlens.errors import MnistlensError
+from mnistlens.graph import strip_output_softmax, trace, with_relu_modules
+from mnistlens.loading.adapter import InputAdapter
+from mnistlens.metrics import predict_logits
 
 # name -> (multiply the [0, 1] pixels by, then standardize with MNIST's mean and std?)
 CONVENTIONS: dict[str, tuple[float, bool]] = {
@@ -40,63 +40,14 @@ AUTO_SAMPLE = 1000  # test images tried per convention
 RATIO = 0.8  # the chosen convention's loss must be below RATIO x the runner-up's
 
 
-def load(
-    path: str | os.PathLike,
-    *,
-    model_code: str | None = None,
-    arch: str | None = None,
-    arch_kwargs: dict | None = None,
-    input: str = "auto",  # noqa: A002 - the CLI option is --input
-    data_dir: str | os.PathLike | None = None,
-) -> tuple[nn.Module, dict]:
-    """Load any supported model file and adapt it: -> (model, metadata).
-
-    The model takes (N, 1, 28, 28) float32 in [0, 1] and returns (N, 10) logits where
-    the file's model could be rewritten to (metadata says what was done). mnistlens
-    checkpoints come back as they are.
-
-    Args:
-        model_code, arch, arch_kwargs: for state_dict files (see `formats.load_any`).
-        input: "auto", or one of CONVENTIONS: how the model expects its pixels.
-        data_dir: MNIST, for input="auto" (the first AUTO_SAMPLE test images).
-
-    metadata adds to `formats.load_any`'s: `input` (the convention used),
-    `input_reason`, `input_accuracies` (auto only), `outputs` (what the file's model
-    returns), `output_removed` (a final softmax taken off), `relu_modules` (functional
-    ReLUs rewritten) and `notes` (what could not be done, one line each).
-    """
-    if input != "auto" and input not in CONVENTIONS:
-        raise MnistlensError(
-            f"unknown input convention {input!r}; choose auto or one of {', '.join(CONVENTIONS)}"
-        )
-    model, meta = load_any(path, model_code=model_code, arch=arch, arch_kwargs=arch_kwargs)
-    if meta["format"] == "mnistlens-checkpoint":
-        if input not in ("auto", "unit"):
-            raise MnistlensError(
-                f"{meta['path']} is a mnistlens checkpoint: it takes [0, 1] pixels and "
-                "normalizes inside; drop --input"
-            )
-        return model, dict(meta, input="unit", input_reason="a mnistlens checkpoint")
-    net, shape, per_image = _unwrap(model)
-    net, meta = _to_logits_and_relu_modules(net, meta)
-    if input == "auto":
-        input, reason, accuracies = choose_convention(net, shape, per_image, data_dir)
-        meta["input_accuracies"] = accuracies
-    else:
-        reason = "chosen by the user"
-    scale, normalize = CONVENTIONS[input]
-    model = InputAdapter(net, shape, normalize, per_image, scale).eval()
-    return model, dict(meta, input=input, input_reason=reason, normalize=normalize)
-
-
-def _unwrap(model: nn.Module) -> tuple[nn.Module, tuple, bool]:
+def unwrap(model: nn.Module) -> tuple[nn.Module, tuple, bool]:
     """The user's own network, the per-image input shape it takes, and per_image."""
     if isinstance(model, InputAdapter):
         return model.net, model.shape, model.per_image
     return model, (1, 28, 28), False
 
 
-def _to_logits_and_relu_modules(net: nn.Module, meta: dict) -> tuple[nn.Module, dict]:
+def to_logits_and_relu_modules(net: nn.Module, meta: dict) -> tuple[nn.Module, dict]:
     """Strip a final softmax and rewrite functional ReLUs, where torch.fx can."""
     notes = []
     stripped, kind = strip_output_softmax(net)
@@ -143,7 +94,7 @@ def choose_convention(
 
     -> (name, reason, {name: accuracy}).
     """
-    from .data import load_mnist
+    from mnistlens.data import load_mnist
 
     images, labels = load_mnist("test", data_dir)
     images, labels = images[:sample], labels[:sample]
@@ -179,10 +130,10 @@ def describe(model: nn.Module, meta: dict, data_dir: str | os.PathLike | None = 
     format, input convention and why, output kind and what was done to it, layers in
     execution order with their output shapes, parameters, test accuracy on all 10,000
     test images, the methods that apply and why the others do not."""
-    from . import attribution
-    from .data import load_mnist
-    from .metrics import evaluate
-    from .prepare import analyze
+    from mnistlens import attribution
+    from mnistlens.data import load_mnist
+    from mnistlens.graph import analyze
+    from mnistlens.metrics import evaluate
 
     info = analyze(model)
     images, labels = load_mnist("test", data_dir)

@@ -20,30 +20,11 @@ few kinks with large jumps need many. This module does what Captum lacks:
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-
-from .prepare import fold_batchnorm
-
-# The copies made below. A method handed one (SmoothGrad passes its copy to its base
-# method once per image) uses it as it is instead of copying and tracing it again.
-_PREPARED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-
-
-def prepare_for_explanation(model: nn.Module) -> nn.Module:
-    """A fast, frozen copy for input-gradient methods: BN folded, channels-last, no grads.
-    A model this function made is returned as it is."""
-    if model in _PREPARED:
-        return model
-    fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
-    for p in fast.parameters():
-        p.requires_grad_(False)
-    _PREPARED.add(fast)
-    return fast
 
 
 @functools.lru_cache(maxsize=32)

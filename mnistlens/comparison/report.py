@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from mnistlens.io import atomic_write
 
 ALPHA = 0.05  # McNemar's test: a difference is "significant" below this p-value
 

@@ -17,44 +17,15 @@ backprop override the gradient of ReLU *modules*.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import itertools
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .data import MEAN, STD
-from .errors import MnistlensError
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator adding a model builder to the registry under `name`."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
-
-
-def list_models() -> list[str]:
-    """Names accepted by `build`, sorted."""
-    return sorted(_REGISTRY)
-
-
-def build(arch: str, **kwargs) -> nn.Module:
-    """Build a freshly initialised model by registry name, e.g. `build("cnn", hidden=128)`."""
-    if arch not in _REGISTRY:
-        raise MnistlensError(f"unknown architecture {arch!r}; choose one of {list_models()}")
-    try:
-        return _REGISTRY[arch](**kwargs)
-    except TypeError as err:  # an unknown or misspelled keyword
-        raise MnistlensError(f"bad arguments for architecture {arch!r}: {err}") from None
+from mnistlens.data import MEAN, STD
+from mnistlens.errors import MnistlensError
+from mnistlens.models.registry import register
 
 
 class Normalize(nn.Module):
@@ -165,77 +136,3 @@ def cnn(
         layers["drop_fc1"] = nn.Dropout(dropout)
     layers["head"] = nn.Linear(hidden, 10)
     return nn.Sequential(layers)
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """Names of every addressable submodule (as `model.get_submodule` accepts them)."""
-    return [name for name, _ in model.named_modules() if name]
-
-
-def conv_layer_names(model: nn.Module) -> list[str]:
-    """Names of the model's nn.Conv2d layers, in order (empty for a model without any)."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called `name`; an unknown name lists the valid ones."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise MnistlensError(
-            f"model has no layer {name!r}; valid layers: {', '.join(layer_names(model))}"
-        ) from None
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module, freeze: bool = False) -> Iterator[nn.Module]:
-    """Eval mode (and, with freeze=True, parameters not requiring grad) inside the block.
-
-    Each submodule's own training flag and each parameter's requires_grad are put
-    back on exit, exactly as they were: restoring only the top module's flag with
-    `model.train(flag)` would overwrite every submodule's (a wrapper around a model
-    in eval mode would leave it in training mode).
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    if freeze:
-        for p, _ in grads:
-            p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, flag in modes:
-            m.training = flag
-        for p, flag in grads:
-            p.requires_grad_(flag)
-
-
-# Rows per forward pass for the fast copy below: a batch whose activations fit in the
-# CPU's cache beats one big batch by 2-4x for the CNNs (benchmarks/bench_predict.py).
-FAST_ROWS = 64
-# Fewer rows than this run on the model as it is: copying the shipped CNN takes ~1.5 ms,
-# while the copy saves ~0.1 ms on one image and ~2 ms on 16 (one core).
-COPY_FROM_ROWS = 16
-
-
-def for_inference(model: nn.Module, n_images: int | None = None) -> tuple[nn.Module, int]:
-    """The fastest way to run `model` forward on a CPU over `n_images` images (None:
-    many): -> (module, rows per pass).
-
-    A model with convolutions (a 4-D weight) gets a channels-last copy (the layout CPU
-    convolutions run fastest in; the caller's model is untouched) and FAST_ROWS rows per
-    pass; layer names are kept, so hooks by name work on the copy. Any other model, one
-    that cannot be copied, or fewer than COPY_FROM_ROWS images run on the model as it
-    is, 1000 rows per pass.
-    """
-    if n_images is not None and n_images < COPY_FROM_ROWS:
-        return model, 1000
-    tensors = itertools.chain(model.parameters(), model.buffers())
-    if not any(t.dim() == 4 for t in tensors):
-        return model, 1000
-    try:
-        fast = copy.deepcopy(model)
-    except Exception:  # a module that cannot be copied still runs, only slower
-        return model, 1000
-    return fast.to(memory_format=torch.channels_last), FAST_ROWS

@@ -29,8 +29,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 
-from .errors import MnistlensError
-from .metrics import confusion_matrix, per_class_accuracy, predict_logits
+from mnistlens.errors import MnistlensError
+from mnistlens.metrics import confusion_matrix, per_class_accuracy, predict_logits
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 ECE_BINS = 15  # as in Guo et al. 2017

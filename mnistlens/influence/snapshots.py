@@ -31,10 +31,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ..checkpoint import read_checkpoint, resolve_checkpoint
-from ..errors import MnistlensError, first_line
-from .cache import model_key
+from mnistlens.errors import MnistlensError, first_line
+from mnistlens.influence.cache import model_key
+from mnistlens.loading.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from mnistlens.loading.checkpoint import read_checkpoint
+from mnistlens.paths import resolve_checkpoint
 
 FINAL_WEIGHTS = "the final weights only"  # `TracInResult.used` without snapshots/checkpoints
 
@@ -84,8 +85,10 @@ def _snapshot_record(source) -> tuple[dict | None, str]:
         path = resolve_checkpoint(source)
         metadata, where = read_checkpoint(path).get("metadata"), str(path)
     elif isinstance(source, dict):
-        own = source.get("format") == CHECKPOINT_FORMAT  # a raw checkpoint, else metadata
-        metadata = source.get("metadata") if own else source
+        # A raw checkpoint (read_checkpoint) holds its metadata; the metadata `load`
+        # returns names the format too, but holds no weights of its own.
+        raw = source.get("format") == CHECKPOINT_FORMAT and "state_dict" in source
+        metadata = source.get("metadata") if raw else source
         where = str(source.get("path") or "the given checkpoint")
     else:
         raise MnistlensError(

@@ -13,6 +13,16 @@ from __future__ import annotations
 import torch
 from matplotlib.figure import Figure
 
+from mnistlens.plots import (
+    Panels,
+    colorbar_below,
+    colorbar_beside,
+    figure_title,
+    map_style,
+    overlay_digit,
+    title_room,
+)
+
 
 def _scatter_with_ci(ax, xs: list[float], rows: list[dict]) -> None:
     """Accuracy (%) points at `xs` with their 95% interval as error bars, each labelled."""
@@ -128,4 +138,94 @@ def plot_disagreements(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title or "Where the models disagree, most confident first")
+    return fig
+
+
+def plot_model_grid(
+    image: torch.Tensor,
+    maps: dict[str, dict[str, torch.Tensor]],
+    titles: dict[str, str] | None = None,
+    title: str = "",
+) -> Figure:
+    """A models x methods grid for one digit: model -> method -> (1, 28, 28) map.
+
+    Each method (column) has ONE colour scale across all models, so a map that is
+    brighter in one model than in another really is larger there. titles: model -> a
+    row label (e.g. its prediction and probability).
+    """
+    models = list(maps)
+    methods = list(next(iter(maps.values())))
+    image = image.detach().reshape(28, 28).cpu()
+    label_lines = max(((titles or {}).get(m, m).count("\n") + 1 for m in models), default=1)
+    geometry = Panels(
+        len(models), len(methods), size=1.9, gap_x=0.25, left=0.2 + 0.17 * label_lines,
+        top=title_room(title), bottom=0.55,
+    )  # fmt: skip
+    fig = geometry.figure()
+    axes = geometry.axes(fig)
+    for col, method in enumerate(methods):
+        column = torch.stack([maps[m][method].detach().reshape(28, 28).cpu() for m in models])
+        style = map_style(column, bool((column < 0).any()))
+        for row, model in enumerate(models):
+            ax = axes[row, col]
+            shown = ax.imshow(column[row].numpy(), **style)
+            overlay_digit(ax, image)
+            if row == 0:
+                ax.set_title(method.replace("_", " "), fontsize=10)
+            if col == 0:
+                ax.set_ylabel((titles or {}).get(model, model), fontsize=9)
+        colorbar_below(fig, shown, axes[-1, col])
+    figure_title(fig, title)
+    return fig
+
+
+def plot_pair_maps(
+    found: dict, images: torch.Tensor, a: str, b: str, method: str = "integrated gradients"
+) -> Figure:
+    """What B looks at that A misses (`maps.where_b_beats_a`): for the images B gets
+    right and A wrong, rows A and B of each model's mean map per true digit
+    ("digit_means_a/b", (D, 28, 28)), then rows A and B of a few single images
+    ("examples_a/b", (k, 28, 28)) with the digit's outline. One colour scale per row."""
+    digits, counts = found["digits"].tolist(), found["digit_counts"].tolist()
+    k = len(found["examples_a"])
+    # Examples below the means, not beside them: ten digits plus six examples would be
+    # a sixteen-panel strip of thumbnails.
+    blocks = [
+        (
+            [f"digit {d} (n={n})" for d, n in zip(digits, counts, strict=True)],
+            found["digit_means_a"],
+            found["digit_means_b"],
+        )
+    ]
+    if k:
+        titles = [f"#{i}" for i in found["indices"][:k].tolist()]
+        blocks.append((titles, found["examples_a"], found["examples_b"]))
+    columns = max(len(digits), k)
+    suptitle = (
+        f"{method}: the {len(found['indices'])} images {b} gets right and {a} gets wrong, "
+        "both models' maps for the true class\nmean map per true digit (n images), then "
+        "single images (#test index); one colour scale per row"
+    )
+    geometry = Panels(2 * len(blocks), columns, left=0.4, top=title_room(suptitle), right=0.7)
+    fig = geometry.figure()
+    axes = geometry.axes(fig)
+    for block, (titles, maps_a, maps_b) in enumerate(blocks):
+        for model, (name, maps) in enumerate(((a, maps_a), (b, maps_b))):
+            row = axes[2 * block + model]
+            maps = maps.detach().cpu()
+            # A scale per row, not per model: the per-digit means are fainter than single
+            # maps (the noise of one image cancels), so a shared scale would blank them.
+            style = map_style(maps, bool((maps < 0).any()))
+            for col, ax in enumerate(row):
+                if col >= len(maps):
+                    ax.set_axis_off()
+                    continue
+                shown_map = ax.imshow(maps[col].numpy(), **style)
+                if block == 1:  # an example: one digit, so its outline means something
+                    overlay_digit(ax, images[int(found["indices"][col]), 0])
+                if model == 0:
+                    ax.set_title(titles[col], fontsize=9)
+            row[0].set_ylabel(name, fontsize=10)
+            colorbar_beside(fig, shown_map, row[-1])
+    figure_title(fig, suptitle)
     return fig

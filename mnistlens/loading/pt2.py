@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import MnistlensError, first_line, refused_pickle
+from mnistlens.errors import MnistlensError, first_line, refused_pickle
 
 # ---------------------------------------------------------------- torch.export programs
 

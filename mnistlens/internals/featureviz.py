@@ -19,10 +19,10 @@ import math
 import torch
 from torch import nn
 
-from .activations import capture
-from .data import gaussian_blur
-from .errors import MnistlensError
-from .models import evaluating, get_layer
+from mnistlens.data import gaussian_blur
+from mnistlens.errors import MnistlensError
+from mnistlens.internals.activations import capture
+from mnistlens.models import evaluating, get_layer
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

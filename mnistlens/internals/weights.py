@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .activations import capture
-from .errors import MnistlensError
-from .models import evaluating
-from .prepare import analyze
+from mnistlens.errors import MnistlensError
+from mnistlens.graph import analyze
+from mnistlens.internals.activations import capture
+from mnistlens.models import evaluating
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
@@ -145,7 +145,7 @@ def template_quality(
         raise MnistlensError(f"border must be between 1 and 13 pixels, got {border}")
     templates = linear_templates(model).double()  # (10, 28, 28)
     if images is None:
-        from .data import load_mnist
+        from mnistlens.data import load_mnist
 
         images, labels = load_mnist("train")
     flat = images.reshape(len(images), -1).double()  # (N, 784)

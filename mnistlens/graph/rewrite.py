@@ -1,0 +1,152 @@
+"""Rewrites that keep a model's function and make it explainable or fast."""
+
+from __future__ import annotations
+
+import copy
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from mnistlens.errors import MnistlensError
+from mnistlens.graph.analysis import node_kind, trace
+
+_aten = torch.ops.aten
+
+_RELU_CALLS = (F.relu, torch.relu, "relu", _aten.relu.default)
+
+
+def with_relu_modules(model: nn.Module) -> nn.Module:
+    """The same function with every ReLU an `nn.ReLU` module of its own.
+
+    Captum's DeepLIFT and guided backprop override the gradient of ReLU *modules*
+    only: a model that calls `F.relu` (as PyTorch's examples/mnist does) silently
+    gets plain gradients under those names. Functional ReLUs become modules named
+    after their fx node (`relu`, `relu_1`, ...), and a ReLU module called at several
+    places gets one copy per call (its hooks would otherwise fire twice).
+    Returns `model` itself when nothing needs changing; raises MnistlensError when
+    the model cannot be traced (then no one can check its ReLUs).
+    """
+    graph_module = trace(model)
+    if graph_module is None:
+        raise MnistlensError(
+            "this model cannot be traced by torch.fx, so its ReLUs cannot be checked: "
+            "DeepLIFT and guided backprop would silently give plain gradients; use "
+            "another method, or write each ReLU as an nn.ReLU module"
+        )
+    graph = graph_module.graph
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    changed = False
+    used: set[str] = set()
+    for node in list(graph.nodes):
+        is_relu_call = node.op in ("call_function", "call_method") and node.target in _RELU_CALLS
+        shared = (
+            node.op == "call_module"
+            and isinstance(graph_module.get_submodule(node.target), nn.ReLU)
+            and calls[node.target] > 1
+        )
+        if shared and node.target not in used:
+            used.add(node.target)  # the first call keeps the original module
+            continue
+        if is_relu_call or shared:
+            name = node.name
+            while hasattr(graph_module, name):
+                name += "_"
+            graph_module.add_submodule(name, nn.ReLU())
+            with graph.inserting_after(node):
+                replacement = graph.call_module(name, (node.args[0],))
+            node.replace_all_uses_with(replacement)
+            graph.erase_node(node)
+            changed = True
+    if not changed:
+        return model
+    graph.lint()
+    graph_module.recompile()
+    return graph_module
+
+
+def strip_output_softmax(model: nn.Module) -> tuple[nn.Module, str]:
+    """Remove a final softmax / log-softmax so methods attribute logits.
+
+    -> (model, output kind): "logits" (nothing to remove), "log_softmax" or "softmax"
+    (removed; the returned model gives the logits before it), or "unknown" (the model
+    cannot be traced). Attributing log-probabilities mixes in every other class, and
+    DeepLIFT's completeness holds for the logits only.
+    """
+    graph_module = trace(model)
+    if graph_module is None:
+        return model, "unknown"
+    output = next(n for n in graph_module.graph.nodes if n.op == "output")
+    last = output.args[0]
+    if not isinstance(last, fx.Node):
+        return model, "unknown"
+    kind = None
+    if last.op == "call_module":
+        module = graph_module.get_submodule(last.target)
+        if isinstance(module, nn.LogSoftmax):
+            kind = "log_softmax"
+        elif isinstance(module, nn.Softmax):
+            kind = "softmax"
+    elif node_kind(last) == "softmax":
+        name = getattr(last.target, "__name__", str(last.target))
+        kind = "log_softmax" if "log" in name else "softmax"
+    if kind is None:
+        return model, "logits"
+    output.args = (last.args[0],)
+    graph_module.graph.erase_node(last)
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return graph_module, kind
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy in eval mode with each BatchNorm2d that directly follows a Conv2d folded
+    into that conv: the same function (BN is affine at eval time), one layer less per
+    stage. Layer names are kept (the BN becomes Identity)."""
+    model = copy.deepcopy(model).eval()
+    graph_module = trace(model)
+    if graph_module is None:
+        return model
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or not node.args:
+            continue
+        previous = node.args[0]
+        if not isinstance(previous, fx.Node) or previous.op != "call_module":
+            continue
+        conv = graph_module.get_submodule(previous.target)
+        bn = graph_module.get_submodule(node.target)
+        if (
+            isinstance(conv, nn.Conv2d)
+            and isinstance(bn, nn.BatchNorm2d)
+            and len(previous.users) == 1  # the conv's output feeds only this BN
+        ):
+            _replace(model, previous.target, fuse_conv_bn_eval(conv, bn))
+            _replace(model, node.target, nn.Identity())
+    return model
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+# The copies made below. A method handed one (SmoothGrad passes its copy to its base
+# method once per image) uses it as it is instead of copying and tracing it again.
+_PREPARED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def prepare_for_explanation(model: nn.Module) -> nn.Module:
+    """A fast, frozen copy for input-gradient methods: BN folded, channels-last, no grads.
+    A model this function made is returned as it is."""
+    if model in _PREPARED:
+        return model
+    fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    _PREPARED.add(fast)
+    return fast
