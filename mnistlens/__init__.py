@@ -16,7 +16,7 @@ from mnistlens.errors import MnistlensError  # no torch behind it, so no reason 
 
 __version__ = "0.1.0"
 
-# The names below import torch, ~1-2 s; they are resolved on first use
+# The names below import torch, which takes a second or two; they are resolved on first use
 # (PEP 562 module __getattr__) so that `import mnistlens` and `mnistlens --help` do not pay.
 _LAZY = {
     "load": "loading",

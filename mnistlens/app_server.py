@@ -31,8 +31,8 @@ HOST = "127.0.0.1"
 # For the page tests and bench_app.py: Debian's chromium, driven by Playwright (its own
 # browser download does not work offline), with what a headless run in a container needs.
 # Debian's chromium-headless-shell (Chrome's old headless mode, what Playwright itself
-# runs headless) when installed: it takes a quarter less CPU per page than the full
-# browser's headless mode (7.3 s against 10.4 s for three page loads and four clicks).
+# runs headless) when installed: it takes less CPU per page than the full browser's
+# headless mode (benchmarks/README.md).
 CHROMIUM = (
     shutil.which("chromium-headless-shell") or shutil.which("chromium") or "/usr/bin/chromium"
 )

@@ -140,8 +140,8 @@ def keep_freed_memory() -> bool:
 
     By default glibc maps every block over 128 KB afresh and unmaps it when freed (or
     trims the heap), so the many short-lived tensors of a few MB that attribution and
-    scoring make page-fault on every use: `measure` on 200 CNN digits, one thread, went
-    21.7 s -> 20.4 s (system time 1.5 s -> 0.5 s). Only for the command's own process (a
+    scoring make page-fault on every use (measured in benchmarks/README.md). Only for the
+    command's own process (a
     library should not change its caller's allocator); the tests set the same values as
     MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ in the environment.
     """
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     if from_shell:
         # Importing torch allocates ~10^6 objects, and the default threshold (700) would
-        # collect garbage hundreds of times meanwhile (~0.1 s); every 20,000 allocations
+        # collect garbage hundreds of times meanwhile; every 20,000 allocations
         # still frees the reference cycles a long run leaves.
         gc.set_threshold(20_000, 10, 10)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -184,6 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if from_shell:
             # The process is about to end: its last garbage collection would walk every
-            # object torch created (~0.5 s). Frozen objects are skipped; the OS frees all.
+            # object torch created. Frozen objects are skipped; the OS frees all.
             gc.freeze()
     return 0

@@ -21,8 +21,8 @@ split fits in memory (60,000 x 784 bytes = 47 MB), so we hold it as one tensor.
 
 Why not torchvision's reader either: the IDX format is a 16-byte header and the raw
 bytes, so `read_idx` reads it here (the same tensors as ``torchvision.datasets.MNIST``,
-checked by a test), while importing torchvision costs ~1 s, as much as the rest of
-`mnistlens explain` (issue 12). torchvision is imported only to download missing files.
+checked by a test), while importing torchvision takes as long as the rest of
+`mnistlens explain`. torchvision is imported only to download missing files.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _ensure_files(root: Path, download: bool) -> None:
         problem = f"download is switched off (${OFFLINE_ENV_VAR} or download=False)"
         if download:
             try:
-                # Imported here, the only place that needs it: torchvision costs ~1 s.
+                # Imported here, the only place that needs it: torchvision is slow to import.
                 from torchvision.datasets import MNIST
 
                 # torchvision prints progress to stdout; keep our CLI output clean.
@@ -167,7 +167,7 @@ def read_idx(path: Path) -> torch.Tensor:
 @functools.lru_cache(maxsize=4)
 def _read_split(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Read one split as (N, 28, 28) uint8 images and (N,) int64 labels, cached per process
-    (verified by `verify_raw_file` as they are read: about 0.1 s, once)."""
+    (verified by `verify_raw_file` as they are read, once)."""
     prefix = "train" if split == "train" else "t10k"
     paths = [raw_file(root, name) for name in RAW_FILES if name.startswith(prefix)]
     if None in paths:  # callers run _ensure_files first; this guards a file deleted since
@@ -265,7 +265,7 @@ def data_checksums(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
 
 def gaussian_blur(images: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     """A Gaussian blur of a batch, as torchvision's `gaussian_blur` computes it (reflect
-    padding, normalized kernel), without importing torchvision (~1 s): the blur baseline
+    padding, normalized kernel), without importing torchvision (slow to import): the blur baseline
     and feature visualization use it. (N, C, H, W) -> (N, C, H, W); kernel_size odd."""
     if kernel_size < 1 or kernel_size % 2 == 0 or sigma <= 0:
         raise MnistlensError(

@@ -19,8 +19,8 @@ def predict_logits(
     """Scores of `model` in eval mode (its mode is restored): (N, 1, 28, 28) -> (N, C).
 
     Run as `models.for_inference` says: a model with convolutions as a channels-last
-    copy, 64 rows a pass (the shipped CNN on the 10k test images, one core: 7.0 s with
-    batches of 1000 -> 2.0 s; `benchmarks/bench_predict.py`). batch_size overrides.
+    copy, 64 rows a pass, several times faster on a CPU than batches of 1000
+    (`benchmarks/bench_predict.py`). batch_size overrides.
     """
     fast, rows = for_inference(model, len(images))
     rows = batch_size or rows

@@ -60,9 +60,9 @@ def plot_confusion(confusion: torch.Tensor, title: str = "Confusion matrix") -> 
 
 # ---------------------------------------------------------------- grids of panels
 # Grids of small maps are placed at fixed distances in inches, not by matplotlib's
-# constrained layout: its solver took three quarters of the drawing time of a 40-panel
-# figure (the pair figure: 0.95 s -> 0.3 s). Saving with bbox_inches="tight" trims what
-# is left over at the edges.
+# constrained layout: its solver took most of the drawing time of a many-panel figure
+# (benchmarks/README.md). Saving with bbox_inches="tight" trims what is left over at the
+# edges.
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""The model series: simple networks on MNIST, from softmax regression to a CNN (issue 10).
+"""The model series: simple networks on MNIST, from softmax regression to a CNN.
 
 The article mnistlens answers ('Image Classification in 10 Minutes with MNIST Dataset')
 works through a series of simple networks; this module names that series, in order,
 each member being one architecture of the registry, its constructor arguments and its
 training recipe (a `TrainConfig`), so that `compare.py` can set them side by side:
 
-    linear          softmax regression (SGD from zeros on raw pixels: issue 13)
+    linear          softmax regression (SGD from zeros on raw pixels: see LINEAR_RECIPE)
     mlp-32 .. -512  one hidden layer of 32, 128, 256, 512 units        (width)
     mlp-256x2, x3   two and three hidden layers of 256                  (depth)
     mlp             the shipped 512-256 MLP                             (depth, taper)
@@ -59,11 +59,12 @@ class Member:
     shipped: str | None = None  # a shipped checkpoint made with exactly this config
 
 
-# The softmax-regression recipe of issue 13: SGD moves a weight only as far as its
-# gradient, zero init leaves never-inked pixels at exactly zero, and raw pixels (no
-# normalization) mean a blank pixel has zero input and so zero gradient. Measured:
-# 92.29% test accuracy, 14% of the template energy on the 4-pixel border, template /
-# class-contrast correlation 0.69, in 3 s (Adam on normalized pixels: 92.58%, 50%, 0.28).
+# The softmax-regression recipe, chosen so that its templates look like digits: SGD
+# moves a weight only as far as its gradient, zero init leaves never-inked pixels at
+# exactly zero, and raw pixels (no normalization) mean a blank pixel has zero input and
+# so zero gradient. Measured: 92.29% test accuracy, 14% of the template energy on the
+# 4-pixel border, template / class-contrast correlation 0.69 (Adam on normalized
+# pixels: 92.58%, 50%, 0.28).
 LINEAR_RECIPE = dict(
     arch="linear",
     arch_kwargs={"normalize": False},
@@ -75,7 +76,7 @@ LINEAR_RECIPE = dict(
     optimizer="sgd",
     zero_init=True,
 )
-# The MLP recipe, for the same reason (issue 13): Adam gives a first-layer weight that
+# The MLP recipe, for the same reason: Adam gives a first-layer weight that
 # rarely meets ink (the border, reached only by augmentation) as big a step as any
 # other, so 28% of a unit's picture sat on the empty 4-pixel border (49% at random
 # init). SGD with momentum on raw pixels moves such weights by their small gradients.
@@ -141,7 +142,7 @@ def _members() -> list[Member]:
         Member(
             "cnn",
             "convolution: the shipped three-stage CNN (32, 64, 128), batch norm",
-            # Three snapshots (epochs 2, 5, 8) for TracIn over training (issue 11): +3 MB.
+            # Three snapshots (epochs 2, 5, 8) for TracIn over training: +3 MB in the file.
             TrainConfig(arch="cnn", arch_kwargs={"channels": [32, 64, 128]}, epochs=8, snapshots=3),
             "cnn.pt",
         ),

@@ -7,7 +7,7 @@ Recipe (why each piece is there):
 - or plain SGD (`optimizer="sgd"`, same schedule) from zero weights (`zero_init`), for
   softmax regression: Adam rescales every gradient to a full-size step, so the small,
   steady gradients of pixels that carry no information still move their weights, and
-  the class templates fill up with background (issue 13); SGD moves a weight in
+  the class templates fill up with background; SGD moves a weight in
   proportion to its gradient, and a pixel that never sees ink keeps its zero weight;
 - small random affine distortions (shift, rotation, scale) as augmentation, done on
   the whole batch with `affine_grid`/`grid_sample`: the classic way to push MNIST
@@ -15,7 +15,7 @@ Recipe (why each piece is there):
 - every random draw comes from one seed (init, dropout, shuffling, augmentation), and
   the seed, the config and the data checksums are saved in the checkpoint. The global
   torch RNG is seeded inside `torch.random.fork_rng`, so a caller's own random state is
-  the same after `train()` as before (issue 8).
+  the same after `train()` as before.
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def train(
         labels = labels[torch.randperm(len(labels), generator=shuffle)]
 
     # fork_rng saves the global CPU RNG state and restores it on exit: the seed decides
-    # init and dropout without touching the caller's random stream (issue 8)
+    # init and dropout without touching the caller's random stream
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # model init and dropout
         gen = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation
@@ -314,7 +314,7 @@ def train(
             "mnistlens": __version__,
             "torch": torch.__version__,
             # The installed distribution's version, read without importing torchvision
-            # (~1 s, and training never uses it): "0.29.1", where the module would say
+            # (slow to import, and training never uses it): "0.29.1", where the module would say
             # "0.29.1+cu130" (the wheel's build tag).
             "torchvision": importlib.metadata.version("torchvision"),
             "python": platform.python_version(),

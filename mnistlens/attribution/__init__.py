@@ -23,6 +23,11 @@ The package, one idea per file:
     perturbation.py  occlusion
     cam.py           Grad-CAM, Grad-CAM x input
     smooth.py        SmoothGrad over any method
+    fastig.py        integrated gradients to a completeness tolerance (what Captum lacks)
+
+Captum is imported inside each method, never at the top of a module: `import captum.attr`
+pulls in matplotlib.pyplot and IPython, which importing mnistlens (and `mnistlens
+--help`) should not pay. Only a method that runs needs it.
 
     >>> maps = saliency(model, images[:8])                     # (8, 1, 28, 28)
     >>> maps, delta = integrated_gradients(model, images[:8], return_delta=True)

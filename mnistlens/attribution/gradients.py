@@ -9,13 +9,11 @@ from mnistlens.attribution.common import Target, chunked
 from mnistlens.attribution.registry import register_method
 from mnistlens.graph import prepare_for_explanation, with_relu_modules
 
-# Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
-# (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
-# (issue 12). Only a method that runs needs it.
+# Captum is imported inside each method, not here: see the package docstring.
 #
 # Each method runs on `prepare_for_explanation(model)`: the same function with batch norm
-# folded into the convolutions and a channels-last layout, a third faster per gradient
-# for the CNN (made in ~6 ms). The targets are still resolved on the model as given.
+# folded into the convolutions and a channels-last layout, faster per gradient for a CNN
+# and cheap to make. The targets are still resolved on the model as given.
 
 
 @register_method("saliency", "|d score / d pixel|: where a small change moves the score most")

@@ -9,9 +9,7 @@ from mnistlens.attribution.common import Target, check_count, chunked
 from mnistlens.attribution.registry import register_method
 from mnistlens.graph import prepare_for_explanation
 
-# Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
-# (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
-# (issue 12). Only a method that runs needs it.
+# Captum is imported inside each method, not here: see the package docstring.
 
 
 @register_method(
@@ -39,7 +37,7 @@ def occlusion(
 
     # Occlusion is all forward passes: run them on the fast copy (batch norm folded,
     # channels-last), about 64 rows at a time, the cache-sized batch CPUs run fastest
-    # (100 CNN digits, stride 4, one core: 3.7 s -> 1.0 s; benchmarks/bench_attribution.py).
+    # (benchmarks/bench_attribution.py).
     method = Occlusion(prepare_for_explanation(model))
     return chunked(
         lambda x, t: method.attribute(

@@ -24,9 +24,7 @@ from mnistlens.attribution.registry import register_method
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import prepare_for_explanation, with_relu_modules
 
-# Captum is imported inside each method, not here: `import captum.attr` costs ~0.2-0.5 s
-# (it pulls in matplotlib.pyplot and IPython), which importing mnistlens should not pay
-# (issue 12). Only a method that runs needs it.
+# Captum is imported inside each method, not here: see the package docstring.
 
 Baseline = str | float | torch.Tensor
 # Captum's quadratures for IntegratedGradients(method=...).

@@ -169,10 +169,9 @@ def _one_thread(args: argparse.Namespace):
     """One torch thread while explaining one digit (not --all), unless $OMP_NUM_THREADS
     says otherwise; the previous count is restored after.
 
-    One digit is ~0.15 s of computing on one core, so a second thread can save little;
-    but on a shared machine two threads that wait for each other's busy core turned it
-    into 3 s (measured at load 1.5-3, issue 12; the app runs one thread per process for
-    the same reason)."""
+    One digit is a fraction of a second of computing on one core, so a second thread can
+    save little; but on a shared machine two threads that wait for each other's busy core
+    made it many times slower (the app runs one thread per process for the same reason)."""
     import torch
 
     before = torch.get_num_threads()
@@ -231,7 +230,7 @@ def _run(args: argparse.Namespace) -> None:
         image.unsqueeze(0),
         methods,
         args.target,
-        measure=True,  # every map carries its own numbers (issue 9)
+        measure=True,  # every map carries its own faithfulness numbers
         **{m: _method_options(m, args) for m in methods},
     )
 

@@ -166,7 +166,7 @@ class ModelInfo:
         Grad-CAM is defined on the rectified feature maps of the last conv block
         (Selvaraju et al. 2017). Hooking the raw convolution (before batch norm and
         ReLU) gives maps no better than random on the shipped CNN (deletion AUC 0.52
-        against 0.32 after relu3, issue 9). None for a model without convolutions, or
+        against 0.32 after relu3; `mnistlens measure`). None for a model without convolutions, or
         whose last conv block has no module to hook (`with_relu_modules` makes one).
         """
         convs = [i for i, layer in enumerate(self.layers) if layer.kind == "conv"]
@@ -269,7 +269,7 @@ def _layers_by_hooks(model: nn.Module) -> list[Layer]:
 
 
 # analyze() is asked by every method, Grad-CAM's layer choice and the explanation
-# itself, several times per `explain` call (~0.2 s each on the CNN): it is kept per
+# itself, several times per `explain` call, and tracing is not cheap: it is kept per
 # model object, with a fingerprint of the module tree so that a model edited in place
 # (a layer replaced, a head resized) is analyzed again. Weights do not change layers.
 _ANALYSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

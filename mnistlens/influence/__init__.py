@@ -1,4 +1,4 @@
-"""Example-based explanations: "it is a 4 because it looks like these 4s" (issue 11).
+"""Example-based explanations: "it is a 4 because it looks like these 4s".
 
 Two ways to point at the training images behind a prediction:
 

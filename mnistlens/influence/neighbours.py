@@ -49,9 +49,8 @@ def training_index(
 
     Returns a TrainingIndex: features (M, D) float32 unit rows, labels (M,).
     Looked up in memory, then on disk, else built by one pass over the training set
-    (measured on 2 shared cores: the shipped MLP 1-12 s, the CNN 25-95 s, depending on
-    the load). A build also stores the TracIn factors of the same pass, so `tracin` on
-    this model needs no pass of its own. Reading the files back takes ~0.1-0.6 s.
+    (seconds for an MLP, longer for a CNN: benchmarks/README.md). A build also stores the
+    TracIn factors of the same pass, so `tracin` on this model needs no pass of its own.
 
         >>> index = training_index(model)
         >>> index.features.shape, index.layer

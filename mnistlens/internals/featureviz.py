@@ -45,8 +45,8 @@ def _jitter(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tens
 class Adam:
     """Adam (Kingma & Ba 2015) on one tensor, as torch.optim.Adam computes it with
     betas (0.9, 0.999) and eps 1e-8. Why not torch.optim.Adam itself: its first use in
-    a process imports torch._dynamo (~1.9 s), which the app's Inside page paid for its
-    first picture."""
+    a process imports torch._dynamo, slow to import, which the app's Inside page paid
+    for its first picture."""
 
     def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.param, self.lr, self.betas, self.eps = param, lr, betas, eps

@@ -117,7 +117,7 @@ def template_quality(
     labels: torch.Tensor | None = None,
     border: int = 4,
 ) -> dict:
-    """Do the class templates of a softmax regression look like digits? (issue 13)
+    """Do the class templates of a softmax regression look like digits?
 
     Two numbers, on the raw weight rows that `linear_templates` returns and the
     pictures show:

@@ -49,7 +49,7 @@ def linear(*, normalize: bool = True) -> nn.Module:
             `norm` is `nn.Identity()` and the model works on the raw [0, 1] pixels: a
             pixel that is blank in every training image then gets no gradient at all, so
             trained from zeros with SGD its weight stays zero and the class templates
-            look like digits (issue 13). True is the default: older checkpoints hold
+            look like digits (docs/architectures.md). True is the default: older checkpoints hold
             `norm` buffers.
     """
     return nn.Sequential(
@@ -72,7 +72,7 @@ def mlp(
         dropout: dropout probability after each hidden layer (0 disables it).
         normalize: standardize the pixels first (`norm`). With False a pixel that is
             never inked gives its first-layer weights no gradient, so with SGD the unit
-            pictures keep little weight on the empty border (issue 13).
+            pictures keep little weight on the empty border.
     """
     hidden = [int(h) for h in hidden]
     if not hidden or min(hidden) < 1:

@@ -62,8 +62,8 @@ def evaluating(model: nn.Module, freeze: bool = False) -> Iterator[nn.Module]:
 FAST_ROWS = 64
 
 
-# Fewer rows than this run on the model as it is: copying the shipped CNN takes ~1.5 ms,
-# while the copy saves ~0.1 ms on one image and ~2 ms on 16 (one core).
+# Fewer rows than this run on the model as it is: for a few images, making the copy
+# costs more than it saves (benchmarks/bench_predict.py).
 COPY_FROM_ROWS = 16
 
 
