@@ -248,10 +248,12 @@ def test_exported_program_gives_the_same_outputs_for_any_batch(user):
     assert "_guards_fn" not in dict(model.named_modules())  # guards_code is never compiled
 
 
-def test_program_exported_for_one_image_runs_image_by_image(user):
+def test_program_exported_for_one_image_runs_a_whole_batch(user):
+    """Exported for a batch of 1, its graph names no batch size: it runs batches as they
+    come (tests/test_loading.py has a program that must go image by image)."""
     model, meta = load_any(user.root / "net_batch1.pt2")
     torch.testing.assert_close(model(images(3)), user.net(images(3)), rtol=1e-5, atol=1e-5)
-    assert meta["per_image"] is True and meta["dynamic_batch"] is False
+    assert meta["per_image"] is False and meta["dynamic_batch"] is False
 
 
 def test_exported_program_explains_like_the_original(user):

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from mnistlens.errors import MnistlensError, first_line, refused_pickle
+from mnistlens.graph import trace
 
 # ---------------------------------------------------------------- torch.export programs
 
@@ -128,13 +129,52 @@ def load_program(path: Path, data: bytes) -> tuple[nn.Module, dict, tuple, bool]
             "of 1, or dynamic_shapes=({0: torch.export.Dim('batch')},)"
         )
     version = json.loads(records["models/model.json"]).get("torch_version")
+    per_image = isinstance(batch, int)  # exported for batch 1
+    if per_image:
+        batched = runs_batched(module, tuple(rest))
+        if batched is not None:
+            module, per_image = batched, False
     meta = {
         "format": "torch-export",
         "dynamic_batch": not isinstance(batch, int),
-        "per_image": isinstance(batch, int),  # exported for batch 1: run image by image
+        "per_image": per_image,  # run image by image: a batch-1 program that needs it
         "exported_with_torch": version,
     }
-    return module, meta, tuple(rest), isinstance(batch, int)
+    return module, meta, tuple(rest), per_image
+
+
+PROBE_IMAGES = 4  # images of the check that a batch-1 program runs a batch
+PROBE_TOLERANCE = 1e-4  # relative to the largest output: the same function, other kernels
+
+
+def runs_batched(module: nn.Module, shape: tuple) -> nn.Module | None:
+    """The batch-1 program as a module that runs a whole batch, or None if it cannot.
+
+    `torch.export.export(net, (torch.zeros(1, 1, 28, 28),))`, what most people write,
+    fixes the batch at 1, and `.module()` checks every input's shape. Most MNIST
+    networks still treat each image on its own and never name the batch size (no
+    `view(1, ...)`): their torch.fx retrace, which keeps the graph and drops the input
+    check, then takes any batch. That is what lets methods built on module hooks
+    (DeepLIFT, guided backprop) see the batch they explain rather than one image at a
+    time, and it is much faster. Accepted only if it runs a batch of PROBE_IMAGES random
+    images and gives each image's output as the program does on that image alone.
+    """
+    traced = trace(module)
+    if traced is None:
+        return None
+    x = torch.rand(PROBE_IMAGES, *shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            one_by_one = torch.cat([module(x[i : i + 1]) for i in range(len(x))])
+            together = traced(x)
+    except Exception:  # noqa: BLE001 - e.g. a reshape that names the batch of 1
+        return None
+    if not isinstance(together, torch.Tensor) or together.shape != one_by_one.shape:
+        return None
+    scale = float(one_by_one.abs().max()) or 1.0
+    if not torch.allclose(together, one_by_one, rtol=0, atol=PROBE_TOLERANCE * scale):
+        return None
+    return traced
 
 
 def check_pt2(path: Path, data: bytes) -> dict[str, bytes]:
