@@ -1,0 +1,220 @@
+"""The whole comparison, as `mnistlens compare` runs it: one call from a notebook.
+
+    >>> from mnistlens import comparison
+    >>> models = comparison.load_models(["mlp.pt", "cnn.pt"])
+    >>> report = comparison.run(models, out="cmp/", maps=True)
+    >>> report["pairs"][0]["mcnemar_p"], report["plots"]["digit_maps"]
+
+`run` measures the models on the 10,000 test images (`stats.compare_models`), then, as
+asked, how faithful each model's maps are, the comparison figures, what each model
+looks at (per-digit mean maps, and a pair's maps where one is right and the other
+wrong), and the Markdown report (`report.py`). Everything it found comes back in one
+JSON-ready dict; figures are PNG files whose paths it lists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from mnistlens.errors import MnistlensError
+
+DIGIT_MAP_IMAGES = 500  # ~50 per digit: enough for the mean maps to settle
+FAITHFULNESS_EVERY = 50  # maps are measured on every 50th test image (200 images)
+
+PLOTS = {
+    "Accuracy against parameters": "accuracy_vs_parameters.png",
+    "Accuracy against training time": "accuracy_vs_time.png",
+    "Accuracy per digit": "digit_accuracy.png",
+    "The images the models disagree on": "disagreements.png",
+}
+
+Models = dict[str, tuple[nn.Module, dict]]
+
+
+def load_models(paths: Sequence[str | os.PathLike], data_dir=None) -> Models:
+    """name (the file's stem) -> (model, metadata), in the order given, each loaded with
+    `mnistlens.load`; two or more models, no two with the same name."""
+    from mnistlens.loading import load
+
+    if len(paths) < 2:
+        raise MnistlensError(f"a comparison needs two or more models, got {len(paths)}")
+    models: Models = {}
+    for path in paths:
+        name = Path(path).stem
+        if name in models:
+            raise MnistlensError(f"{path}: two models named {name!r}; rename one file")
+        models[name] = load(path, data_dir=data_dir)
+    return models
+
+
+def check_pair(pair: Sequence[str], models: Models, option: str = "pair") -> tuple[str, str]:
+    """(A, B): two different compared models, A the one expected to be worse. `option`
+    names the argument in the error (the CLI's is --pair)."""
+    if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(models):
+        raise MnistlensError(
+            f"{option} needs two different compared models as A,B, got {','.join(pair)!r}; "
+            f"compared: {', '.join(models)}"
+        )
+    return pair[0], pair[1]
+
+
+def map_faithfulness(models: Models, images) -> dict[str, dict[str, float]]:
+    """Per model: mean deletion AUC of IG and saliency maps and of a random ranking."""
+    from mnistlens.faithfulness import score_methods
+
+    result = {}
+    for name, (model, _) in models.items():
+        scored = score_methods(model, images, ["integrated_gradients", "saliency"], n_steps=32)
+        summary = {method: s.summary()["deletion_auc"] for method, (_, s) in scored.items()}
+        summary["random"] = next(iter(scored.values()))[1].summary()["random_deletion_auc"]
+        result[name] = summary
+    return result
+
+
+def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
+    """The comparison figures into `folder`; -> title -> path."""
+    from mnistlens.comparison import figures as cp
+    from mnistlens.plots import save_figure
+
+    drawn = {
+        "Accuracy against parameters": cp.plot_accuracy_vs_parameters(report),
+        "Accuracy against training time": cp.plot_accuracy_vs_time(report),
+        "Accuracy per digit": cp.plot_digit_accuracy(report),
+        "The images the models disagree on": cp.plot_disagreements(report, images),
+    }
+    return {
+        title: str(save_figure(fig, Path(folder) / PLOTS[title])) for title, fig in drawn.items()
+    }
+
+
+def pair_figure(
+    pair: tuple[str, str], report: dict, models: Models, images, labels, folder: str | Path
+) -> str:
+    """Both models' IG maps on the images B gets right and A wrong
+    (`maps.where_b_beats_a`), saved in `folder`; records them in report["pair_maps"];
+    -> the figure's path."""
+    from mnistlens.comparison.figures import plot_pair_maps
+    from mnistlens.comparison.maps import where_b_beats_a
+    from mnistlens.comparison.stats import only_right
+    from mnistlens.plots import save_figure
+
+    a, b = pair
+    found = where_b_beats_a(
+        models[a][0], models[b][0], images, labels, n_steps=32, indices=only_right(report, b, a)
+    )
+    report["pair_maps"] = {
+        "a": a,
+        "b": b,
+        "n_images": len(found["indices"]),
+        "indices": found["indices"].tolist(),
+    }
+    fig = plot_pair_maps(found, images, a, b)
+    return str(save_figure(fig, Path(folder) / "pair_maps.png"))
+
+
+def digit_maps_figure(
+    models: Models, images, labels, folder: str | Path, n_images: int = DIGIT_MAP_IMAGES
+) -> str:
+    """Per model, the mean IG map of each digit over its correctly classified images
+    among the first `n_images` test images (`explain.class_mean_maps`), one row per
+    model; saved in `folder` as digit_maps.png -> its path."""
+    from mnistlens.explain import class_mean_maps
+    from mnistlens.plots import plot_class_maps, save_figure
+
+    x, y = images[:n_images], labels[:n_images]
+    maps = {
+        name: class_mean_maps(model, x, y, "integrated_gradients", n_steps=32)
+        for name, (model, _) in models.items()
+    }
+    title = (
+        f"What each model looks at: mean integrated gradients per digit "
+        f"(first {n_images:,} test images, correct ones; one scale per row)"
+    )
+    return str(save_figure(plot_class_maps(maps, title), Path(folder) / "digit_maps.png"))
+
+
+def run(
+    models: Models,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    faithfulness: bool = False,
+    out: str | os.PathLike | None = None,
+    maps: bool = False,
+    pair: Sequence[str] | None = None,
+    report_dir: str | os.PathLike | None = None,
+    questions: dict[str, str] | None = None,
+    command: str = "mnistlens compare --report",
+    digit_map_images: int = DIGIT_MAP_IMAGES,
+    faithfulness_every: int = FAITHFULNESS_EVERY,
+) -> dict:
+    """Compare `models` (name -> (model, metadata), in display order) on MNIST's test set.
+
+    Args:
+        data_dir: MNIST (default: as `data.load_mnist` finds it).
+        faithfulness: also measure each model's maps (deletion AUC of IG and saliency);
+            implied by report_dir.
+        out: write the comparison figures (PNG) into this folder.
+        maps: with `out`, also draw each model's per-digit mean maps and the pair's maps.
+        pair: (A, B), the two models whose maps to set side by side where B is right and
+            A wrong (default `stats.default_pair`: the best MLP and the best CNN).
+        report_dir: write report_dir/architectures.md and its figures.
+        questions: name -> what the model shows, for the report's table (the series').
+        command: how the report says it was made.
+        digit_map_images: the per-digit mean maps use the first this many test images.
+        faithfulness_every: the maps' faithfulness is measured on every this-many-th
+            test image.
+
+    -> the report of `stats.compare_models`, plus `faithfulness`, `plots` (title ->
+    path), `pair_maps` and `report` (the page's path) where asked.
+    """
+    from mnistlens.comparison import report as page
+    from mnistlens.comparison.stats import compare_models, default_pair
+    from mnistlens.data import load_mnist
+
+    for folder in (out, report_dir):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise MnistlensError(f"{folder} is a file, not a folder; choose another place")
+    if (maps or pair) and not (out or report_dir):
+        raise MnistlensError("maps and a pair are figures: say where with out= (--out DIR)")
+    asked = check_pair(pair, models) if pair else None  # before the minutes of comparing
+    images, labels = load_mnist("test", data_dir)
+    train_images, train_labels = load_mnist("train", data_dir)
+    report = compare_models(models, images, labels, train_images[:10_000], train_labels[:10_000])
+    if faithfulness or report_dir:
+        report["faithfulness"] = map_faithfulness(models, images[::faithfulness_every])
+    chosen = None  # the pair whose maps are drawn
+    if maps or report_dir:
+        chosen = asked or default_pair(report)
+    elif asked:
+        chosen = asked
+    if out:
+        report["plots"] = write_plots(report, images, out)
+        if chosen is not None and (maps or pair):
+            report["plots"]["pair_maps"] = pair_figure(chosen, report, models, images, labels, out)
+        if maps:
+            report["plots"]["digit_maps"] = digit_maps_figure(
+                models, images, labels, out, digit_map_images
+            )
+    if report_dir:
+        figures = write_plots(report, images, report_dir)
+        figures["What each model looks at, digit by digit"] = digit_maps_figure(
+            models, images, labels, report_dir, digit_map_images
+        )
+        if chosen is not None:
+            a, b = chosen
+            figures[f"What {b} looks at that {a} misses"] = pair_figure(
+                chosen, report, models, images, labels, report_dir
+            )
+        text = page.markdown(
+            report,
+            {title: Path(path).name for title, path in figures.items()},
+            command,
+            questions,
+            report.get("faithfulness"),
+        )
+        report["report"] = str(page.write_report(Path(report_dir) / "architectures.md", text))
+    return report

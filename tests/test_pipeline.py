@@ -1,0 +1,61 @@
+"""`comparison.run`: the whole comparison `mnistlens compare` makes, from Python, report
+included, on two shipped models."""
+
+import re
+
+import pytest
+import torch
+
+from mnistlens import MnistlensError, comparison
+from mnistlens.metrics import predict_logits
+
+
+@pytest.fixture(scope="module")
+def two(shipped):
+    return {"linear": shipped["linear"], "mlp": shipped["mlp"]}
+
+
+@pytest.mark.slow
+def test_run_writes_the_figures_and_the_report_it_lists(two, test_set, tmp_path):
+    """The report's table has a row per model and links only figures written beside
+    it; the pair's images are exactly those softmax regression gets right and the MLP
+    wrong (B right, A wrong: few images, so the maps are quick)."""
+    docs = tmp_path / "docs"
+    report = comparison.run(
+        two,
+        pair=["mlp", "linear"],
+        report_dir=docs,
+        questions={"mlp": "Q"},
+        digit_map_images=100,
+        faithfulness_every=500,
+    )
+    assert [m["name"] for m in report["models"]] == ["linear", "mlp"]
+    page = (docs / "architectures.md").read_text()
+    assert report["report"] == str(docs / "architectures.md")
+    assert re.search(r"\| `mlp` \| Q \| 9\d\.\d\d% \|", page)
+    for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page):
+        assert (docs / name).is_file(), name
+    assert set(report["faithfulness"]) == {"linear", "mlp"}
+    images, labels = test_set
+    right = {
+        name: predict_logits(model, images).argmax(dim=1) == labels
+        for name, (model, _) in two.items()
+    }
+    expected = torch.nonzero(right["linear"] & ~right["mlp"]).flatten()
+    shown = torch.tensor(report["pair_maps"]["indices"])
+    assert len(shown) > 0 and bool(torch.isin(shown, expected).all())
+
+
+def test_a_bad_pair_is_named_before_comparing(two, monkeypatch, tmp_path):
+    from mnistlens.comparison import stats
+
+    def never(*args, **kwargs):
+        raise AssertionError("compare_models ran before the error")
+
+    monkeypatch.setattr(stats, "compare_models", never)
+    with pytest.raises(MnistlensError, match="pair needs two different compared models"):
+        comparison.run(two, out=tmp_path, pair=["linear", "cnn"])
+    with pytest.raises(MnistlensError, match="say where with out="):
+        comparison.run(two, maps=True)
+    with pytest.raises(MnistlensError, match="two or more models"):
+        comparison.load_models(["cnn.pt"])
