@@ -1,4 +1,6 @@
-"""Record what mnistlens shows for the shipped models: python tests/data/make_shipped_explanations.py OUT.json
+"""Record what mnistlens shows for the shipped models.
+
+    python tests/data/make_shipped_explanations.py OUT.json
 
 For each shipped model, every applicable method on test digits 0 and 42
 (`explain(..., measure=True)`): each map's sum and L1 norm, its deletion and insertion
