@@ -20,6 +20,7 @@ then invisible, and `analyze(...).traced` says so.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass, field
 
@@ -219,15 +220,45 @@ class _ShapeRecorder(fx.Interpreter):
         return out
 
 
+# torch.fx's tracer replaces nn.Module.__call__ and __getattr__ for the whole process
+# while it traces (torch/fx/_symbolic_trace.py, Tracer.trace), and puts back what it
+# found when done. So a trace in one thread would send every other thread's forward pass
+# through its wrapper ("module is not installed as a submodule"), and two traces at once
+# could leave the wrapper installed for good. The explorer serves each session from its
+# own thread; one trace at a time, and the other threads pass straight through.
+_ONE_TRACE_AT_A_TIME = threading.Lock()
+
+
+class _ThisThreadTracer(fx.Tracer):
+    """torch.fx's Tracer, recording only the calls of the thread that traces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        if threading.get_ident() != self.thread:
+            return forward(*args, **kwargs)  # another thread's model: run it as it is
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val, parameter_proxy_cache: dict):
+        if threading.get_ident() != self.thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
 def trace(model: nn.Module) -> fx.GraphModule | None:
     """A torch.fx trace of `model` in eval mode, or None if it cannot be traced.
 
     Eval mode because a trace bakes in Python values such as `self.training` (a
     `F.dropout(x, training=self.training)` traced in training mode would stay random).
+    Safe to call from several threads (see `_ONE_TRACE_AT_A_TIME`).
     """
     try:
-        with evaluating(model):
-            return fx.symbolic_trace(model)
+        with _ONE_TRACE_AT_A_TIME, evaluating(model):
+            tracer = _ThisThreadTracer()
+            graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception:  # noqa: BLE001 - any tracing failure means "not traceable"
         return None
 

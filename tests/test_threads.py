@@ -1,0 +1,79 @@
+"""Several threads at once, as the explorer's sessions are: tracing a model (torch.fx)
+in one thread never breaks or changes another thread's forward and backward passes."""
+
+import copy
+import threading
+
+import torch
+
+from mnistlens import attribution as A
+from mnistlens.graph import analyze, fold_batchnorm, trace, with_relu_modules
+
+ROUNDS = 40
+
+
+def run_together(*jobs):
+    """Run the jobs in threads started together; -> the exceptions they raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def guarded(job):
+        start.wait()
+        try:
+            job()
+        except BaseException as err:  # noqa: BLE001 - reported to the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=guarded, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_tracing_in_one_thread_leaves_another_threads_maps_alone(shipped, test_set):
+    """While one thread traces fresh copies of the MLP over and over (what preparing a
+    model for a method does), another computes the CNN's saliency maps: every map equals
+    the one computed alone, and neither thread raises."""
+    cnn, mlp = shipped["cnn"][0], shipped["mlp"][0]
+    images = test_set[0][:2]
+    alone = A.saliency(cnn, images)
+    maps = []
+
+    def tracer():
+        for _ in range(ROUNDS):
+            net = copy.deepcopy(mlp)
+            assert trace(net) is not None
+            analyze(net)
+            with_relu_modules(net)
+            fold_batchnorm(net)
+
+    def explainer():
+        for _ in range(ROUNDS):
+            maps.append(A.saliency(cnn, images))
+
+    assert run_together(tracer, explainer) == []
+    assert len(maps) == ROUNDS
+    for m in maps:
+        torch.testing.assert_close(m, alone, rtol=0, atol=1e-6 * float(alone.abs().max()))
+
+
+def test_two_threads_tracing_at_once_each_get_their_own_graph(shipped):
+    """Traces from two threads at once: each graph is its own model's, and afterwards
+    nn.Module.__call__ is torch's own again (a trace restores what it found)."""
+    before = torch.nn.Module.__call__
+    graphs = {"mlp": [], "cnn": []}
+
+    def tracing(name):
+        def job():
+            for _ in range(ROUNDS // 4):
+                graphs[name].append(trace(copy.deepcopy(shipped[name][0])))
+
+        return job
+
+    assert run_together(tracing("mlp"), tracing("cnn")) == []
+    assert torch.nn.Module.__call__ is before
+    for name, found in graphs.items():
+        kinds = {type(m).__name__ for g in found for m in g.modules()}
+        assert ("Conv2d" in kinds) == (name == "cnn")
