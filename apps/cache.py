@@ -1,7 +1,7 @@
 """Results the explorer computes once and reuses: per model, per digit, per method.
 
 Every function is a library call behind a Streamlit cache, keyed by the model's name
-(the model itself comes from `state.get_model`, cached as a resource), so a click
+(the model itself comes from `session.get_model`, this session's own), so a click
 pays only for what it changes: a new test index re-explains that digit, a new
 method computes that method alone, and the model-level results (per-digit maps,
 activation profiles, sanity verdicts, method comparisons, the training-set index)
@@ -23,7 +23,7 @@ import torch
 from mnistlens import attribution, explain, faithfulness
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
-from mnistlens.influence.cache import model_key
+from mnistlens.influence import model_key
 from mnistlens.internals import activations, featureviz
 from mnistlens.io import atomic_write
 from mnistlens.metrics import predict_logits
@@ -32,11 +32,14 @@ from mnistlens.paths import cache_dir
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import charts
-from state import get_model, get_test_set
+from catalog import get_test_set
+from session import get_model
 
 SANITY_IMAGES = 20  # test images in each method's randomization check (the library's rule)
 PROFILE_IMAGES = 2000  # test images behind the activation profiles and top images
-FEATUREVIZ_STEPS = 100  # a third of the library's 300: ~0.2 s a picture instead of ~0.7 s
+# A third of `featureviz.maximize`'s 300 steps: the Inside page draws five pictures per
+# digit and should answer within a second; the full run is one notebook line away.
+FEATUREVIZ_STEPS = 100
 CHUNK = 500  # images per forward pass when averaging conv maps (bounded memory)
 
 
@@ -89,8 +92,9 @@ def contrast(model_name: str, digit: str, _image: torch.Tensor, target: int, oth
 
 def sanity_options(method: str) -> dict:
     """Integrated gradients in the sanity check with 16 steps, not 50: the check compares
-    rankings, and on the shipped CNN the top-layer correlation moves by 0.002 (0.359 ->
-    0.357; MLP 0.312 -> 0.307) while it takes 0.33 s instead of 1.5 s of a first page."""
+    rankings, which fewer steps hardly move (on the shipped CNN the top-layer correlation
+    goes from 0.359 to 0.357, MLP 0.312 -> 0.307), and it runs on a fresh server's first
+    page (time saved: benchmarks/README.md)."""
     return {"n_steps": 16} if method == "integrated_gradients" else {}
 
 
@@ -110,9 +114,9 @@ def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
     layers=1 stops after the top layer, all the verdict needs (the Explain page); the
     Trust page shows the whole cascade (layers=None).
 
-    Also kept on disk (JSON, beside the user's MNIST cache): integrated gradients' check
-    is a second of a fresh server's first page, and the answer depends only on the
-    weights. An unreadable or unwritable file only costs the computation."""
+    Also kept on disk (JSON, beside the user's MNIST cache): the checks are most of a
+    fresh server's first page, and the answer depends only on the weights. An
+    unreadable or unwritable file only costs the computation."""
     model, _ = get_model(model_name)
     path = _verdict_file(model, method, layers)
     try:
@@ -148,17 +152,18 @@ def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
     return result
 
 
-@st.cache_data(show_spinner="Averaging maps over the test set ...")
+@st.cache_data(show_spinner="Averaging maps over the test set ...", max_entries=64)
 def class_maps(model_name: str, method: str, n_images: int) -> torch.Tensor:
     """Per-digit mean maps (`explain.class_mean_maps`): -> (10, 28, 28)."""
     model, _ = get_model(model_name)
     images, labels = get_test_set()
-    # IG to a 1% completeness tolerance: the whole sample in seconds (see benchmarks/).
+    # IG to a 1% completeness tolerance: far fewer passes than 50 fixed steps, for maps
+    # that are averaged anyway (benchmarks/README.md).
     options = {"tol": 0.01} if method == "integrated_gradients" else {}
     return explain.class_mean_maps(model, images[:n_images], labels[:n_images], method, **options)
 
 
-@st.cache_data(show_spinner="Recording the layer's activations on the test set ...")
+@st.cache_data(show_spinner="Recording the layer's activations on the test set ...", max_entries=32)
 def unit_activations(model_name: str, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One number per unit for the first PROFILE_IMAGES test images, and the per-digit
     profile: -> units (N, U), profile (10, U). Conv layers are averaged over positions
@@ -242,10 +247,12 @@ def comparison_figures(model_name: str, n_images: int, methods: tuple[str, ...])
 
 
 @st.cache_resource(
-    show_spinner="Indexing the 60,000 training images (once per model, then cached on disk) ..."
+    show_spinner="Indexing the 60,000 training images (once per model, then cached on disk) ...",
+    max_entries=4,
 )
 def training_index(model_name: str):
-    """`influence.training_index(model)`, held once per process."""
+    """`influence.training_index(model)`, held once per process for the last few models
+    (an index is tens of MB; one dropped comes back from the library's disk cache)."""
     from mnistlens import influence
 
     model, _ = get_model(model_name)

@@ -1,11 +1,11 @@
 """Pictures for the explorer that `mnistlens.plots` does not draw, and fast ones.
 
 Two kinds:
-- maps and digits as RGB arrays for `st.image`: colouring a 28 x 28 map takes about a
-  millisecond, while a matplotlib figure of the same maps takes 0.3-0.4 s to draw and
-  encode (issue 11 measured it: most of a click's time went there). The colours and
-  the sign convention are the ones `plots.plot_explanation` uses, so a figure
-  downloaded from the app shows what the page showed;
+- maps and digits as RGB arrays for `st.image`: colouring a 28 x 28 array costs next
+  to nothing, while drawing and encoding a matplotlib figure of the same maps was most
+  of a click's time. The colours and the sign convention are the ones
+  `plots.plot_explanation` uses, so a figure downloaded from the app shows what the
+  page showed;
 - `plot_randomization`, a matplotlib figure the library lacks (a line per method over
   the layers, top first), and `png_bytes` for every download button.
 """

@@ -6,8 +6,13 @@ This file only routes: one page per question, in `apps/views/` (not `pages/`: a
 folder named `pages` beside the entry script switches Streamlit to its legacy
 multipage mode until the entry script has run once, so a link to /inside opened on
 a fresh server would run that page without the sidebar). Only the visible page
-computes. The sidebar and the URL live in `state.py`; every number and picture comes
-from a mnistlens function a notebook user can call the same way.
+computes; every number and picture comes from a mnistlens function a notebook user
+can call the same way.
+
+The explorer's own modules sit beside this file (Streamlit puts apps/ on sys.path):
+keys.py names everything a session keeps, catalog.py and session.py hold the data
+and the models, sidebar.py the shared sidebar, url.py the link in the address bar,
+cache.py and charts.py what the pages compute and draw.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from __future__ import annotations
 import streamlit as st
 
 # isort: split
-import state  # the explorer's own module (Streamlit puts apps/ on sys.path)
+import runtime
+import sidebar
+import url
 
+runtime.configure()
 st.set_page_config(page_title="mnistlens", layout="wide")
 
 # url path -> page; the first is the default, also at "/".
@@ -36,12 +44,12 @@ SECTIONS = {
 }
 
 page = st.navigation({title: [PAGES[p] for p in names] for title, names in SECTIONS.items()})
-wanted = state.read_url()
+wanted = url.read_url()
 if wanted in PAGES and PAGES[wanted] is not page:
     # ?page=inside opens that page, as the path /inside does (for links built by hand).
-    st.switch_page(PAGES[wanted], query_params=state.view_params())
-state.sidebar()
+    st.switch_page(PAGES[wanted], query_params=url.view_params())
+sidebar.draw()
 try:
     page.run()
 finally:
-    state.write_url()
+    url.write_url()

@@ -6,6 +6,8 @@ Streamlit's caches live in this process, so later tests reuse what earlier ones
 computed (the maps of test digit 42, sanity verdicts, activation profiles).
 """
 
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,18 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-APP = str(Path(__file__).resolve().parent.parent / "apps" / "explore.py")
+APPS = Path(__file__).resolve().parent.parent / "apps"
+APP = str(APPS / "explore.py")
+
+
+def apps_module(name: str):
+    """One of the explorer's modules: the same object its runs import (Streamlit puts
+    apps/ on sys.path while a run imports them; sys.modules keeps them)."""
+    sys.path.insert(0, str(APPS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(APPS))
 
 
 def open_app(page: str | None = None, **query) -> AppTest:
@@ -166,18 +179,6 @@ def test_training_page_shows_similar_and_influential_training_images():
     assert sum(": a 4 " in caption for caption in rows[0]) >= 6  # a 4 looks like 4s
 
 
-def test_training_page_without_the_influence_module_says_so(monkeypatch):
-    """Without mnistlens.influence the Training page says it is not available."""
-    import sys
-
-    import mnistlens
-
-    monkeypatch.delattr(mnistlens, "influence", raising=False)
-    monkeypatch.setitem(sys.modules, "mnistlens.influence", None)  # import raises ImportError
-    at = open_app("training")
-    assert any("not available" in i.value for i in at.info)
-
-
 def test_trust_page_ranks_methods_and_flags_guided_backprop():
     """Trust ranks methods against random and flags guided backprop as failing on the CNN."""
     at = AppTest.from_file(APP, default_timeout=240)
@@ -194,12 +195,13 @@ def test_trust_page_ranks_methods_and_flags_guided_backprop():
     assert any("guided backprop: fail" in c.value for c in at.caption)
 
 
-def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model():
+def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model(monkeypatch):
     """Compare models: the table, McNemar's test per pair, and one disagreement image
-    explained by every chosen model (one colour scale per method). LeNet as the
-    convolutional model: the page does the same for it as for the CNN, in a third of
-    the time (the CNN costs it 4 s more)."""
+    explained by every chosen model (one colour scale per method), computed once per
+    models and image: a rerun that changes neither explains nothing again. LeNet as
+    the convolutional model: the page does the same for it as for the CNN, quicker."""
     from mnistlens import series
+    from mnistlens.comparison import maps
 
     lenet_accuracy = series.load_series(only=["lenet"])["lenet"][1]["test_accuracy"]
     at = AppTest.from_file(APP, default_timeout=240)
@@ -223,40 +225,82 @@ def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model
     only_b = int(pairs.set_index(["A", "B"]).loc[("mlp", "lenet"), "only B right"])
     assert any(f"The {only_b} test images lenet gets right" in c.value for c in at.caption)
 
+    explained = []
+    explain_models = maps.explain_models
+    monkeypatch.setattr(
+        maps, "explain_models", lambda *a, **k: explained.append(1) or explain_models(*a, **k)
+    )
+    grid = main_images(at)[-1].value
+    at.run()  # a rerun: same models, same image
+    assert not at.exception and explained == []
+    assert main_images(at)[-1].value == grid  # the same PNG
+    disagreements = at.selectbox(key="compare_image")
+    first, second = disagreements.options[:2]
+    disagreements.set_value(second).run()  # another image: explained, once
+    assert not at.exception and len(explained) == 1
+    at.selectbox(key="compare_image").set_value(first).run()  # back: kept from before
+    assert not at.exception and len(explained) == 1
+
+
+def upload(at: AppTest, filename: str, data: bytes) -> None:
+    """On the Your model page: choose the file, press Load."""
+    at.file_uploader(key="yours_file").set_value((filename, data, "application/octet-stream"))
+    at.run()
+    at.button(key="yours_load").click().run()
+    assert not at.exception
+
 
 def test_your_model_page_explains_an_uploaded_program(mlp_program):
-    """Your model: a .pt2 loaded by the page's own function joins this session's model
-    choices; the page says what was detected and the Explain page explains it. (AppTest
-    cannot drive a file uploader, so the upload's bytes go through state.add_upload.)"""
-    import sys
-
-    sys.path.insert(0, str(Path(APP).parent))
-    import state  # the same module the app imports (Streamlit puts apps/ on sys.path)
-
-    data = mlp_program.read_bytes()
-    at = AppTest.from_file(APP, default_timeout=240)
-    at.run()
-    at.switch_page("views/your_model.py").run()
-    assert not at.exception and any("Upload a file" in i.value for i in at.info)
-    name = state.add_upload("mine.pt2", data, None, {}, "auto")
-    at.session_state["uploads"] = [name]
-    at.session_state["yours_loaded"] = name
-    at.run()  # the sidebar now offers the upload ...
-    at.selectbox(key="model").set_value(name).run()  # ... and it is chosen
-    assert not at.exception
+    """Your model: a .pt2 uploaded and loaded joins this session's model choices and is
+    chosen; the page says what was detected and the Explain page explains it."""
+    at = open_app("your_model")
+    assert any("Upload a file" in i.value for i in at.info)
+    upload(at, "mine.pt2", mlp_program.read_bytes())
+    name = at.selectbox(key="model").value
+    assert name.startswith("yours: mine.pt2 (") and name in at.selectbox(key="model").options
     assert any(name in s.value for s in at.success)
     assert any("torch-export" in m.value for m in at.markdown)
     at.switch_page("views/explain.py").run()
     assert not at.exception
     assert at.metric[0].label == "True label 4" and at.metric[0].value == "predicted 4"
+    assert at.query_params["model"] == name
+
+
+def test_a_session_keeps_only_its_newest_uploads(monkeypatch):
+    """Uploads belong to the session that made them, at most session.MAX_UPLOADS of
+    them: a further upload drops the oldest (from the sidebar and from memory), and
+    another session never sees them."""
+    monkeypatch.setattr(apps_module("session"), "MAX_UPLOADS", 2)
+    keys = apps_module("keys")
+    data = (APPS.parent / "checkpoints" / "linear.pt").read_bytes()  # quick to load
+    at = open_app("your_model")
+    shipped = at.selectbox(key="model").options
+    for filename in ("a.pt", "b.pt", "c.pt"):
+        upload(at, filename, data)
+    kept = list(at.session_state[keys.UPLOADS])
+    assert [n.split(" (")[0] for n in kept] == ["yours: b.pt", "yours: c.pt"]
+    assert at.selectbox(key="model").options == shipped + kept
+    assert at.selectbox(key="model").value == kept[-1]  # the newest is chosen
+    assert open_app().selectbox(key="model").options == shipped
+
+
+def test_your_model_page_says_which_constructor_argument_is_wrong():
+    """A state_dict's constructor arguments are read as `mnistlens train --arch-kwargs`
+    reads them; a value it cannot read is named before anything is loaded."""
+    at = open_app("your_model")
+    at.radio(key="yours_kind").set_value("state_dict of a registered architecture").run()
+    at.text_input(key="yours_kwargs").input("hidden=256, dropout=high").run()
+    assert not at.exception
+    assert any(e.value.startswith("dropout: bad value 'high'") for e in at.error)
 
 
 def test_two_sessions_never_share_a_model_object():
     """Each session explains with its own copy of the model: a hook set on session A's
     model does not record session B's forward passes (on one shared object, a session's
-    activations could come from another session's digit, issue 12)."""
+    activations could come from another session's digit)."""
+    choice = apps_module("keys").CHOICE
     a, b = open_app(), open_app()
-    model_a, model_b = a.session_state["_choice"].model, b.session_state["_choice"].model
+    model_a, model_b = a.session_state[choice].model, b.session_state[choice].model
     assert model_a is not model_b
     calls = {"a": 0, "b": 0}
     handles = [

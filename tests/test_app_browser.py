@@ -10,10 +10,13 @@ from mnistlens.errors import MnistlensError
 
 ROOT = Path(__file__).resolve().parent.parent
 sync_api = pytest.importorskip("playwright.sync_api")
-# Skipped on a machine without chromium, never in CI (.ci/run installs it).
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs Debian chromium"
-)
+pytestmark = [
+    pytest.mark.browser,
+    # Skipped on a machine without chromium, never in CI (.ci/run installs it).
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="needs Debian chromium"
+    ),
+]
 # The script run is over: this Streamlit marks it on the app's root element.
 IDLE = (
     "() => document.querySelector('[data-testid=\"stApp\"]')"

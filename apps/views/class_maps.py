@@ -15,19 +15,20 @@ from mnistlens import plots
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
 import charts
-import state
+import keys
+import sidebar
 
 METHODS = ["saliency", "input_x_gradient", "integrated_gradients", "grad_cam"]
 
-choice = state.current()
+choice = sidebar.current()
 st.header("Per-digit maps")
 st.write("For each digit, the mean map over its correctly classified test images.")
-st.session_state.setdefault("class_method", METHODS[0])
-st.session_state.setdefault("class_n", 500)
+st.session_state.setdefault(keys.CLASS_METHOD, METHODS[0])
+st.session_state.setdefault(keys.CLASS_IMAGES, 500)
 left, right, _ = st.columns([1, 1, 2])
-method = left.selectbox("Method", METHODS, key="class_method", persist_state="session")
+method = left.selectbox("Method", METHODS, key=keys.CLASS_METHOD, persist_state="session")
 n_images = right.select_slider(
-    "Test images", [200, 500, 1000, 2000], key="class_n", persist_state="session"
+    "Test images", [200, 500, 1000, 2000], key=keys.CLASS_IMAGES, persist_state="session"
 )
 reason = cache.why_not(choice.model_name, method)
 if reason is not None:

@@ -1,10 +1,12 @@
 """Compare models: which is better, significantly or not, and where they disagree.
 
 `stats.compare_models` on the full test set for the chosen models (shipped files and
-trained series members), cached per set of models; the plots of `compare_plots`; then
-one disagreement image through every model (`maps.explain_models`), maps side by
-side with one colour scale per method (`figures.plot_model_grid`); and for a chosen pair,
-both models' maps on the images B gets right and A wrong (`maps.where_b_beats_a`).
+trained series members) and its plots; for a chosen pair, both models' maps on the
+images B gets right and A wrong (`maps.where_b_beats_a`); then one disagreement image
+through every model (`maps.explain_models`), maps side by side with one colour scale
+per method (`figures.plot_model_grid`). Each is computed and drawn once per set of
+models (and pair, or image) and kept, so a rerun that changes none of them (another
+widget, a download, a page visit) computes nothing.
 """
 
 from __future__ import annotations
@@ -17,42 +19,81 @@ from mnistlens.errors import MnistlensError
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
+import catalog
 import charts
-import state
+import keys
+import session
+
+METHODS = ("saliency", "integrated_gradients", "grad_cam")  # the disagreement grid's
+STEPS = 32  # integrated gradients' steps in this page's maps
 
 
 def models(names: tuple[str, ...]) -> dict:
     """name -> (model, meta): series members by name, shipped files by file name; this
-    session's own copies (`state.get_model` says why a model is never shared)."""
-    return {n: state.get_model(n) for n in names}
+    session's own copies (session.py says why a model is never shared)."""
+    return {n: session.get_model(n) for n in names}
 
 
-@st.cache_data(show_spinner="Comparing on the 10,000 test images ...")
+@st.cache_data(show_spinner="Comparing on the 10,000 test images ...", max_entries=16)
 def report(names: tuple[str, ...]) -> dict:
-    images, labels = state.get_test_set()
+    images, labels = catalog.get_test_set()
     return stats.compare_models(models(names), images, labels, top=40)
 
 
-@st.cache_data(show_spinner="Explaining the images B gets right and A gets wrong ...")
-def pair_maps(names: tuple[str, ...], a: str, b: str) -> dict | None:
-    """`maps.where_b_beats_a` for models a and b (IG, 32 steps); None if B gets no
-    image right that A gets wrong."""
-    images, labels = state.get_test_set()
+@st.cache_data(show_spinner=False, max_entries=16)
+def report_figures(names: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """Accuracy against parameters, and per digit: PNG at the explorer's 110 dpi
+    (`charts.png_bytes`), as on the other pages (st.pyplot's 200 dpi is three times the
+    pixels to draw and send)."""
+    result = report(names)
+    return (
+        charts.png_bytes(figures.plot_accuracy_vs_parameters(result)),
+        charts.png_bytes(figures.plot_digit_accuracy(result)),
+    )
+
+
+@st.cache_data(
+    show_spinner="Explaining the images B gets right and A gets wrong ...", max_entries=32
+)
+def pair_maps(names: tuple[str, ...], a: str, b: str) -> tuple[bytes, list[int]] | None:
+    """`maps.where_b_beats_a` for models a and b (integrated gradients), drawn:
+    -> (PNG, the test images' indices); None if B gets no image right that A gets wrong."""
+    images, labels = catalog.get_test_set()
     loaded = models(names)
     indices = stats.only_right(report(names), b, a)  # known from the comparison
     try:
-        return maps.where_b_beats_a(
-            loaded[a][0], loaded[b][0], images, labels, n_steps=32, indices=indices
+        found = maps.where_b_beats_a(
+            loaded[a][0], loaded[b][0], images, labels, n_steps=STEPS, indices=indices
         )
     except MnistlensError:
         return None
+    png = charts.png_bytes(figures.plot_pair_maps(found, images, a, b))
+    return png, found["indices"].tolist()
+
+
+@st.cache_data(show_spinner="Explaining the image with every model ...", max_entries=64)
+def disagreement_grid(names: tuple[str, ...], index: int) -> bytes:
+    """Test image `index` explained by every model (`maps.explain_models`), the methods
+    every model supports, as a PNG grid (`figures.plot_model_grid`). Keyed by the model
+    names and the index: the models and the image are looked up, not hashed."""
+    image = catalog.get_test_set()[0][index]
+    loaded = {n: m for n, (m, _) in models(names).items()}
+    options = {m: method_options(m, n_steps=STEPS) for m in METHODS}
+    results = maps.explain_models(loaded, image[None], list(METHODS), **options)
+    shown = [m for m in METHODS if all(m in r.maps for r in results.values())]
+    titles = {
+        n: f"{n}\npredicts {int(r.predictions[0])} ({float(r.probabilities[0].max()):.0%})"
+        for n, r in results.items()
+    }
+    grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
+    return charts.png_bytes(figures.plot_model_grid(image, grid, titles, f"test image {index}"))
 
 
 st.header("Compare models")
-choices = state.compare_choices()
+choices = catalog.compare_choices()
 default = [n for n in ("linear", "mlp", "lenet", "cnn") if n in choices] or choices[:2]
-st.session_state.setdefault("compare_models", default)
-picked = st.multiselect("Models", choices, key="compare_models", persist_state="session")
+st.session_state.setdefault(keys.COMPARE_MODELS, default)
+picked = st.multiselect("Models", choices, key=keys.COMPARE_MODELS, persist_state="session")
 if len(picked) < 2:
     st.info("Choose two or more models.")
     st.stop()
@@ -87,28 +128,25 @@ st.caption(
     "one of the two gets right (p < 0.05: yes)."
 )
 st.dataframe(pairs, hide_index=True, key="compare_pairs")
-# Figures as PNG at the explorer's 110 dpi (`charts.png_bytes`), as on the other pages;
-# st.pyplot draws at 200 dpi, three times the pixels: 1.3 s more for this page.
 left, right = st.columns(2)
-left.image(charts.png_bytes(figures.plot_accuracy_vs_parameters(result)), output_format="PNG")
-right.image(charts.png_bytes(figures.plot_digit_accuracy(result)), output_format="PNG")
+for column, png in zip((left, right), report_figures(names), strict=True):
+    column.image(png, output_format="PNG")
 
 st.subheader("What one model looks at that the other misses")
 default_a, default_b = stats.default_pair(result) or (names[0], names[-1])
 left, right = st.columns(2)
-a = left.selectbox("A (wrong)", names, index=names.index(default_a), key="compare_a")
-b = right.selectbox("B (right)", names, index=names.index(default_b), key="compare_b")
+a = left.selectbox("A (wrong)", names, index=names.index(default_a), key=keys.COMPARE_A)
+b = right.selectbox("B (right)", names, index=names.index(default_b), key=keys.COMPARE_B)
 found = pair_maps(names, a, b) if a != b else None
 if a == b:
     st.info("Choose two different models.")
 elif found is None:
     st.info(f"{b} gets no test image right that {a} gets wrong.")
 else:
-    images, _ = state.get_test_set()
-    pair_png = charts.png_bytes(figures.plot_pair_maps(found, images, a, b))
+    pair_png, pair_indices = found
     st.image(pair_png, output_format="PNG")
     st.caption(
-        f"The {len(found['indices'])} test images {b} gets right and {a} gets wrong: both "
+        f"The {len(pair_indices)} test images {b} gets right and {a} gets wrong: both "
         "models' integrated-gradients maps for the true class (red: pushes towards it): "
         "first the mean map of each true digit among them (n: how many), then a few "
         "single images (#: the test image). Each row has its own colour scale."
@@ -117,7 +155,7 @@ else:
         "compare_pair",
         f"compare-{a}-vs-{b}",
         lambda: pair_png,  # the shown PNG: a download draws nothing again
-        lambda: {"a": a, "b": b, "indices": found["indices"].tolist()},
+        lambda: {"a": a, "b": b, "indices": pair_indices},
     )
 
 st.subheader("Where they disagree")
@@ -126,24 +164,9 @@ if not records:
     st.info("These models agree on every test image.")
     st.stop()
 labels = [f"#{r['index']} (true {r['label']})" for r in records]
-pick = st.selectbox("Disagreement (most confident first)", labels, key="compare_image")
+pick = st.selectbox("Disagreement (most confident first)", labels, key=keys.COMPARE_IMAGE)
 record = records[labels.index(pick)]
-images, _ = state.get_test_set()
-image = images[record["index"]]
-methods = [m for m in ("saliency", "integrated_gradients", "grad_cam")]
-loaded = {n: m for n, (m, _) in models(names).items()}
-results = maps.explain_models(
-    loaded, image[None], methods, **{m: method_options(m, n_steps=32) for m in methods}
-)
-shown = [m for m in methods if all(m in r.maps for r in results.values())]
-titles = {
-    n: f"{n}\npredicts {int(r.predictions[0])} ({float(r.probabilities[0].max()):.0%})"
-    for n, r in results.items()
-}
-grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
-grid_png = charts.png_bytes(
-    figures.plot_model_grid(image, grid, titles, f"test image {record['index']}")
-)
+grid_png = disagreement_grid(names, record["index"])
 st.image(grid_png, output_format="PNG")
 charts.save_buttons(
     "compare",

@@ -17,7 +17,8 @@ from mnistlens.metrics import predict_logits
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
 import charts
-import state
+import keys
+import sidebar
 
 # The default methods are these, where they can explain the model and pass its
 # sanity check (all three do on the shipped CNN; guided backprop fails it).
@@ -25,25 +26,25 @@ CANDIDATES = ("saliency", "integrated_gradients", "grad_cam")
 COLUMNS = 4  # map tiles per row
 NO_CONTRAST = "(no contrast)"
 
-choice = state.current()
+choice = sidebar.current()
 model = choice.model
 
 
 def sidebar_options() -> dict:
     """This page's options, below the shared ones; kept when visiting other pages."""
-    if "methods" not in st.session_state:  # first visit, no ?methods= in the URL
-        st.session_state["methods"] = [
+    if keys.METHODS not in st.session_state:  # first visit, no ?methods= in the URL
+        st.session_state[keys.METHODS] = [
             m
             for m in CANDIDATES
             if cache.why_not(choice.model_name, m) is None
             and cache.sanity(choice.model_name, m, layers=1)["verdict"] == "pass"
         ]
     for key, value in {
-        "target": "predicted",
-        "baseline": "black",
-        "steps": 50,
-        "shared": False,
-        "contrast": NO_CONTRAST,
+        keys.TARGET: "predicted",
+        keys.BASELINE: "black",
+        keys.STEPS: 50,
+        keys.SHARED_SCALE: False,
+        keys.CONTRAST: NO_CONTRAST,
     }.items():
         st.session_state.setdefault(key, value)
     side = st.sidebar
@@ -53,27 +54,27 @@ def sidebar_options() -> dict:
         "target": side.selectbox(
             "Explain class",
             ["predicted", *range(10)],
-            key="target",
+            key=keys.TARGET,
             help="Attribute the predicted class, or any other digit's score.",
             **keep,
         ),
         "methods": side.multiselect(
             "Methods",
             attribution.list_methods(),
-            key="methods",
+            key=keys.METHODS,
             help="Grad-CAM works on the last conv block's rectified maps; methods that "
             "cannot explain the chosen model are skipped with a note.",
             **keep,
         ),
         "baseline": side.selectbox(
-            "IG / DeepLIFT baseline", list(attribution.BASELINES), key="baseline", **keep
+            "IG / DeepLIFT baseline", list(attribution.BASELINES), key=keys.BASELINE, **keep
         ),
-        "steps": side.slider("IG steps", 4, 128, key="steps", **keep),
-        "shared": side.checkbox("One colour scale for all maps", key="shared", **keep),
+        "steps": side.slider("IG steps", 4, 128, key=keys.STEPS, **keep),
+        "shared": side.checkbox("One colour scale for all maps", key=keys.SHARED_SCALE, **keep),
         "contrast": side.selectbox(
             "Why this class rather than",
             [NO_CONTRAST, *range(10)],
-            key="contrast",
+            key=keys.CONTRAST,
             help="Integrated gradients of the difference of two logits: red pixels push "
             "towards the explained class, blue ones towards this one.",
             **keep,
@@ -129,7 +130,7 @@ def verdict_left(image, probs, prediction: int) -> None:
 
 options = sidebar_options()
 st.header("Explain a digit")
-image = state.require_digit(choice)
+image = sidebar.require_digit(choice)
 methods = []
 for name in options["methods"]:
     reason = cache.why_not(choice.model_name, name)

@@ -21,14 +21,16 @@ from mnistlens.metrics import predict_logits
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
+import catalog
 import charts
-import state
+import keys
+import sidebar
 
 SHOWN_UNITS = 16  # rows of the unit table
 TOP_UNITS = 4  # units shown with their top images and visualizations
 TOP_IMAGES = 8
 
-choice = state.current()
+choice = sidebar.current()
 model, name = choice.model, choice.model_name
 stem = f"{name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}"
 
@@ -102,8 +104,8 @@ def units(image, layers: list[str], prediction: int) -> tuple[str, list[int]]:
     """This digit's strongest units of a chosen layer against their usual response;
     -> the layer and its TOP_UNITS strongest units."""
     st.subheader("Its hidden units against their usual response")
-    st.session_state.setdefault("layer", layers[-1])
-    layer = st.selectbox("Hidden layer", layers, key="layer", persist_state="session")
+    st.session_state.setdefault(keys.LAYER, layers[-1])
+    layer = st.selectbox("Hidden layer", layers, key=keys.LAYER, persist_state="session")
     seen, profile = cache.unit_activations(name, layer)  # (N, U), (10, U)
     mine = activations.unit_activations(activations.layer_activations(model, image[None], layer))[0]
     top = mine.topk(min(SHOWN_UNITS, len(mine))).indices.tolist()
@@ -137,7 +139,7 @@ def units(image, layers: list[str], prediction: int) -> tuple[str, list[int]]:
 def top_images(layer: str, units: list[int], seen, mine) -> None:
     """For each unit, the test images that excite it most, labelled."""
     st.subheader("What excites its most active units")
-    images, labels = state.get_test_set()
+    images, labels = catalog.get_test_set()
     found = {u: activations.top_images(seen, u, TOP_IMAGES) for u in units}  # indices, values
     for unit, (indices, values) in found.items():
         st.image(
@@ -189,7 +191,7 @@ def dreams(prediction: int, layer: str | None, units: list[int]) -> None:
 
 
 st.header("Inside the network")
-image = state.require_digit(choice)
+image = sidebar.require_digit(choice)
 prediction = int(predict_logits(model, image[None]).argmax())
 st.write(f"{choice.what}, predicted **{prediction}** by {name}.")
 conv_layers, hidden = cache.layers(name)

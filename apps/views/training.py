@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import streamlit as st
 
+from mnistlens import influence
+
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
+import catalog
 import charts
-import state
+import sidebar
 
 K = 8  # training images per row
 
-choice = state.current()
+choice = sidebar.current()
 st.header("Training examples")
-try:
-    from mnistlens import influence
-except ImportError:  # the module arrives with issue 11's library half
-    st.info("Training examples are not available: this mnistlens has no `influence` module.")
-    st.stop()
-image = state.require_digit(choice)
+image = sidebar.require_digit(choice)
 model = choice.model
 index = cache.training_index(choice.model_name)
-train_images, train_labels = state.get_train_set()
+train_images, train_labels = catalog.get_train_set()
 near = influence.nearest_training_images(index, model, image[None], k=K)
 with st.spinner("TracIn: one pass over the training images per snapshot (once, then cached) ..."):
     traced = influence.tracin(model, image[None], k=K, snapshots=choice.meta)

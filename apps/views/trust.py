@@ -17,7 +17,8 @@ from mnistlens import faithfulness
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
 import charts
-import state
+import keys
+import sidebar
 
 # Guided backprop is in by default because it fails: the page shows what failing looks like.
 DEFAULT = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam")
@@ -29,7 +30,7 @@ def top_correlation(entry: dict) -> float | None:
     return next(iter(entry["randomization"].values()), None)
 
 
-choice = state.current()
+choice = sidebar.current()
 name = choice.model_name
 st.header("Trust")
 st.write(
@@ -39,12 +40,12 @@ st.write(
     "the top and check that the maps change (Adebayo et al. 2018)."
 )
 usable = [m for m in cache.all_methods() if cache.why_not(name, m) is None]
-st.session_state.setdefault("trust_methods", [m for m in DEFAULT if m in usable])
-st.session_state.setdefault("trust_n", 100)
+st.session_state.setdefault(keys.TRUST_METHODS, [m for m in DEFAULT if m in usable])
+st.session_state.setdefault(keys.TRUST_IMAGES, 100)
 left, right = st.columns([3, 1])
-methods = left.multiselect("Methods", usable, key="trust_methods", persist_state="session")
+methods = left.multiselect("Methods", usable, key=keys.TRUST_METHODS, persist_state="session")
 n_images = right.select_slider(
-    "Test images", [50, 100, 200], key="trust_n", persist_state="session"
+    "Test images", [50, 100, 200], key=keys.TRUST_IMAGES, persist_state="session"
 )
 if not methods:
     st.warning("Choose at least one method.")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import streamlit as st
 
 from mnistlens import models
-from mnistlens.commands._common import parse_value
 from mnistlens.errors import MnistlensError
 from mnistlens.loading import conventions
+from mnistlens.options import parse_options
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
-import state
+import keys
+import session
 
 KINDS = ("torch.export program (.pt2)", "state_dict of a registered architecture")
 
@@ -29,26 +30,24 @@ st.write(
     "(torch.zeros(1, 1, 28, 28),)), 'model.pt2')`, or upload `model.state_dict()` saved "
     "with `torch.save` for one of mnistlens' architectures. Nothing in the file can run code."
 )
-kind = st.radio("File", KINDS, key="yours_kind", horizontal=True)
-upload = st.file_uploader("Model file", type=["pt2", "pt", "pth"], key="yours_file")
+kind = st.radio("File", KINDS, key=keys.YOURS_KIND, horizontal=True)
+upload = st.file_uploader("Model file", type=["pt2", "pt", "pth"], key=keys.YOURS_FILE)
 arch, arch_kwargs = None, {}
 if kind == KINDS[1]:
     left, right = st.columns(2)
-    arch = left.selectbox("Architecture", models.list_models(), key="yours_arch")
+    arch = left.selectbox("Architecture", models.list_models(), key=keys.YOURS_ARCH)
     text = right.text_input(
-        "Constructor arguments", key="yours_kwargs", placeholder="hidden=256, dropout=0.1"
+        "Constructor arguments", key=keys.YOURS_KWARGS, placeholder="hidden=256, dropout=0.1"
     )
-    for item in text.replace(";", " ").split():
-        key, _, value = item.partition("=")
-        try:
-            arch_kwargs[key] = parse_value(value)
-        except ValueError as err:
-            st.error(f"{key}: {err}")
-            st.stop()
+    try:
+        arch_kwargs = parse_options(text)  # the grammar of `mnistlens train --arch-kwargs`
+    except ValueError as err:
+        st.error(str(err))
+        st.stop()
 convention = st.selectbox(
     "Input pixels",
     ["auto", *conventions.CONVENTIONS],
-    key="yours_input",
+    key=keys.YOURS_INPUT,
     help="auto tries [0, 1], MNIST-standardized and 0-255 on 1,000 test images and keeps "
     "the one with clearly the lowest loss.",
 )
@@ -59,12 +58,12 @@ def load(upload, arch: str | None, arch_kwargs: dict, convention: str) -> None:
     model in the sidebar's box (setting a widget's key after the widget was drawn in the
     same run is an error: StreamlitWidgetAlreadyInstantiatedError)."""
     try:
-        name = state.add_upload(upload.name, upload.getvalue(), arch, arch_kwargs, convention)
+        name = session.add_upload(upload.name, upload.getvalue(), arch, arch_kwargs, convention)
     except MnistlensError as err:
-        st.session_state["yours_error"] = str(err)  # this session only: nothing was added
+        st.session_state[keys.YOURS_ERROR] = str(err)  # this session only: nothing was added
         return
-    st.session_state["yours_loaded"] = name
-    st.session_state["model"] = name
+    st.session_state[keys.YOURS_LOADED] = name
+    st.session_state[keys.MODEL] = name
 
 
 if upload is not None:
@@ -75,20 +74,19 @@ if upload is not None:
         on_click=load,
         args=(upload, arch, arch_kwargs, convention),
     )
-if error := st.session_state.pop("yours_error", None):
+if error := st.session_state.pop(keys.YOURS_ERROR, None):
     st.error(error)
     st.stop()
 
-name = st.session_state.get("yours_loaded")
-if name is None:
+name = st.session_state.get(keys.YOURS_LOADED)
+if name not in session.uploads():  # none yet, or dropped for newer ones (session.MAX_UPLOADS)
     st.info("Upload a file and press Load.")
     st.stop()
-model, meta = state.get_model(name)
 
 
-@st.cache_data(show_spinner="Inspecting ...")
+@st.cache_data(show_spinner="Inspecting ...", max_entries=32)
 def facts(model_name: str) -> dict:
-    return conventions.describe(*state.get_model(model_name))
+    return conventions.describe(*session.get_model(model_name))
 
 
 found = facts(name)

@@ -1,0 +1,65 @@
+"""Every key the explorer keeps in `st.session_state`, in one place.
+
+A session's state is these entries and nothing else: the widgets' values (Streamlit
+keeps a widget's value under its key) and the few entries the explorer writes itself.
+A module reads or writes an entry through these names, never a string of its own, so
+what a session holds, and who sets it, can be read here.
+
+Widgets get their starting values by putting them here before the widget is drawn
+(from the URL, else a default), never through the widget's own default argument: the
+one way Streamlit accepts a value from both places without a warning.
+
+Keys that only name an element (tables, download and Load buttons) stay beside their
+element: the explorer never reads them.
+"""
+
+from __future__ import annotations
+
+# The shared view, drawn by sidebar.py, read by every page, kept in the URL (url.py).
+MODEL = "model"  # the sidebar's model: a shipped file name or an upload's name
+SOURCE = "source"  # one of SOURCES
+INDEX = "index"  # the test image's index
+CANVAS = "canvas"  # the drawing canvas
+METHODS = "methods"  # the Explain page's methods (URL: methods)
+COMPARE_MODELS = "compare_models"  # the Compare page's models (URL: models)
+
+SOURCES = ("test image", "draw your own")
+TEST_IMAGE, DRAWING = SOURCES
+
+# Written by the explorer, never by a widget.
+CHOICE = "_choice"  # this run's sidebar.Choice, which the pages read (`sidebar.current`)
+URL_READ = "_url_read"  # the URL was read into the state (once, on the session's first run)
+MODEL_COPIES = "_models"  # name -> this session's own copy of a shipped model (session.py)
+UPLOADS = "uploads"  # name -> (model, meta) this session's user uploaded (session.py)
+
+# Explain page: its sidebar options.
+TARGET = "target"
+BASELINE = "baseline"
+STEPS = "steps"
+SHARED_SCALE = "shared"
+CONTRAST = "contrast"
+
+# Inside the network.
+LAYER = "layer"
+
+# Per-digit maps.
+CLASS_METHOD = "class_method"
+CLASS_IMAGES = "class_n"
+
+# Trust.
+TRUST_METHODS = "trust_methods"
+TRUST_IMAGES = "trust_n"
+
+# Compare models (the models chosen: COMPARE_MODELS above).
+COMPARE_A = "compare_a"
+COMPARE_B = "compare_b"
+COMPARE_IMAGE = "compare_image"
+
+# Your model.
+YOURS_KIND = "yours_kind"
+YOURS_FILE = "yours_file"
+YOURS_ARCH = "yours_arch"
+YOURS_KWARGS = "yours_kwargs"
+YOURS_INPUT = "yours_input"
+YOURS_LOADED = "yours_loaded"  # the upload the page describes (set by its Load button)
+YOURS_ERROR = "yours_error"  # why the last Load failed, shown once
