@@ -294,8 +294,15 @@ def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
     gray = gray.float()
     border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if border.median() > 0.5:  # dark digit on light paper
-        gray = 1.0 - gray
-    gray = (gray - gray.min()).clamp(min=0)
+        gray, border = 1.0 - gray, 1.0 - border
+    # The paper's own shade becomes black, and so does its grain: a photo of a digit on
+    # grey paper has neither a black background nor one even shade. Paper is what the
+    # border shows: its median, and how far its pixels stray from it (twice the 99th
+    # percentile: the page has many more pixels than its border, so its grain reaches
+    # further; a clean black border gives 0 and changes nothing).
+    paper = border.median()
+    grain = 2 * (border - paper).abs().quantile(0.99)
+    gray = (gray - paper - grain).clamp(min=0)
     if gray.max() < 0.05:
         raise MnistlensError("no digit found in the image: it is blank (all one shade)")
     gray = gray / gray.max()
