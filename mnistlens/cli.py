@@ -47,6 +47,8 @@ digit on black. MNIST is read from --data-dir, else $MNISTLENS_DATA, else
 ~/.cache/mnistlens (downloaded there when online). A model is a checkpoint path or
 the name of a shipped one (linear.pt, mlp.pt, cnn.pt), a torch.export program (.pt2),
 or your own state_dict file with --model-code FILE.py:CLASS or --arch NAME.
+train, series train, explain and measure compute on a CUDA GPU when there is one
+(--device auto, the default), or where --device cpu|cuda says.
 """
 
 EPILOG = """\

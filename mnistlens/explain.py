@@ -5,6 +5,10 @@
   logit 3 - logit 8).
 - `class_mean_maps`: the mean map over the correctly classified test images of each
   digit, a per-digit summary of what the model looks at.
+
+Each takes `device=` ("auto", the default: CUDA when available, else the CPU; "cpu";
+"cuda[:N]"; see `mnistlens.device`) and returns everything on the CPU; your model
+itself never moves.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnistlens import attribution as A
+from mnistlens.device import Device, model_on, resolve_device
 from mnistlens.errors import MnistlensError
 from mnistlens.faithfulness import Scores, random_reference, score_maps
 from mnistlens.metrics import predict_logits
@@ -48,6 +53,8 @@ def explain(
     methods: list[str] | tuple[str, ...] = ("saliency", "integrated_gradients", "grad_cam"),
     target: A.Target = None,
     measure: bool = False,
+    *,
+    device: Device = "auto",
     **options: dict,
 ) -> Explanation:
     """Run several attribution methods on the same images.
@@ -59,6 +66,8 @@ def explain(
         target: None (each image's predicted class), an int, or (N,) classes.
         measure: also score every map (deletion/insertion against a random ranking,
             completeness where claimed): `result.scores[method]`.
+        device: where the model runs, "auto" (CUDA if available, else the CPU), "cpu"
+            or "cuda[:N]"; every tensor of the result is on the CPU.
         options: per-method options keyed by method name, e.g.
             `integrated_gradients={"n_steps": 32, "baseline": "blur"}`.
 
@@ -75,25 +84,32 @@ def explain(
     for name in canonical:
         if (reason := A.why_not(name, model)) is not None:
             raise MnistlensError(reason)
-    probabilities = predict_logits(model, images).softmax(dim=1)  # (N, C)
-    target = A.resolve_target(model, images, target)
+    device = resolve_device(device)
+    # One copy on the device for the forward passes; each method is handed the model as
+    # given (its layers are analyzed there) and places its own copy.
+    placed = model_on(model, device)
+    images = images.cpu()
+    probabilities = predict_logits(placed, images, device=device).softmax(dim=1)  # (N, C)
+    target = A.resolve_target(placed, images, target, device=device)
     result = Explanation(images, target, probabilities.argmax(dim=1), probabilities)
     # The random ranking every map is scored against is the same for all methods.
-    reference = random_reference(model, images, target) if measure else None
+    reference = random_reference(placed, images, target, device=device) if measure else None
     for name, alias in zip(canonical, methods, strict=True):
         opts = dict(options.get(name, options.get(alias, {})))
         if name == "integrated_gradients":  # its delta comes free with the maps
-            maps, delta = A.integrated_gradients(model, images, target, return_delta=True, **opts)
+            maps, delta = A.integrated_gradients(
+                model, images, target, return_delta=True, device=device, **opts
+            )
             result.deltas[name] = delta
         else:
-            maps = A.attribute(name, model, images, target, **opts)
+            maps = A.attribute(name, model, images, target, device=device, **opts)
         if A.get_spec(name).needs_conv:
             layer = opts.get("layer") or A.default_cam_layer(model)
             result.layers[name] = layer if isinstance(layer, str) else type(layer).__name__
         result.maps[name] = maps
         if measure:
             result.scores[name] = score_maps(
-                model, images, maps, target, name, reference=reference, **opts
+                placed, images, maps, target, name, reference=reference, device=device, **opts
             )
     return result
 
@@ -116,6 +132,8 @@ def contrast_maps(
     target: int,
     other: int,
     method: str = "integrated_gradients",
+    *,
+    device: Device = "auto",
     **options,
 ) -> torch.Tensor:
     """Why `target` rather than `other`: attribution of logit[target] - logit[other].
@@ -124,13 +142,15 @@ def contrast_maps(
     methods linear in the output (input x gradient, integrated gradients, DeepLIFT,
     occlusion) this equals map(target) - map(other), in one pass instead of two; for
     |saliency| and Grad-CAM (which take an absolute value or a ReLU) it is the map of
-    the difference, not the difference of the maps. (N, 1, 28, 28) -> (N, 1, 28, 28).
+    the difference, not the difference of the maps. (N, 1, 28, 28) -> (N, 1, 28, 28),
+    computed on `device` (see the module doc), on the CPU.
     """
     name = A.resolve_method(method)
     if isinstance(options.get("layer"), str):
         # Layer names refer to the user's model, not to the wrapper around it.
         options["layer"] = model.get_submodule(options["layer"])
-    return A.attribute(name, LogitDifference(model, target, other), images, 0, **options)
+    wrapped = LogitDifference(model, target, other)
+    return A.attribute(name, wrapped, images, 0, device=device, **options)
 
 
 def class_mean_maps(
@@ -140,15 +160,19 @@ def class_mean_maps(
     method: str = "integrated_gradients",
     batch_size: int = 500,
     progress: bool = False,
+    *,
+    device: Device = "auto",
     **options,
 ) -> torch.Tensor:
     """Per digit, the mean map over its correctly classified images: -> (10, 28, 28).
 
-    Each image is explained for its own (true = predicted) class. A digit with no
-    correctly classified image gets a map of NaNs.
+    Each image is explained for its own (true = predicted) class, on `device` (see the
+    module doc). A digit with no correctly classified image gets a map of NaNs.
     """
-    images = A.check_images(images)
-    correct = predict_logits(model, images).argmax(dim=1) == labels
+    images = A.check_images(images).cpu()
+    labels = labels.cpu()
+    device = resolve_device(device)
+    correct = predict_logits(model, images, device=device).argmax(dim=1) == labels
     images, labels = images[correct], labels[correct]
     name = A.resolve_method(method)
     sums = torch.zeros(10, 28, 28)
@@ -159,7 +183,7 @@ def class_mean_maps(
         unit="batch",
     ):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        maps = A.attribute(name, model, x, y, **options)[:, 0]  # (n, 28, 28)
+        maps = A.attribute(name, model, x, y, device=device, **options)[:, 0]  # (n, 28, 28)
         sums.index_add_(0, y, maps)
     counts = torch.bincount(labels, minlength=10).float()
     return sums / counts[:, None, None]  # NaN where a digit has no correct image

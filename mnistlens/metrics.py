@@ -8,24 +8,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mnistlens.device import Device, model_on, resolve_device, rows_per_pass
 from mnistlens.errors import MnistlensError
 from mnistlens.models import evaluating, for_inference
 
 
 @torch.no_grad()  # not inference_mode: callers may use the scores in later autograd code
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int | None = None
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int | None = None,
+    *,
+    device: Device = "auto",
 ) -> torch.Tensor:
-    """Scores of `model` in eval mode (its mode is restored): (N, 1, 28, 28) -> (N, C).
+    """Scores of `model` in eval mode (its mode is restored): (N, 1, 28, 28) -> (N, C),
+    on the CPU.
 
-    Run as `models.for_inference` says: a model with convolutions as a channels-last
-    copy, 64 rows a pass, several times faster on a CPU than batches of 1000
-    (`benchmarks/bench_predict.py`). batch_size overrides.
+    On the CPU, run as `models.for_inference` says: a model with convolutions as a
+    channels-last copy, 64 rows a pass, several times faster than batches of 1000
+    (`benchmarks/bench_predict.py`). On a GPU, `device.GPU_ROWS` rows a pass. batch_size
+    overrides. device: "auto" (CUDA if available, else the CPU), "cpu", "cuda[:N]"; a
+    model elsewhere runs as a copy there (`device.model_on`).
     """
-    fast, rows = for_inference(model, len(images))
+    dev = resolve_device(device)
+    placed = model_on(model, dev)
+    if dev.type == "cpu":
+        fast, rows = for_inference(placed, len(images))
+    else:
+        fast, rows = placed, rows_per_pass(dev, 0)
     rows = batch_size or rows
     with evaluating(fast):
-        chunks = [fast(images[i : i + rows]) for i in range(0, len(images), rows)]
+        chunks = [fast(images[i : i + rows].to(dev)).cpu() for i in range(0, len(images), rows)]
     return torch.cat(chunks) if chunks else torch.empty(0, 10)
 
 
@@ -73,12 +86,15 @@ def top_confusions(confusion: torch.Tensor, k: int = 5) -> list[tuple[int, int, 
     ]
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, device: Device = "auto"
+) -> dict:
     """Accuracy summary of `model` on (N, 1, 28, 28) images with (N,) labels.
 
     Returns a JSON-ready dict: `accuracy`, `per_digit_accuracy` (10 floats),
     `n_images`, `n_errors`, `top_confusions` (list of [true, predicted, count]),
-    and `confusion` (10 x 10 nested list, rows = true digit).
+    and `confusion` (10 x 10 nested list, rows = true digit). The forward passes run on
+    `device` ("auto": CUDA if available, else the CPU; see `predict_logits`).
     """
     from mnistlens.data import check_images
 
@@ -86,7 +102,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> di
     labels = check_labels(labels)
     if len(labels) != len(images):
         raise MnistlensError(f"{len(images)} images but {len(labels)} labels; give one per image")
-    predictions = predict_logits(model, images).argmax(dim=1)
+    predictions = predict_logits(model, images, device=device).argmax(dim=1)
     confusion = confusion_matrix(predictions, labels)
     n_correct = int(confusion.diagonal().sum())
     return {

@@ -43,6 +43,7 @@ from pathlib import Path
 from torch import nn
 from tqdm.auto import tqdm
 
+from mnistlens.device import Device, resolve_device
 from mnistlens.errors import MnistlensError
 from mnistlens.loading.checkpoint import load_checkpoint, save_checkpoint
 from mnistlens.paths import checkpoint_dir
@@ -253,17 +254,21 @@ def train_member(
     overrides: dict | None = None,
     data_dir: str | None = None,
     progress: bool = True,
+    *,
+    device: Device = "auto",
 ) -> tuple[Path, nn.Module, dict]:
     """Train member `name` and write `out_dir/<name>.pt` atomically: -> (path, model, meta).
 
     The metadata is everything `train()` records plus `series_name`, `series_question`,
     `command` (the equivalent `mnistlens train` line) and `series_command` (this call).
+    device: where to train (see `train.train`; not part of the recipe, so a member
+    trained on a GPU counts as finished on the CPU and the other way round).
     """
     member = get_member(name)
     config = member_config(member, overrides)
     out_dir = Path(out_dir or default_dir())
     path = out_dir / f"{name}.pt"
-    model, meta = train(config, data_dir=data_dir, progress=progress)
+    model, meta = train(config, data_dir=data_dir, progress=progress, device=device)
     meta.update(
         series_name=name,
         series_question=member.question,
@@ -281,6 +286,8 @@ def train_series(
     data_dir: str | None = None,
     progress: bool = True,
     overrides: dict | None = None,
+    *,
+    device: Device = "auto",
 ) -> list[Path]:
     """Train the members whose checkpoint is missing; -> each selected member's path, in order.
 
@@ -297,6 +304,8 @@ def train_series(
         progress: show progress bars.
         overrides: TrainConfig fields applied to every member, e.g. {"epochs": 1,
             "train_subset": 512} for a quick run.
+        device: where to train, "auto" (CUDA if available, else the CPU), "cpu" or
+            "cuda[:N]"; checked before any training.
 
     Example:
         >>> series.train_series(only=["linear", "lenet"])  # ~1 min on 2 cores
@@ -306,6 +315,7 @@ def train_series(
     members = [get_member(n) for n in names]  # unknown names fail before any training
     for member in members:
         member_config(member, overrides)  # bad overrides fail before any training too
+    device = resolve_device(device)  # and so does a device this machine lacks
     paths = []
     bar = tqdm(members, desc="series", unit="model", disable=not progress)
     for member in bar:
@@ -313,7 +323,9 @@ def train_series(
         config = member_config(member, overrides)
         path = out_dir / f"{member.name}.pt" if force else checkpoint_path(member.name, out_dir)
         if force or not is_finished(path, config):
-            path, _, meta = train_member(member.name, out_dir, overrides, data_dir, progress)
+            path, _, meta = train_member(
+                member.name, out_dir, overrides, data_dir, progress, device=device
+            )
             if progress:
                 done = f"{meta['test_accuracy']:.2%} in {meta['train_seconds']} s"
                 bar.write(f"{member.name}: {done}")

@@ -15,7 +15,12 @@ Recipe (why each piece is there):
 - every random draw comes from one seed (init, dropout, shuffling, augmentation), and
   the seed, the config and the data checksums are saved in the checkpoint. The global
   torch RNG is seeded inside `torch.random.fork_rng`, so a caller's own random state is
-  the same after `train()` as before.
+  the same after `train()` as before;
+- `device=` ("auto": CUDA when available, else the CPU; "cpu"; "cuda[:N]") says where
+  to train. It is not a hyper-parameter: it stays out of the config and is recorded
+  beside it (`metadata["device"]`). Initialization, shuffling and augmentation draw
+  from CPU generators on every device; the model comes back on the CPU, so its
+  checkpoint loads anywhere.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from tqdm.auto import tqdm
 
 from mnistlens import __version__, models
 from mnistlens.data import data_checksums, load_mnist
+from mnistlens.device import Device, describe, fork_rng, resolve_device
 from mnistlens.errors import MnistlensError
 from mnistlens.metrics import evaluate
 
@@ -139,7 +145,10 @@ def snapshot_record(states: dict[int, dict], history: list[dict]) -> dict:
 
 
 def random_affine(images: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Randomly shift, rotate and scale each image: (N, 1, 28, 28) -> (N, 1, 28, 28)."""
+    """Randomly shift, rotate and scale each image: (N, 1, 28, 28) -> (N, 1, 28, 28).
+
+    The random draws come from `gen` (a CPU generator), the warp runs on the images'
+    device."""
     n = images.shape[0]
 
     def uniform(bound: float) -> torch.Tensor:
@@ -155,7 +164,7 @@ def random_affine(images: torch.Tensor, config: TrainConfig, gen: torch.Generato
             torch.stack([sin, cos, shift[:, 1] * 2 / 28], dim=1),
         ],
         dim=1,
-    )  # (N, 2, 3), in affine_grid's normalized [-1, 1] coordinates
+    ).to(images.device)  # (N, 2, 3), in affine_grid's normalized [-1, 1] coordinates
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
 
@@ -199,15 +208,18 @@ def fit(
     """Train `model` in place on (N, 1, 28, 28) images, (N,) labels; -> per-epoch history
     (loss, train accuracy, mean learning rate `lr`).
 
-    Shuffling and augmentation draw from `gen`; init and dropout from the global RNG,
-    which the caller (`train`) seeds inside a forked RNG state. If `snapshots` is a dict,
-    the state_dict at the end of each epoch `snapshot_epochs(config.epochs,
-    config.snapshots)` names is copied into it (epoch -> {name: tensor}); copying reads
-    the weights and draws no random number, so training is bit-identical without it.
+    Each batch runs where the model is (move the model, and for speed the images, to
+    the device first, as `train` does). Shuffling and augmentation draw from `gen`; init
+    and dropout from the global RNG, which the caller (`train`) seeds inside a forked
+    RNG state. If `snapshots` is a dict, the state_dict at the end of each epoch
+    `snapshot_epochs(config.epochs, config.snapshots)` names is copied into it (epoch ->
+    {name: tensor}, on the CPU); copying reads the weights and draws no random number,
+    so training is bit-identical without it.
     """
     keep = set()
     if snapshots is not None:
         keep = set(snapshot_epochs(config.epochs, config.snapshots))
+    device = next(model.parameters()).device
     steps_per_epoch = len(images) // config.batch_size  # drop the ragged last batch
     optimizer, schedule = make_optimizer(model, config, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -224,7 +236,8 @@ def fit(
         )
         for step in bar:
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x, y = images[idx], labels[idx]
+            idx = idx.to(images.device)
+            x, y = images[idx].to(device), labels[idx].to(device)
             if config.augment:
                 x = random_affine(x, config, gen)
             logits = model(x)
@@ -253,21 +266,31 @@ def fit(
             }
         )
         if epoch in keep:
-            snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            snapshots[epoch] = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
     return history
 
 
 def train(
-    config: TrainConfig, data_dir: str | None = None, progress: bool = True
+    config: TrainConfig,
+    data_dir: str | None = None,
+    progress: bool = True,
+    *,
+    device: Device = "auto",
 ) -> tuple[nn.Module, dict]:
-    """Train a model as `config` says; -> (model in eval mode, metadata for the checkpoint).
+    """Train a model as `config` says; -> (model in eval mode, on the CPU, metadata for
+    the checkpoint).
 
     The metadata holds test accuracy (full 10k test set), per-digit accuracy, the
-    config, per-epoch history, training seconds, versions and data checksums.
-    Deterministic on CPU for a given config, and the caller's global RNG state is
-    left as it was.
+    config, per-epoch history, training seconds, versions, data checksums and the
+    device. device: "auto" (CUDA if available, else the CPU), "cpu" or "cuda[:N]";
+    the training data is moved there once. Deterministic on CPU for a given config
+    (on CUDA, repeatable up to cuDNN's own nondeterminism), and the caller's global RNG
+    state is left as it was.
     """
     config.validate()
+    device = resolve_device(device)
     all_images, all_labels = load_mnist("train", data_dir)
     images, labels = all_images, all_labels
     if config.train_subset is not None:
@@ -278,25 +301,30 @@ def train(
 
     # fork_rng saves the global CPU RNG state and restores it on exit: the seed decides
     # init and dropout without touching the caller's random stream
-    with torch.random.fork_rng(devices=[]):
+    # (and on CUDA the device's generator too, which dropout draws from there)
+    with fork_rng(device):
         torch.manual_seed(config.seed)  # model init and dropout
         gen = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation
-        model = models.build(config.arch, **config.arch_kwargs)
+        model = models.build(config.arch, **config.arch_kwargs)  # initialized on the CPU
         if config.zero_init:
             with torch.no_grad():
                 for p in model.parameters():
                     p.zero_()
+        model.to(device)  # our own model: moved, not copied
         start = time.perf_counter()
         states: dict[int, dict] = {}
-        history = fit(model, images, labels, config, gen, progress, snapshots=states)
+        history = fit(
+            model, images.to(device), labels.to(device), config, gen, progress, snapshots=states
+        )
         train_seconds = time.perf_counter() - start
 
     test_images, test_labels = load_mnist("test", data_dir)
-    report = evaluate(model, test_images, test_labels)
+    report = evaluate(model, test_images, test_labels, device=device)
     # Accuracy on the first training images, unaugmented: with the test accuracy, the
     # train-test gap that `compare` reports, without a pass over them at compare time.
     n = TRAIN_ACCURACY_IMAGES
-    train_report = evaluate(model, all_images[:n], all_labels[:n])  # the true labels
+    train_report = evaluate(model, all_images[:n], all_labels[:n], device=device)  # true labels
+    model.to("cpu")  # a checkpoint of CPU tensors loads on any machine
     metadata = {
         "test_accuracy": report["accuracy"],
         "train_accuracy": train_report["accuracy"],
@@ -320,6 +348,7 @@ def train(
             "python": platform.python_version(),
         },
         "machine": f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} threads",
+        "device": describe(device),  # where it trained: metadata, not part of the config
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if states:  # for TracIn; a checkpoint stores them with the metadata

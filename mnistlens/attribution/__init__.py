@@ -13,7 +13,9 @@ a comment saying why. Every method works for any `nn.Module` mapping such images
 (N, C) scores, not only mnistlens models. While explaining, the model is in eval mode
 and its parameters do not require gradients (so nothing writes into their .grad);
 both are restored after. Images go through in chunks of `batch_size`, so memory
-stays bounded for any N.
+stays bounded for any N. Every method takes `device=` ("auto", the default: CUDA when
+available, else the CPU; "cpu"; "cuda[:N]"; see `mnistlens.device`): the model runs
+there (as a copy if it is elsewhere; yours never moves) and the maps come back on the CPU.
 
 The package, one idea per file:
     registry.py      what is known about each method (`register_method`, `get_spec`)

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnistlens.data import check_images, gaussian_blur
+from mnistlens.device import Device, fork_rng, model_on, resolve_device
 from mnistlens.errors import MnistlensError
 from mnistlens.metrics import predict_logits
 from mnistlens.models import evaluating
@@ -24,16 +25,19 @@ Compute = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (chunk, target
 INPUT_RANGE = 1.0  # images live in [0, 1]; noise levels are fractions of this range
 
 
-def resolve_target(model: nn.Module, images: torch.Tensor, target: Target) -> torch.Tensor:
-    """Target classes as a (N,) int64 tensor; None means the model's prediction.
+def resolve_target(
+    model: nn.Module, images: torch.Tensor, target: Target, *, device: Device = "auto"
+) -> torch.Tensor:
+    """Target classes as a (N,) int64 tensor on the CPU; None means the model's
+    prediction (computed on `device`, see `metrics.predict_logits`).
 
     A class outside the model's outputs 0..C-1 is refused here, with the valid range,
     rather than deep inside a gather.
     """
     n = images.shape[0]
     if target is None:
-        return predict_logits(model, images).argmax(dim=1)
-    target = torch.as_tensor(target)
+        return predict_logits(model, images, device=device).argmax(dim=1)
+    target = torch.as_tensor(target).cpu()
     if target.is_floating_point() or target.is_complex():
         raise MnistlensError(f"target must be integer classes, got dtype {target.dtype}")
     target = target.to(torch.int64)
@@ -43,7 +47,7 @@ def resolve_target(model: nn.Module, images: torch.Tensor, target: Target) -> to
         raise MnistlensError(
             f"target must be an int or a tensor of {n} classes, got {tuple(target.shape)}"
         )
-    n_classes = predict_logits(model, images[:1]).shape[1] if n else 10
+    n_classes = predict_logits(model, images[:1], device=device).shape[1] if n else 10
     if n and not ((target >= 0) & (target < n_classes)).all():
         bad = int(target[(target < 0) | (target >= n_classes)][0])
         raise MnistlensError(
@@ -67,6 +71,13 @@ def check_count(name: str, value, low: int = 1, high: int | None = None) -> int:
     return int(value)
 
 
+def placed(model: nn.Module, device: Device) -> tuple[nn.Module, torch.device]:
+    """Where a method runs: -> (the model on `device`, itself or a copy there
+    (`device.model_on`), the resolved device)."""
+    dev = resolve_device(device)
+    return model_on(model, dev), dev
+
+
 def explaining(model: nn.Module):
     """Eval mode and frozen parameters for the duration (no method can write into a
     weight's .grad, and dropout is off); each module's previous state is restored."""
@@ -81,15 +92,22 @@ def chunked(
     batch_size: int,
     progress: bool = False,
     desc: str = "explaining",
+    *,
+    device: Device = "auto",
 ) -> torch.Tensor:
-    """Run `compute(chunk, chunk_target)` over chunks of images: -> (N, 1, 28, 28).
+    """Run `compute(chunk, chunk_target)` over chunks of images: -> (N, 1, 28, 28), on
+    the CPU.
 
-    Memory stays bounded by `batch_size` whatever N is; the caller's tensor and its
-    .grad are never touched (each chunk is a fresh leaf).
+    Each chunk and its targets are moved to `device` ("auto": CUDA if available, else
+    the CPU) and the maps brought back, so `compute` must run a model already there:
+    a method passes `device.model_on(model, device)` as `model` and builds `compute`
+    on it. Memory stays bounded by `batch_size` whatever N is; the caller's tensor and
+    its .grad are never touched (each chunk is a fresh leaf).
     """
     images = check_images(images)
     batch_size = check_count("batch_size", batch_size)
-    target = resolve_target(model, images, target)
+    dev = resolve_device(device)
+    target = resolve_target(model, images, target, device=dev)
     outputs = []
     with explaining(model), warnings.catch_warnings():
         # Captum announces each hook it sets on ReLUs; they are removed when it returns.
@@ -97,9 +115,9 @@ def chunked(
         chunks = zip(images.split(batch_size), target.split(batch_size), strict=True)
         total = -(-len(images) // batch_size)
         for x, t in tqdm(chunks, total=total, desc=desc, disable=not progress, unit="batch"):
-            x = x.clone().requires_grad_(True)
-            outputs.append(compute(x, t).detach())
-    return torch.cat(outputs) if outputs else torch.empty_like(images)
+            x = x.to(dev, copy=True).requires_grad_(True)
+            outputs.append(compute(x, t.to(dev)).detach().cpu())
+    return torch.cat(outputs) if outputs else torch.empty_like(images, device="cpu")
 
 
 def seeded_per_image(compute: Compute, seed: int) -> Compute:
@@ -121,18 +139,20 @@ def seeded_per_image(compute: Compute, seed: int) -> Compute:
 
 
 def image_seed(image: torch.Tensor, seed: int) -> int:
-    """A 32-bit seed from (seed, the image's float32 bytes): the same image, the same seed."""
-    data = image.detach().to(torch.float32).contiguous().numpy().tobytes()
+    """A 32-bit seed from (seed, the image's float32 bytes): the same image, the same seed
+    (on any device)."""
+    data = image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
     return zlib.crc32(data, seed & 0xFFFFFFFF)
 
 
 def with_image_seed(image: torch.Tensor, seed: int, run: Callable[[], torch.Tensor]):
     """Call `run()` with torch's and numpy's global generators seeded from the image,
-    both restored afterwards (Captum's GradientShap also draws from numpy)."""
+    both restored afterwards (Captum's GradientShap also draws from numpy), and the
+    image's CUDA generator too when it is on a GPU."""
     s = image_seed(image, seed)
     numpy_state = np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with fork_rng(image.device):
             torch.manual_seed(s)
             np.random.seed(s)
             return run()
@@ -166,16 +186,18 @@ def make_baseline(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
 ) -> torch.Tensor:
-    """A reference input for each image: (N, 1, 28, 28) -> (N, 1, 28, 28).
+    """A reference input for each image: (N, 1, 28, 28) -> (N, 1, 28, 28), on the
+    images' device.
 
     kind: "black" (zeros: no ink), "mean" (the training set's mean image, from
     `data_dir`), "blur" (the image itself under a heavy Gaussian blur: strokes gone,
     mass kept), "noise" (uniform noise in [0, 1], seeded per image from (seed, its
-    pixels)), a number (a constant image) or a tensor broadcastable to the images.
+    pixels), drawn on the CPU), a number (a constant image) or a tensor broadcastable
+    to the images.
     """
     if isinstance(kind, torch.Tensor):
         try:
-            return kind.to(images.dtype).expand_as(images)
+            return kind.to(images.device, images.dtype).expand_as(images)
         except RuntimeError:
             raise MnistlensError(
                 f"baseline tensor of shape {tuple(kind.shape)} does not fit images of shape "
@@ -187,9 +209,11 @@ def make_baseline(
     if kind == "black":
         return torch.zeros_like(images)
     if kind == "mean":
-        return mean_image(data_dir).to(images.dtype).expand_as(images)
+        return mean_image(data_dir).to(images.device, images.dtype).expand_as(images)
     if kind == "blur":
-        return gaussian_blur(images, kernel_size=13, sigma=4.0)
+        # data.gaussian_blur makes its kernel on the CPU: blur there, move the result.
+        blurred = gaussian_blur(images.cpu(), kernel_size=13, sigma=4.0)
+        return blurred.to(images.device)
     if kind == "noise":
         # Per image, like the random methods: drawn for a whole batch, an image's noise
         # would depend on its position in the chunk, so IG would integrate from another
@@ -198,5 +222,7 @@ def make_baseline(
             torch.rand(x.shape, generator=torch.Generator().manual_seed(image_seed(x, seed)))
             for x in images.split(1)
         ]
-        return torch.cat(noise).to(images.dtype) if noise else torch.empty_like(images)
+        if not noise:
+            return torch.empty_like(images)
+        return torch.cat(noise).to(images.device, images.dtype)
     raise MnistlensError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")

@@ -15,6 +15,9 @@ few kinks with large jumps need many. This module does what Captum lacks:
   then the segment with the largest measured local error is halved, image by image,
   until |delta| <= tol * |f(x) - f(baseline)| or `max_steps` gradients are spent;
   images that never get within are flagged, not hidden.
+
+Both run on the device of the images they are given (with the model there too), and
+return their tensors on that device; `integrated_gradients` brings them to the CPU.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _scores_and_grads(
     model: nn.Module, points: torch.Tensor, target: torch.Tensor, rows_per_pass: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Target scores (M,) and their input gradients (M, 1, 28, 28) at M points."""
-    scores = torch.empty(len(points))
+    scores = torch.empty(len(points), device=points.device)
     grads = torch.empty_like(points)
     for start in range(0, len(points), rows_per_pass):
         rows = slice(start, start + rows_per_pass)
@@ -59,7 +62,7 @@ def _scores(
         model(p.contiguous(memory_format=torch.channels_last)).gather(1, t[:, None])[:, 0]
         for p, t in zip(points.split(rows), target.split(rows), strict=True)
     ]
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out) if out else torch.empty(0, device=points.device)
 
 
 def ig_fixed(
@@ -77,7 +80,7 @@ def ig_fixed(
     `rows_per_pass` bounds how many interpolated images go through the model at
     once (cache-sized passes are fastest on CPU; memory stays bounded).
     """
-    alphas, weights = gauss_legendre(n_steps)
+    alphas, weights = (t.to(images.device) for t in gauss_legendre(n_steps))
     n = images.shape[0]
     diff = images - baselines  # (n, 1, 28, 28)
     # All (step, image) pairs, step-major: row k * n + i is image i at alpha_k.
@@ -136,21 +139,21 @@ def ig_adaptive(
 
     images, baselines (n, 1, 28, 28); target (n,) -> AdaptiveIG.
     """
-    n = images.shape[0]
+    n, device = images.shape[0], images.device
     diff = images - baselines  # (n, 1, 28, 28)
     k = start_segments
-    edges = torch.linspace(0, 1, k + 1)
+    edges = torch.linspace(0, 1, k + 1, device=device)
 
     def points(img: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         return baselines[img] + alpha.view(-1, 1, 1, 1) * diff[img]  # (M, 1, 28, 28)
 
     # Segments, one row each: image, ends a < b, scores there, score and gradient at the
     # midpoint (the gradient already times (b - a)), and the local error.
-    img = torch.arange(n).repeat_interleave(k)  # (n * k,)
+    img = torch.arange(n, device=device).repeat_interleave(k)  # (n * k,)
     a, b = edges[:-1].repeat(n), edges[1:].repeat(n)
     ends = _scores(
         model,
-        points(torch.arange(n).repeat_interleave(k + 1), edges.repeat(n)),
+        points(torch.arange(n, device=device).repeat_interleave(k + 1), edges.repeat(n)),
         target.repeat_interleave(k + 1),
         rows_per_pass,
     ).view(n, k + 1)
@@ -158,14 +161,14 @@ def ig_adaptive(
     gap = ends[:, -1] - ends[:, 0]  # (n,) f(x) - f(baseline)
     fmid, grad = _scores_and_grads(model, points(img, (a + b) / 2), target[img], rows_per_pass)
     grad = grad * (b - a).view(-1, 1, 1, 1)
-    steps = torch.full((n,), k)
+    steps = torch.full((n,), k, device=device)
 
     def local_error() -> torch.Tensor:
         return (grad * diff[img]).sum(dim=(1, 2, 3)) - (fb - fa)  # (M,)
 
     err = local_error()
     while True:
-        delta = torch.zeros(n).index_add_(0, img, err)
+        delta = torch.zeros(n, device=device).index_add_(0, img, err)
         active = (delta.abs() > tol * gap.abs()) & (steps + 2 * splits_per_round <= max_steps)
         if not active.any():
             break
@@ -179,8 +182,9 @@ def ig_adaptive(
         stable = torch.argsort(by_img, stable=True)
         counts = torch.bincount(by_img, minlength=n)
         rank = torch.empty_like(order)
-        rank[stable] = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[by_img[stable]]
-        keep = torch.zeros(len(img), dtype=torch.bool)
+        before = (torch.cumsum(counts, 0) - counts)[by_img[stable]]
+        rank[stable] = torch.arange(len(order), device=device) - before
+        keep = torch.zeros(len(img), dtype=torch.bool, device=device)
         keep[order[rank < splits_per_round]] = True
         if not keep.any():
             break

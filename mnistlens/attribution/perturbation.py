@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistlens.attribution.common import Target, check_count, chunked
+from mnistlens.attribution.common import Target, check_count, chunked, placed
 from mnistlens.attribution.registry import register_method
+from mnistlens.device import Device, rows_per_pass
 from mnistlens.graph import prepare_for_explanation
 
 # Captum is imported inside each method, not here: see the package docstring.
@@ -27,6 +28,7 @@ def occlusion(
     baseline: float = 0.0,
     batch_size: int = 128,
     progress: bool = False,
+    device: Device = "auto",
 ) -> torch.Tensor:
     """Occlusion (Zeiler & Fergus 2014): score drop when a window x window patch is
     replaced by `baseline`, averaged over the patches covering each pixel.
@@ -37,7 +39,9 @@ def occlusion(
 
     # Occlusion is all forward passes: run them on the fast copy (batch norm folded,
     # channels-last), about 64 rows at a time, the cache-sized batch CPUs run fastest
-    # (benchmarks/bench_attribution.py).
+    # (benchmarks/bench_attribution.py); on a GPU, rows_per_pass's more.
+    model, device = placed(model, device)
+    rows = rows_per_pass(device, 64)
     method = Occlusion(prepare_for_explanation(model))
     return chunked(
         lambda x, t: method.attribute(
@@ -46,7 +50,7 @@ def occlusion(
             strides=(1, stride, stride),
             baselines=baseline,
             target=t,
-            perturbations_per_eval=max(1, 64 // len(x)),
+            perturbations_per_eval=max(1, rows // len(x)),
         ),
         model,
         images,
@@ -54,4 +58,5 @@ def occlusion(
         batch_size,
         progress,
         "occlusion",
+        device=device,
     )

@@ -17,10 +17,12 @@ from mnistlens.attribution.common import (
     chunked,
     make_baseline,
     mean_image,
+    placed,
     seeded_per_image,
 )
 from mnistlens.attribution.fastig import ig_adaptive
 from mnistlens.attribution.registry import register_method
+from mnistlens.device import Device, rows_per_pass
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import prepare_for_explanation, with_relu_modules
 
@@ -44,13 +46,14 @@ def baseline_score(
     *,
     baseline: Baseline = "black",
     data_dir: str | os.PathLike | None = None,
+    device: Device = "auto",
     **_ignored,
 ) -> torch.Tensor:
     """f(baseline) for the target class, the score IG and DeepLIFT measure from: -> (N,)."""
     from mnistlens.metrics import predict_logits
 
     reference = make_baseline(baseline, images, data_dir=data_dir)
-    return predict_logits(model, reference).gather(1, target[:, None])[:, 0]
+    return predict_logits(model, reference, device=device).gather(1, target[:, None])[:, 0]
 
 
 def expected_baseline_score(
@@ -60,6 +63,7 @@ def expected_baseline_score(
     *,
     baselines: torch.Tensor | None = None,
     data_dir: str | os.PathLike | None = None,
+    device: Device = "auto",
     **_ignored,
 ) -> torch.Tensor:
     """E[f(baseline)] over GradientSHAP's reference distribution, per image: -> (N,)."""
@@ -67,7 +71,7 @@ def expected_baseline_score(
 
     if baselines is None:
         baselines = shap_baselines(data_dir)
-    scores = predict_logits(model, baselines)  # (B, C)
+    scores = predict_logits(model, baselines, device=device)  # (B, C)
     return scores.mean(dim=0)[target]  # (N,)
 
 
@@ -94,6 +98,7 @@ def integrated_gradients(
     data_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    device: Device = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Integrated gradients (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365).
 
@@ -110,7 +115,7 @@ def integrated_gradients(
       `max_steps`; images that never get there are reported in a warning.
 
     baseline: see `make_baseline` ("mean" is read from `data_dir`).
-    Returns: maps (N, 1, 28, 28), and with return_delta=True also delta (N,).
+    Returns: maps (N, 1, 28, 28), and with return_delta=True also delta (N,), on the CPU.
     """
     check_count("n_steps", n_steps)
     check_count("max_steps", max_steps)
@@ -122,7 +127,9 @@ def integrated_gradients(
         raise MnistlensError(
             f"unknown integration method {method!r}; choose one of {', '.join(IG_METHODS)}"
         )
+    model, device = placed(model, device)
     fast = prepare_for_explanation(model)
+    rows = rows_per_pass(device, 64)  # cache-sized passes (~64 rows) are fastest on CPU
     deltas: list[torch.Tensor] = []
     not_converged = 0
 
@@ -138,10 +145,10 @@ def integrated_gradients(
                 target=t,
                 n_steps=n_steps,
                 method=method,
-                internal_batch_size=64,  # cache-sized passes (~64 rows) are fastest on CPU
+                internal_batch_size=rows,
                 return_convergence_delta=True,
             )
-            deltas.append(delta.detach())
+            deltas.append(delta.detach().cpu())
             return maps
 
     else:
@@ -150,13 +157,15 @@ def integrated_gradients(
             nonlocal not_converged
             x = x.detach()
             base = make_baseline(baseline, x, data_dir=data_dir)
-            result = ig_adaptive(fast, x, base, t, tol, max_steps=max_steps)
-            deltas.append(result.delta)
+            result = ig_adaptive(fast, x, base, t, tol, max_steps=max_steps, rows_per_pass=rows)
+            deltas.append(result.delta.cpu())
             not_converged += int((~result.converged).sum())
             return result.maps
 
     batch_size = batch_size or (64 if tol is None else 500)
-    maps = chunked(compute, model, images, target, batch_size, progress, "integrated gradients")
+    maps = chunked(
+        compute, model, images, target, batch_size, progress, "integrated gradients", device=device
+    )
     if not_converged:
         warnings.warn(
             f"integrated_gradients: {not_converged} of {len(maps)} images did not reach "
@@ -186,6 +195,7 @@ def deeplift(
     data_dir: str | os.PathLike | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    device: Device = "auto",
 ) -> torch.Tensor:
     """DeepLIFT rescale rule (Shrikumar et al. 2017) against `baseline`, signed.
 
@@ -195,7 +205,7 @@ def deeplift(
     """
     from captum.attr import DeepLift  # local: see the note on Captum at the top
 
-    model = with_relu_modules(model)
+    model, device = placed(with_relu_modules(model), device)
     method = DeepLift(model)
     return chunked(
         lambda x, t: method.attribute(
@@ -207,6 +217,7 @@ def deeplift(
         batch_size,
         progress,
         "deeplift",
+        device=device,
     )
 
 
@@ -237,10 +248,13 @@ def gradient_shap(
     data_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    device: Device = "auto",
 ) -> torch.Tensor:
     """GradientSHAP (Lundberg & Lee 2017): expected gradients over random baselines.
 
-    Completeness holds in expectation: E[sum(map)] = f(x) - E[f(baseline)].
+    Completeness holds in expectation: E[sum(map)] = f(x) - E[f(baseline)]. Captum draws
+    the noise on the device, so maps on a GPU equal the CPU's only in expectation
+    (each is reproducible on its own device).
 
     Args:
         baselines: (B, 1, 28, 28) reference distribution; default `shap_baselines()`.
@@ -255,7 +269,9 @@ def gradient_shap(
     from captum.attr import GradientShap  # local: see the note on Captum at the top
 
     # n_samples gradients per image, on the fast copy (the same function) as IG's.
+    model, device = placed(model, device)
     method = GradientShap(prepare_for_explanation(model))
+    baselines = baselines.to(device)
 
     def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return method.attribute(
@@ -270,4 +286,5 @@ def gradient_shap(
         batch_size,
         progress,
         "gradient shap",
+        device=device,
     )

@@ -4,7 +4,8 @@ Each method module registers its functions with `register_method`, stating what 
 CLI, the app, `explain` and `measure` need to know: its aliases, whether its maps are
 signed, whether it claims completeness (maps sum to f(x) - f(baseline)), whether it
 needs a conv layer or ReLU modules, whether it is random (seeded per image), and
-which of the shared options (baseline, n_steps, tol, data_dir) it takes.
+which of the shared options (baseline, n_steps, tol, data_dir) it takes. Every method
+takes `device=` (keyword only; see `mnistlens.device`) and returns its maps on the CPU.
 
     >>> list_methods()[:3]
     ['saliency', 'input_x_gradient', 'guided_backprop']
@@ -14,6 +15,7 @@ which of the shared options (baseline, n_steps, tol, data_dir) it takes.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from mnistlens.attribution.common import Target
+from mnistlens.device import Device
 from mnistlens.errors import MnistlensError
 
 # Options several methods share, as the CLI and the app offer them.
@@ -41,8 +44,9 @@ class MethodSpec:
     needs_relu_modules: bool = False  # Captum overrides the gradient of nn.ReLU modules
     random: bool = False  # draws noise (seeded per image from its pixels)
     options: tuple[str, ...] = ()  # which SHARED_OPTIONS it accepts
-    # For methods that claim completeness: reference(model, images, target, **options)
-    # -> (N,) the score the maps are measured from, f(baseline) (or its expectation).
+    # For methods that claim completeness: reference(model, images, target, *, device,
+    # **options) -> (N,) the score the maps are measured from, f(baseline) (or its
+    # expectation), on the CPU.
     reference: Callable[..., torch.Tensor] | None = None
 
 
@@ -51,7 +55,10 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_method(name: str, summary: str, **properties) -> Callable:
-    """Decorator adding an attribution function to the registry (see MethodSpec)."""
+    """Decorator adding an attribution function to the registry (see MethodSpec).
+
+    The function is `method(model, images, target=None, *, device="auto", **options)`:
+    `attribute` passes every method the device to run on."""
     unknown = set(properties.get("options", ())) - set(SHARED_OPTIONS)
     if unknown:
         raise ValueError(f"unknown shared options {sorted(unknown)} for method {name}")
@@ -59,6 +66,8 @@ def register_method(name: str, summary: str, **properties) -> Callable:
         raise ValueError(f"method {name} claims completeness: give its reference score")
 
     def wrap(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if "device" not in inspect.signature(function).parameters:
+            raise ValueError(f"method {name} must take device= (see mnistlens.device)")
         spec = MethodSpec(name, function, summary, **properties)
         _METHODS[name] = spec
         for alias in spec.aliases:
@@ -134,10 +143,18 @@ def applicable_methods(model: nn.Module) -> list[str]:
 
 
 def attribute(
-    method: str, model: nn.Module, images: torch.Tensor, /, target: Target = None, **options
+    method: str,
+    model: nn.Module,
+    images: torch.Tensor,
+    /,
+    target: Target = None,
+    *,
+    device: Device = "auto",
+    **options,
 ) -> torch.Tensor:
-    """Run a method by name: attribute("ig", model, images, n_steps=32) -> (N, 1, 28, 28).
+    """Run a method by name: attribute("ig", model, images, n_steps=32) -> (N, 1, 28, 28),
+    on the CPU, computed on `device` ("auto": CUDA if available, else the CPU).
 
     The first three arguments are positional-only, so that a method's own option of the
     same name (integrated_gradients' `method="riemann_trapezoid"`) passes through."""
-    return get_spec(method).function(model, images, target, **options)
+    return get_spec(method).function(model, images, target, device=device, **options)

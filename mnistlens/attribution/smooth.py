@@ -7,8 +7,16 @@ import numbers
 import torch
 from torch import nn
 
-from mnistlens.attribution.common import INPUT_RANGE, Target, check_count, chunked, seeded_per_image
+from mnistlens.attribution.common import (
+    INPUT_RANGE,
+    Target,
+    check_count,
+    chunked,
+    placed,
+    seeded_per_image,
+)
 from mnistlens.attribution.registry import get_spec, register_method
+from mnistlens.device import Device, cpu_randn
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import prepare_for_explanation
 
@@ -34,13 +42,15 @@ def smoothgrad(
     seed: int = 0,
     batch_size: int = 64,
     progress: bool = False,
+    device: Device = "auto",
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): the mean of `base` over noisy copies of the image.
 
     The same as Captum's NoiseTunnel(nt_type="smoothgrad"), written once for every
     method: each base runs through its own mnistlens function (so Grad-CAM keeps its
     layer choice and upsampling, IG its folded fast copy, occlusion its window), on
-    all n_samples noisy copies of a chunk at once. Noise is seeded per image.
+    all n_samples noisy copies of a chunk at once. Noise is seeded per image and drawn
+    on the CPU, so a GPU smooths with the same noise.
 
     Args:
         base: any other method's name or alias.
@@ -58,15 +68,23 @@ def smoothgrad(
     options = {**_BASE_DEFAULTS.get(spec.name, {}), **(base_options or {})}
     # n_samples gradients per image: on the fast copy (batch norm folded, channels-last;
     # the same function) they cost a third less. Made once, for every image.
+    model, device = placed(model, device)
     fast = prepare_for_explanation(model)
 
     def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         noisy = x.repeat(n_samples, 1, 1, 1)  # (S * n, 1, 28, 28), sample-major
-        noisy = noisy + torch.randn_like(noisy) * noise * INPUT_RANGE
-        maps = spec.function(fast, noisy, t.repeat(n_samples), **options)
-        return maps.view(n_samples, *x.shape).mean(dim=0)  # (n, 1, 28, 28)
+        noisy = noisy + cpu_randn(noisy) * noise * INPUT_RANGE
+        maps = spec.function(fast, noisy, t.repeat(n_samples), device=device, **options)
+        return maps.view(n_samples, *x.shape).mean(dim=0)  # (n, 1, 28, 28), on the CPU
 
     return chunked(
-        seeded_per_image(compute, seed), model, images, target, batch_size, progress, "smoothgrad"
+        seeded_per_image(compute, seed),
+        model,
+        images,
+        target,
+        batch_size,
+        progress,
+        "smoothgrad",
+        device=device,
     )

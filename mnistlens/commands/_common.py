@@ -1,4 +1,4 @@
-"""What several commands share: `--json` output, method lists, top-3 lines, .npy files.
+"""What several commands share: `--json` output, `--device`, method lists, top-3 lines.
 
 Torch-free at import time like every command module: anything that needs the library
 imports it inside the function.
@@ -51,6 +51,37 @@ class KeyValues(argparse.Action):
             except ValueError as err:
                 parser.error(f"argument {option_string}: {key}: {err}")
         setattr(namespace, self.dest, pairs)
+
+
+def device_name(text: str) -> str:
+    """`--device`'s type: auto, cpu, cuda or cuda:N, lower-cased. Only the spelling is
+    checked here (no torch); whether this machine has it, `device_of` checks."""
+    name = text.strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return name
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str = "compute") -> None:
+    """Declare `--device auto|cpu|cuda` (default auto); `device_of(args)` resolves it.
+    `what` says what runs there, for the help ("train", "compute the maps")."""
+    parser.add_argument(
+        "--device",
+        type=device_name,
+        default="auto",
+        metavar="auto|cpu|cuda",
+        help=f"where to {what}: auto (a CUDA GPU when there is one, else the CPU), cpu, "
+        "cuda or cuda:N (auto)",
+    )
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    """The torch.device --device names, checked against this machine: CUDA asked for and
+    absent is a one-line MnistlensError (exit code 2). Call it first in `run`, so the
+    error comes before any model or data is loaded."""
+    from mnistlens.device import resolve_device
+
+    return resolve_device(args.device)
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,9 @@ import argparse
 
 from mnistlens.commands._common import (
     Parents,
+    add_device_option,
     add_json_option,
+    device_of,
     load_model,
     model_name,
     print_json,
@@ -42,11 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         help="also Captum's infidelity and max-sensitivity (on 20 images)",
     )
     p.add_argument("--plot", metavar="PNG", help="write the mean deletion/insertion curves")
+    add_device_option(p, "compute the maps and the scores")
     add_json_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    device = device_of(args)  # CUDA asked for and absent: fail before loading anything
     from mnistlens import faithfulness
     from mnistlens.data import load_mnist
 
@@ -56,7 +60,12 @@ def run(args: argparse.Namespace) -> None:
     methods = resolve_methods(args.methods)
     images = load_mnist("test", args.data_dir)[0][: args.n]
     report, curves = faithfulness.compare_methods(
-        model, images, methods, args.randomization, captum_metrics=args.captum_metrics
+        model,
+        images,
+        methods,
+        args.randomization,
+        captum_metrics=args.captum_metrics,
+        device=device,
     )
     result = {"model": meta["path"], "n_images": len(images), "methods": report}
     if args.plot:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mnistlens.commands._common import Parents, split_list
+from mnistlens.commands._common import Parents, add_device_option, device_of, split_list
 
 DESCRIPTION = """\
 The series of simple networks mnistlens compares (mnistlens/series.py): softmax
@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     p.add_argument("--out-dir", metavar="DIR", help="where the checkpoints go (checkpoints/series)")
     p.add_argument("--epochs", type=int, help="override every member's epochs (quick runs)")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images")
+    add_device_option(p, "train")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 def run(args: argparse.Namespace) -> None:
     from mnistlens import series
 
+    device = device_of(args) if args.action == "train" else None
     only = split_list(args.only) if args.only else None
     if args.action == "list":
         for name in only or series.list_series():
@@ -55,7 +57,13 @@ def run(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     paths = series.train_series(
-        args.out_dir, only, args.force, args.data_dir, not args.quiet, overrides or None
+        args.out_dir,
+        only,
+        args.force,
+        args.data_dir,
+        not args.quiet,
+        overrides or None,
+        device=device,
     )
     print(f"series ready ({len(paths)} models) in {time.perf_counter() - start:.0f} s:")
     for path in paths:

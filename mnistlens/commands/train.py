@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnistlens.commands._common import KeyValues, Parents
+from mnistlens.commands._common import KeyValues, Parents, add_device_option, device_of
 from mnistlens.errors import MnistlensError
 
 # Written with line breaks: the raw formatter keeps the epilog's layout (and so this one's).
 DESCRIPTION = """\
 Train a model on the 60,000 training images (with a progress bar), report its accuracy
 on the 10,000 test images, and write a checkpoint atomically. The checkpoint records
-the arch, hyper-parameters, seed, data checksums, accuracy, training time and versions.
+the arch, hyper-parameters, seed, data checksums, accuracy, training time and versions,
+and the device it trained on (a GPU with --device auto or cuda); its weights are saved
+from the CPU, so it loads on any machine.
 """
 
 EPILOG = """\
@@ -26,6 +28,7 @@ examples:
   mnistlens train --arch cnn --arch-kwargs channels=32,64,128 hidden=128 --out cnn.pt
   mnistlens train --arch linear --epochs 10 --no-augment --lr 1e-2 --out linear.pt
   mnistlens train --arch mlp --epochs 8 --snapshots 4 --out mlp.pt   # for TracIn
+  mnistlens train --arch cnn --device cpu --out cnn.pt   # the CPU, even with a GPU
 """
 
 
@@ -77,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         help="keep K evenly spaced end-of-epoch snapshots (the last epoch among them) in the "
         "checkpoint, for TracIn; each adds the model's size to the file (0)",
     )
+    add_device_option(p, "train")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--force", action="store_true", help="overwrite --out if it exists (a shipped model too)"
@@ -100,6 +104,7 @@ def _check_arch(arch: str, kwargs: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    device = device_of(args)  # CUDA asked for and absent: fail before anything else
     from mnistlens.loading.checkpoint import save_checkpoint
     from mnistlens.train import TrainConfig, train
 
@@ -126,12 +131,12 @@ def run(args: argparse.Namespace) -> None:
         )
     config.validate()
     _check_arch(config.arch, config.arch_kwargs)
-    model, metadata = train(config, data_dir=args.data_dir, progress=not args.quiet)
+    model, metadata = train(config, data_dir=args.data_dir, progress=not args.quiet, device=device)
     metadata["command"] = "mnistlens " + " ".join(args.argv)
     path = save_checkpoint(args.out, model, config.arch, config.arch_kwargs, metadata)
     print(
         f"test accuracy {metadata['test_accuracy']:.2%} after {metadata['train_seconds']:.0f} s "
-        f"of training ({metadata['n_parameters']:,} parameters)"
+        f"of training on {metadata['device']} ({metadata['n_parameters']:,} parameters)"
     )
     if "snapshots" in metadata:
         epochs = ", ".join(map(str, metadata["snapshots"]["epochs"]))

@@ -15,6 +15,7 @@ from torch import nn
 
 from mnistlens import attribution as A
 from mnistlens.attribution.common import image_seed
+from mnistlens.device import Device, model_on, resolve_device
 from mnistlens.errors import MnistlensError
 from mnistlens.faithfulness.completeness import method_completeness_error
 from mnistlens.metrics import predict_logits
@@ -36,17 +37,23 @@ def perturbation_curve(
     mode: str = "deletion",
     steps: int = 28,
     baseline: float = 0.0,
+    *,
+    device: Device = "auto",
 ) -> torch.Tensor:
     """Target-class probability as the top-ranked pixels are deleted or inserted.
 
     deletion: start from the image, set the top k pixels to `baseline`.
     insertion: start from a `baseline` image, copy in the top k pixels.
-    k goes from 0 to 784 in `steps` equal strides.
+    k goes from 0 to 784 in `steps` equal strides. The perturbed images are made on
+    the CPU and scored on `device` ("auto": CUDA if available, else the CPU).
 
-    images, maps (N, 1, 28, 28); target (N,) -> probabilities (N, steps + 1).
+    images, maps (N, 1, 28, 28); target (N,) -> probabilities (N, steps + 1), on the CPU.
     """
     if mode not in MODES:
         raise MnistlensError(f"mode must be deletion or insertion, got {mode!r}")
+    device = resolve_device(device)
+    model = model_on(model, device)  # once for both passes below
+    images, maps, target = images.cpu(), maps.cpu(), target.cpu()
     n = images.shape[0]
     order = _pixel_order(maps)  # (N, 784)
     flat = images.flatten(1)  # (N, 784)
@@ -74,7 +81,7 @@ def perturbation_curve(
     if run.any():
         # Every image to compute in one batch, in predict_logits's cache-sized chunks:
         # far faster on CPU than one call per step.
-        probs = predict_logits(model, x[run].view(-1, 1, 28, 28)).softmax(dim=1)
+        probs = predict_logits(model, x[run].view(-1, 1, 28, 28), device=device).softmax(dim=1)
         picked[run] = probs.gather(1, target.expand(steps + 1, n)[run][:, None])[:, 0]
     # A repeat takes the probability of the last new image at or before its step.
     steps_ = torch.arange(steps + 1).view(-1, 1).expand(steps + 1, n)
@@ -82,7 +89,7 @@ def perturbation_curve(
     picked = picked.gather(0, last_new)
     if blank.any():
         empty = torch.full((1, 1, 28, 28), baseline)
-        blank_probs = predict_logits(model, empty).softmax(dim=1)[0]  # (C,)
+        blank_probs = predict_logits(model, empty, device=device).softmax(dim=1)[0]  # (C,)
         picked = torch.where(blank, blank_probs[target].expand(steps + 1, n), picked)
     return picked.T.contiguous()  # (N, S + 1)
 
@@ -164,6 +171,7 @@ def _areas(
     steps: int,
     batch_size: int,
     keep_curves: bool,
+    device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Deletion and insertion areas (and curves if kept) of one ranking per image, in
     chunks of `batch_size` (bounded memory), named `{prefix}{mode}_auc` /
@@ -173,7 +181,7 @@ def _areas(
         chunk = slice(start, start + batch_size)
         for mode in MODES:
             curve = perturbation_curve(
-                model, images[chunk], maps[chunk], target[chunk], mode, steps
+                model, images[chunk], maps[chunk], target[chunk], mode, steps, device=device
             )
             columns.setdefault(f"{prefix}{mode}_auc", []).append(area_under_curve(curve))
             if keep_curves:
@@ -190,17 +198,23 @@ def random_reference(
     seed: int = 0,
     batch_size: int = 250,
     keep_curves: bool = False,
+    device: Device = "auto",
 ) -> dict[str, torch.Tensor]:
     """The areas of a seeded random ranking of each image's pixels, the reference every
     map is scored against: -> {"random_deletion_auc": (N,), "random_insertion_auc": (N,)}
-    (plus the `random_*_curve`s with keep_curves).
+    (plus the `random_*_curve`s with keep_curves), on the CPU; the rankings are drawn on
+    the CPU, the model runs on `device` ("auto": CUDA if available, else the CPU).
 
     It is the same for every method of the same images, so compute it once and pass it
     to `score_maps(..., reference=...)` for each method (a third of the scoring time).
     """
-    images = A.check_images(images)
+    images = A.check_images(images).cpu()
+    device = resolve_device(device)
+    model = model_on(model, device)
     rankings = random_maps(images, seed)  # seeded per image: the same in any chunk
-    return _areas(model, images, rankings, target, "random_", steps, batch_size, keep_curves)
+    return _areas(
+        model, images, rankings, target, "random_", steps, batch_size, keep_curves, device
+    )
 
 
 def score_maps(
@@ -215,6 +229,7 @@ def score_maps(
     batch_size: int = 250,
     keep_curves: bool = False,
     reference: dict[str, torch.Tensor] | None = None,
+    device: Device = "auto",
     **options,
 ) -> Scores:
     """Deletion/insertion areas of `maps` and of a random ranking, per image, in chunks
@@ -223,13 +238,17 @@ def score_maps(
     keeps the maps' deletion and insertion curves (N x (steps + 1) each).
     reference: `random_reference(...)` of the same images, target, steps and seed,
     computed once for several methods (else computed here).
+    device: where the model runs, "auto" (CUDA if available, else the CPU), "cpu" or
+    "cuda[:N]"; the scores come back on the CPU.
 
     images, maps (N, 1, 28, 28); target (N,) -> Scores of N images.
     """
-    images = A.check_images(images)
+    images = A.check_images(images).cpu()
     if len(images) == 0:
         empty = torch.empty(0)
         return Scores(empty, empty, empty, empty)
+    device = resolve_device(device)
+    model = model_on(model, device)  # once for every pass below
     if reference is None:
         reference = random_reference(
             model,
@@ -239,6 +258,7 @@ def score_maps(
             seed=seed,
             batch_size=batch_size,
             keep_curves=keep_curves,
+            device=device,
         )
     elif len(reference["random_deletion_auc"]) != len(images):
         raise MnistlensError(
@@ -247,7 +267,7 @@ def score_maps(
         )
     if keep_curves and "random_deletion_curve" not in reference:
         raise MnistlensError("keep_curves needs a reference computed with keep_curves=True")
-    values = _areas(model, images, maps, target, "", steps, batch_size, keep_curves)
+    values = _areas(model, images, maps, target, "", steps, batch_size, keep_curves, device)
     values.update({k: v for k, v in reference.items() if keep_curves or k.endswith("_auc")})
     if method is not None:
         errors = [
@@ -257,6 +277,7 @@ def score_maps(
                 images[start : start + batch_size],
                 maps[start : start + batch_size],
                 target[start : start + batch_size],
+                device=device,
                 **options,
             )
             for start in range(0, len(images), batch_size)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mnistlens.device import Device, model_on, resolve_device, rows_per_pass
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
 from mnistlens.models import evaluating, for_inference, get_layer
@@ -61,14 +62,24 @@ def layer_activations(
     layer: str,
     batch_size: int | None = None,
     progress: bool = False,
+    *,
+    device: Device = "auto",
 ) -> torch.Tensor:
-    """Outputs of `layer` for every image, in eval mode: (N, 1, 28, 28) -> (N, ...).
+    """Outputs of `layer` for every image, in eval mode: (N, 1, 28, 28) -> (N, ...), on
+    the CPU.
 
-    E.g. (N, 32, 28, 28) for a conv layer, (N, 128) for a linear one. Run as
-    `models.for_inference` says (fast copy, rows per pass) unless batch_size is given.
+    E.g. (N, 32, 28, 28) for a conv layer, (N, 128) for a linear one. On the CPU, run as
+    `models.for_inference` says (fast copy, rows per pass); on a GPU, as a copy there,
+    `device.GPU_ROWS` rows a pass; batch_size overrides either. device: "auto" (CUDA if
+    available, else the CPU), "cpu" or "cuda[:N]"; your model itself never moves.
     """
     get_layer(model, layer)  # an unknown name fails here, naming the model's layers
-    fast, rows = for_inference(model, len(images))
+    device = resolve_device(device)
+    placed = model_on(model, device)
+    if device.type == "cpu":
+        fast, rows = for_inference(placed, len(images))
+    else:
+        fast, rows = placed, rows_per_pass(device, 0)
     rows = batch_size or rows
     chunks = []
     with evaluating(fast), capture(fast, layer) as acts:
@@ -78,8 +89,9 @@ def layer_activations(
             disable=not progress,
             unit="batch",
         ):
-            fast(images[start : start + rows])
-            chunks.append(acts[layer].contiguous())  # the copy's channels-last -> default
+            fast(images[start : start + rows].to(device))
+            # the copy's channels-last -> default layout, and to the CPU
+            chunks.append(acts[layer].contiguous().cpu())
     return torch.cat(chunks)
 
 
