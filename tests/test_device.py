@@ -256,6 +256,16 @@ COMMANDS = {
         "mnistlens.faithfulness",
         "compare_methods",
     ),
+    "explain several": (
+        ["explain", "--model", "linear.pt,mlp.pt", "--index", "0"],
+        "mnistlens.comparison.maps",
+        "explain_models",
+    ),
+    "compare": (
+        ["compare", "--models", "linear.pt,mlp.pt"],
+        "mnistlens.comparison",
+        "run",
+    ),
 }
 
 
@@ -283,7 +293,7 @@ def test_cuda_on_a_machine_without_it_is_a_one_line_error(command, no_cuda, caps
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-@pytest.mark.parametrize("command", ["train", "series", "explain", "measure"])
+@pytest.mark.parametrize("command", ["train", "series", "explain", "measure", "compare"])
 def test_help_documents_device(command, capsys):
     assert cli.main([command, "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # as one line, whatever the wrapping
@@ -303,12 +313,6 @@ def test_a_misspelled_device_is_a_usage_error_without_torch():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'" in lines[0]
-
-
-def test_several_models_refuse_an_explicit_device(capsys):
-    code = cli.main(["explain", "--model", "linear.pt,mlp.pt", "--index", "0", "--device", "cpu"])
-    assert code == 2
-    assert "--device with several models" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- a GPU against the CPU

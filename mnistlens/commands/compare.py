@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from mnistlens.commands._common import Parents, add_json_option, print_json, split_list
+from mnistlens.commands._common import (
+    Parents,
+    add_device_option,
+    add_json_option,
+    device_of,
+    print_json,
+    split_list,
+)
 from mnistlens.errors import MnistlensError
 
 DESCRIPTION = """\
@@ -54,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         metavar="A,B",
         help="the two models whose maps to set side by side where B is right and A wrong",
     )
+    add_device_option(p, "run the models and compute the maps")
     add_json_option(p)
     p.set_defaults(run=run)
 
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> None:
 
     if (args.maps or args.pair) and not (args.out or args.report):
         raise MnistlensError("--maps and --pair draw figures: say where with --out DIR")
+    device = device_of(args)  # CUDA asked for and absent: fail before loading anything
     models = load_models(args)
     if args.pair:  # named now: the comparison itself takes minutes on the series
         check_pair(split_list(args.pair), models, option="--pair")
@@ -93,6 +102,7 @@ def run(args: argparse.Namespace) -> None:
         report_dir=args.report,
         questions=questions,
         command="mnistlens " + " ".join(getattr(args, "argv", []) or ["compare", "--report"]),
+        device=device,
     )
     if args.json:
         print_json(report)

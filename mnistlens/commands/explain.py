@@ -133,12 +133,7 @@ def _explain_models(args: argparse.Namespace) -> None:
     from mnistlens.loading import load
     from mnistlens.plots import save_figure
 
-    if args.device != "auto":
-        # comparison.maps.explain_models has no device= yet: say so rather than ignore it
-        raise MnistlensError(
-            "--device with several models (--model a.pt,b.pt) is not supported yet; "
-            "leave it out (auto), or explain one model at a time"
-        )
+    device = device_of(args)  # CUDA asked for and absent: fail before loading anything
     paths = split_list(args.model)
     models = {Path(p).stem: load(p, data_dir=args.data_dir)[0] for p in paths}
     methods = resolve_methods(args.methods or "saliency,ig,gradcam")
@@ -148,6 +143,7 @@ def _explain_models(args: argparse.Namespace) -> None:
         image.unsqueeze(0),
         methods,
         args.target,
+        device=device,
         **{m: _method_options(m, args) for m in methods},
     )
     shown = [m for m in methods if all(m in r.maps for r in results.values())]

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mnistlens import attribution as A
+from mnistlens.device import Device
 from mnistlens.errors import MnistlensError
 from mnistlens.explain import Explanation, explain
 from mnistlens.metrics import predict_logits
@@ -16,12 +17,15 @@ def explain_models(
     images: torch.Tensor,
     methods: list[str] | tuple[str, ...] = ("saliency", "integrated_gradients"),
     target: A.Target = None,
+    *,
+    device: Device = "auto",
     **options: dict,
 ) -> dict[str, Explanation]:
     """The same images and methods through several models: -> model name -> Explanation.
 
     A method a model cannot run (Grad-CAM without a conv layer) is left out for that
     model only; `figures.plot_model_grid` draws the result with one scale per method.
+    `device` as for `explain.explain`.
     """
     results = {}
     for name, model in models.items():
@@ -29,7 +33,7 @@ def explain_models(
         opts = {
             m: o for m, o in options.items() if A.resolve_method(m) in map(A.resolve_method, usable)
         }
-        results[name] = explain(model, images, usable, target, measure=True, **opts)
+        results[name] = explain(model, images, usable, target, measure=True, device=device, **opts)
     return results
 
 
@@ -41,6 +45,8 @@ def where_b_beats_a(
     method: str = "integrated_gradients",
     examples: int = 6,
     indices: torch.Tensor | list[int] | None = None,
+    *,
+    device: Device = "auto",
     **options,
 ) -> dict:
     """What B looks at that A misses: on the images B gets right and A gets wrong, both
@@ -53,19 +59,19 @@ def where_b_beats_a(
     "digits": (D,) the true digits present among them, sorted, "digit_counts": (D,) how
     many images of each, "digit_means_a", "digit_means_b": (D, 28, 28) mean map per
     digit, "examples_a", "examples_b": (min(K, examples), 28, 28) maps of the first
-    images}.
+    images}. `device`: where the models run (see `mnistlens.device`); maps on the CPU.
     """
     images = A.check_images(images)
     if indices is None:
-        right_a = predict_logits(model_a, images).argmax(dim=1) == labels
-        right_b = predict_logits(model_b, images).argmax(dim=1) == labels
+        right_a = predict_logits(model_a, images, device=device).argmax(dim=1) == labels
+        right_b = predict_logits(model_b, images, device=device).argmax(dim=1) == labels
         indices = (right_b & ~right_a).nonzero()[:, 0]
     indices = torch.as_tensor(indices, dtype=torch.int64)
     if len(indices) == 0:
         raise MnistlensError("model B gets no image right that model A gets wrong here")
     x, y = images[indices], labels[indices]
-    maps_a = A.attribute(method, model_a, x, y, **options)[:, 0]  # (K, 28, 28)
-    maps_b = A.attribute(method, model_b, x, y, **options)[:, 0]
+    maps_a = A.attribute(method, model_a, x, y, device=device, **options)[:, 0]  # (K, 28, 28)
+    maps_b = A.attribute(method, model_b, x, y, device=device, **options)[:, 0]
     # The images are of mixed digits, so the mean over all of them averages unrelated
     # strokes away; a mean per true digit keeps each digit's shape. `which` (K,) is each
     # image's position in `digits`, so one index_add sums every digit's maps at once.

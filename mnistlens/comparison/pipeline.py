@@ -20,6 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
+from mnistlens.device import Device
 from mnistlens.errors import MnistlensError
 
 DIGIT_MAP_IMAGES = 500  # ~50 per digit: enough for the mean maps to settle
@@ -62,13 +63,14 @@ def check_pair(pair: Sequence[str], models: Models, option: str = "pair") -> tup
     return pair[0], pair[1]
 
 
-def map_faithfulness(models: Models, images) -> dict[str, dict[str, float]]:
+def map_faithfulness(models: Models, images, device: Device = "auto") -> dict[str, dict]:
     """Per model: mean deletion AUC of IG and saliency maps and of a random ranking."""
     from mnistlens.faithfulness import score_methods
 
     result = {}
     for name, (model, _) in models.items():
-        scored = score_methods(model, images, ["integrated_gradients", "saliency"], n_steps=32)
+        methods = ["integrated_gradients", "saliency"]
+        scored = score_methods(model, images, methods, n_steps=32, device=device)
         summary = {method: s.summary()["deletion_auc"] for method, (_, s) in scored.items()}
         summary["random"] = next(iter(scored.values()))[1].summary()["random_deletion_auc"]
         result[name] = summary
@@ -92,7 +94,13 @@ def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
 
 
 def pair_figure(
-    pair: tuple[str, str], report: dict, models: Models, images, labels, folder: str | Path
+    pair: tuple[str, str],
+    report: dict,
+    models: Models,
+    images,
+    labels,
+    folder: str | Path,
+    device: Device = "auto",
 ) -> str:
     """Both models' IG maps on the images B gets right and A wrong
     (`maps.where_b_beats_a`), saved in `folder`; records them in report["pair_maps"];
@@ -104,7 +112,13 @@ def pair_figure(
 
     a, b = pair
     found = where_b_beats_a(
-        models[a][0], models[b][0], images, labels, n_steps=32, indices=only_right(report, b, a)
+        models[a][0],
+        models[b][0],
+        images,
+        labels,
+        n_steps=32,
+        indices=only_right(report, b, a),
+        device=device,
     )
     report["pair_maps"] = {
         "a": a,
@@ -117,7 +131,12 @@ def pair_figure(
 
 
 def digit_maps_figure(
-    models: Models, images, labels, folder: str | Path, n_images: int = DIGIT_MAP_IMAGES
+    models: Models,
+    images,
+    labels,
+    folder: str | Path,
+    n_images: int = DIGIT_MAP_IMAGES,
+    device: Device = "auto",
 ) -> str:
     """Per model, the mean IG map of each digit over its correctly classified images
     among the first `n_images` test images (`explain.class_mean_maps`), one row per
@@ -127,7 +146,7 @@ def digit_maps_figure(
 
     x, y = images[:n_images], labels[:n_images]
     maps = {
-        name: class_mean_maps(model, x, y, "integrated_gradients", n_steps=32)
+        name: class_mean_maps(model, x, y, "integrated_gradients", n_steps=32, device=device)
         for name, (model, _) in models.items()
     }
     title = (
@@ -150,6 +169,7 @@ def run(
     command: str = "mnistlens compare --report",
     digit_map_images: int = DIGIT_MAP_IMAGES,
     faithfulness_every: int = FAITHFULNESS_EVERY,
+    device: Device = "auto",
 ) -> dict:
     """Compare `models` (name -> (model, metadata), in display order) on MNIST's test set.
 
@@ -167,6 +187,7 @@ def run(
         digit_map_images: the per-digit mean maps use the first this many test images.
         faithfulness_every: the maps' faithfulness is measured on every this-many-th
             test image.
+        device: where the models run (see `mnistlens.device`); results on the CPU.
 
     -> the report of `stats.compare_models`, plus `faithfulness`, `plots` (title ->
     path), `pair_maps` and `report` (the page's path) where asked.
@@ -183,9 +204,10 @@ def run(
     asked = check_pair(pair, models) if pair else None  # before the minutes of comparing
     images, labels = load_mnist("test", data_dir)
     train_images, train_labels = load_mnist("train", data_dir)
-    report = compare_models(models, images, labels, train_images[:10_000], train_labels[:10_000])
+    train = train_images[:10_000], train_labels[:10_000]
+    report = compare_models(models, images, labels, *train, device=device)
     if faithfulness or report_dir:
-        report["faithfulness"] = map_faithfulness(models, images[::faithfulness_every])
+        report["faithfulness"] = map_faithfulness(models, images[::faithfulness_every], device)
     chosen = None  # the pair whose maps are drawn
     if maps or report_dir:
         chosen = asked or default_pair(report)
@@ -194,20 +216,22 @@ def run(
     if out:
         report["plots"] = write_plots(report, images, out)
         if chosen is not None and (maps or pair):
-            report["plots"]["pair_maps"] = pair_figure(chosen, report, models, images, labels, out)
+            report["plots"]["pair_maps"] = pair_figure(
+                chosen, report, models, images, labels, out, device
+            )
         if maps:
             report["plots"]["digit_maps"] = digit_maps_figure(
-                models, images, labels, out, digit_map_images
+                models, images, labels, out, digit_map_images, device
             )
     if report_dir:
         figures = write_plots(report, images, report_dir)
         figures["What each model looks at, digit by digit"] = digit_maps_figure(
-            models, images, labels, report_dir, digit_map_images
+            models, images, labels, report_dir, digit_map_images, device
         )
         if chosen is not None:
             a, b = chosen
             figures[f"What {b} looks at that {a} misses"] = pair_figure(
-                chosen, report, models, images, labels, report_dir
+                chosen, report, models, images, labels, report_dir, device
             )
         text = page.markdown(
             report,

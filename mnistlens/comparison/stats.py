@@ -29,6 +29,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from mnistlens.device import Device
 from mnistlens.errors import MnistlensError
 from mnistlens.metrics import confusion_matrix, per_class_accuracy, predict_logits
 
@@ -92,15 +93,17 @@ def expected_calibration_error(
     return float((conf_sum - correct_sum).abs().sum() / len(probs))
 
 
-def timed_probabilities(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, float]:
+def timed_probabilities(
+    model: nn.Module, images: torch.Tensor, *, device: Device = "auto"
+) -> tuple[torch.Tensor, float]:
     """Softmax probabilities and the inference speed: (N, 1, 28, 28) -> ((N, 10), images/s).
 
-    The speed is one timed pass in batches of 1000 (after a one-batch warm-up), on
-    however many threads torch uses; on a shared machine it varies by tens of percent.
+    The speed is one timed pass (after a warm-up), on `device` and however many threads
+    torch uses; on a shared machine it varies by tens of percent.
     """
-    predict_logits(model, images[:100])  # warm-up: first-call allocations, lazy init
+    predict_logits(model, images[:100], device=device)  # warm-up: first-call allocations
     start = time.perf_counter()
-    logits = predict_logits(model, images)  # (N, 10)
+    logits = predict_logits(model, images, device=device)  # (N, 10)
     seconds = time.perf_counter() - start
     return logits.softmax(dim=1), len(images) / max(seconds, 1e-9)
 
@@ -223,7 +226,7 @@ def disagreement_records(
 
 
 def _train_accuracy(
-    model: nn.Module, meta: dict, images: torch.Tensor, labels: torch.Tensor
+    model: nn.Module, meta: dict, images: torch.Tensor, labels: torch.Tensor, device: Device
 ) -> float:
     """Accuracy on the first len(images) training images: as recorded at training time
     when the checkpoint measured the same images (`train.train` records the first
@@ -231,7 +234,7 @@ def _train_accuracy(
     recorded = meta.get("train_accuracy")
     if recorded is not None and meta.get("train_accuracy_images") == len(images):
         return float(recorded)
-    predicted = predict_logits(model, images).argmax(dim=1)
+    predicted = predict_logits(model, images, device=device).argmax(dim=1)
     return float((predicted == labels).double().mean())
 
 
@@ -242,6 +245,8 @@ def compare_models(
     train_images: torch.Tensor | None = None,
     train_labels: torch.Tensor | None = None,
     top: int | None = 100,
+    *,
+    device: Device = "auto",
 ) -> dict:
     """Compare models on the same test images; -> JSON-ready dict.
 
@@ -253,6 +258,7 @@ def compare_models(
             (read from the checkpoint if it recorded the same count of images, else one
             pass over them); without them the gap is None.
         top: keep the `top` most confident disagreements (None: all).
+        device: where the models run (see `mnistlens.device`).
 
     Returns {"models": [model_summary ...], "pairs": [pair_summary for each pair, in
     order], "disagreements": [disagreement_records ...], "n_images": N,
@@ -265,10 +271,10 @@ def compare_models(
     names = list(models)
     rows, all_probs = [], []
     for name, (model, meta) in models.items():
-        probs, speed = timed_probabilities(model, images)  # (N, 10)
+        probs, speed = timed_probabilities(model, images, device=device)  # (N, 10)
         train_accuracy = None
         if train_images is not None:
-            train_accuracy = _train_accuracy(model, meta, train_images, train_labels)
+            train_accuracy = _train_accuracy(model, meta, train_images, train_labels, device)
         parameters = sum(p.numel() for p in model.parameters())
         seconds = meta.get("train_seconds")
         rows.append(model_summary(name, probs, labels, parameters, seconds, speed, train_accuracy))

@@ -187,6 +187,13 @@ def node_kind(node: fx.Node) -> str | None:
     return None
 
 
+def _black_image(model: nn.Module) -> torch.Tensor:
+    """One black image, (1, 1, 28, 28), on the device of the model's weights (a model on
+    a GPU cannot take a CPU tensor)."""
+    weight = next(iter(model.parameters()), None)
+    return torch.zeros(1, 1, 28, 28, device=None if weight is None else weight.device)
+
+
 def _shapes(model: nn.Module, graph_module: fx.GraphModule | None) -> dict[str, tuple]:
     """Output shape per layer name for one black image (batch axis dropped)."""
     shapes: dict[str, tuple] = {}
@@ -197,7 +204,7 @@ def _shapes(model: nn.Module, graph_module: fx.GraphModule | None) -> dict[str, 
         # Eval mode: the graph runs the model's own modules, and a batch norm in
         # training mode would update its running statistics with this black image.
         with torch.no_grad(), evaluating(model), evaluating(graph_module):
-            recorder.run(torch.zeros(1, 1, 28, 28))
+            recorder.run(_black_image(model))
     except Exception:  # noqa: BLE001 - e.g. a flat-input model; shapes stay unknown
         return shapes
     return recorder.shapes
@@ -281,7 +288,7 @@ def _layers_by_hooks(model: nn.Module) -> list[Layer]:
             was_training = [(m, m.training) for m in model.modules()]
             model.eval()
             try:
-                model(torch.zeros(1, 1, 28, 28))
+                model(_black_image(model))
             except Exception:  # noqa: BLE001 - e.g. flat input; fall back to definition order
                 seen.clear()
             finally:
