@@ -150,6 +150,16 @@ def _members() -> list[Member]:
     ]
 
 
+# The questions the series answers, by member: what the report's observations
+# (`comparison.report.observations`) compare. Width and depth: members in order;
+# regularization: (with, without) pairs.
+STUDIES = {
+    "width": ("mlp-32", "mlp-128", "mlp-256", "mlp-512"),
+    "depth": ("mlp-256", "mlp-256x2", "mlp-256x3"),
+    "regularization": (("mlp-256", "mlp-256-noreg"), ("lenet", "lenet-noreg")),
+}
+
+
 def list_series() -> list[str]:
     """Names of the series' members, in series order."""
     return [m.name for m in _members()]

@@ -59,3 +59,35 @@ def test_a_bad_pair_is_named_before_comparing(two, monkeypatch, tmp_path):
         comparison.run(two, maps=True)
     with pytest.raises(MnistlensError, match="two or more models"):
         comparison.load_models(["cnn.pt"])
+
+
+def row(name: str, accuracy: float, convolutional: bool) -> dict:
+    """A model's row as compare_models makes it, with only what observations read."""
+    return {
+        "name": name,
+        "accuracy": accuracy,
+        "convolutional": convolutional,
+        "parameters": 1000,
+        "per_digit": [accuracy] * 10,
+        "train_test_gap": None,
+    }
+
+
+def test_observations_follow_the_studies_given_and_the_weights_not_the_names():
+    """Width is discussed for the models the studies name, whatever they are called; the
+    convolution finding sets the best dense model against the best convolutional one,
+    known from their weights (here the conv model is called "plain")."""
+    from mnistlens.comparison.report import observations
+
+    names = ["small", "large", "plain"]
+    report = {
+        "models": [row("small", 0.97, False), row("large", 0.98, False), row("plain", 0.99, True)],
+        "pairs": [
+            {"a": a, "b": b, "mcnemar_p": 0.01} for i, a in enumerate(names) for b in names[i + 1 :]
+        ],
+    }
+    found = observations(report, studies={"width": ("small", "large")})
+    assert any(f.startswith("**Width**") and "`small`" in f and "`large`" in f for f in found)
+    convolution = [f for f in found if f.startswith("**Convolution**")]
+    assert len(convolution) == 1 and "`large` 98.00% vs `plain` 99.00%" in convolution[0]
+    assert not any(f.startswith("**Width**") for f in observations(report))

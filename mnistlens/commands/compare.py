@@ -87,11 +87,12 @@ def run(args: argparse.Namespace) -> None:
     models = load_models(args)
     if args.pair:  # named now: the comparison itself takes minutes on the series
         check_pair(split_list(args.pair), models, option="--pair")
-    questions = None
+    questions = studies = None
     if args.series:
         from mnistlens import series
 
         questions = {name: series.get_member(name).question for name in models}
+        studies = series.STUDIES
     report = compare(
         models,
         data_dir=args.data_dir,
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> None:
         pair=split_list(args.pair) if args.pair else None,
         report_dir=args.report,
         questions=questions,
+        studies=studies,
         command="mnistlens " + " ".join(getattr(args, "argv", []) or ["compare", "--report"]),
         device=device,
     )

@@ -166,6 +166,7 @@ def run(
     pair: Sequence[str] | None = None,
     report_dir: str | os.PathLike | None = None,
     questions: dict[str, str] | None = None,
+    studies: dict | None = None,
     command: str = "mnistlens compare --report",
     digit_map_images: int = DIGIT_MAP_IMAGES,
     faithfulness_every: int = FAITHFULNESS_EVERY,
@@ -183,6 +184,8 @@ def run(
             A wrong (default `stats.default_pair`: the best MLP and the best CNN).
         report_dir: write report_dir/architectures.md and its figures.
         questions: name -> what the model shows, for the report's table (the series').
+        studies: which models answer which question, for the report's observations
+            (`series.STUDIES`; see `report.observations`).
         command: how the report says it was made.
         digit_map_images: the per-digit mean maps use the first this many test images.
         faithfulness_every: the maps' faithfulness is measured on every this-many-th
@@ -239,6 +242,7 @@ def run(
             command,
             questions,
             report.get("faithfulness"),
+            studies,
         )
         report["report"] = str(page.write_report(Path(report_dir) / "architectures.md", text))
     return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mnistlens.comparison.stats import best_dense_and_convolutional
 from mnistlens.io import atomic_write
 
 ALPHA = 0.05  # McNemar's test: a difference is "significant" below this p-value
@@ -41,11 +42,20 @@ def _versus(report: dict, a: str, b: str) -> str:
     )
 
 
-def observations(report: dict, faithfulness: dict | None = None) -> list[str]:
-    """Short findings, each computed from the report's numbers."""
+def observations(
+    report: dict, faithfulness: dict | None = None, studies: dict | None = None
+) -> list[str]:
+    """Short findings, each computed from the report's numbers.
+
+    studies: which compared models answer which question, as `series.STUDIES` names
+    them ("width" and "depth": names in order; "regularization": (with, without) name
+    pairs); a study whose models were not compared is skipped. What convolution buys is
+    read from every report, from the models' weights.
+    """
     names = [m["name"] for m in report["models"]]
+    studies = studies or {}
     found = []
-    widths = [n for n in ("mlp-32", "mlp-128", "mlp-256", "mlp-512") if n in names]
+    widths = [n for n in studies.get("width", ()) if n in names]
     if len(widths) >= 2:
         steps = [_versus(report, a, b) for a, b in zip(widths, widths[1:], strict=False)]
         significant = [
@@ -66,11 +76,11 @@ def observations(report: dict, faithfulness: dict | None = None) -> list[str]:
                 else ", where width stops paying"
             )
         found.append(f"**Width** (one hidden layer): {'; '.join(steps)}. So {where}.")
-    depth = [n for n in ("mlp-256", "mlp-256x2", "mlp-256x3") if n in names]
+    depth = [n for n in studies.get("depth", ()) if n in names]
     if len(depth) >= 2:
         steps = [_versus(report, a, b) for a, b in zip(depth, depth[1:], strict=False)]
         found.append(f"**Depth** (layers of 256): {'; '.join(steps)}.")
-    for plain, noreg in (("mlp-256", "mlp-256-noreg"), ("lenet", "lenet-noreg")):
+    for plain, noreg in studies.get("regularization", ()):
         if plain in names and noreg in names:
             gap_a = _row(report, plain)["train_test_gap"]
             gap_b = _row(report, noreg)["train_test_gap"]
@@ -84,23 +94,19 @@ def observations(report: dict, faithfulness: dict | None = None) -> list[str]:
                 f"**Regularization** (dropout + augmentation): {_versus(report, noreg, plain)}"
                 f"{gaps}."
             )
-    mlps = [m for m in report["models"] if m["name"].startswith("mlp")]
-    convs = [m for m in report["models"] if m["name"] in ("cnn-1", "lenet", "cnn")]
-    if mlps and convs:
-        best_mlp = max(mlps, key=lambda m: m["accuracy"])
-        best_conv = max(convs, key=lambda m: m["accuracy"])
+    best = best_dense_and_convolutional(report)
+    if best is not None:
+        best_dense, best_conv = best
         fixed = sorted(
             range(10),
-            key=lambda d: best_conv["per_digit"][d] - best_mlp["per_digit"][d],
+            key=lambda d: best_conv["per_digit"][d] - best_dense["per_digit"][d],
             reverse=True,
         )[:3]
-        digits = ", ".join(
-            f"{d} ({100 * best_mlp['per_digit'][d]:.1f}% -> {100 * best_conv['per_digit'][d]:.1f}%)"
-            for d in fixed
-        )
-        ratio = best_conv["parameters"] / best_mlp["parameters"]
+        before, after = best_dense["per_digit"], best_conv["per_digit"]
+        digits = ", ".join(f"{d} ({100 * before[d]:.1f}% -> {100 * after[d]:.1f}%)" for d in fixed)
+        ratio = best_conv["parameters"] / best_dense["parameters"]
         found.append(
-            f"**Convolution**: {_versus(report, best_mlp['name'], best_conv['name'])}, with "
+            f"**Convolution**: {_versus(report, best_dense['name'], best_conv['name'])}, with "
             f"{ratio:.2f}x the parameters; the digits it fixes most: {digits}."
         )
     significant = [
@@ -141,8 +147,10 @@ def markdown(
     command: str,
     questions: dict[str, str] | None = None,
     faithfulness: dict | None = None,
+    studies: dict | None = None,
 ) -> str:
-    """The whole page as Markdown; figures: title -> file name beside the page."""
+    """The whole page as Markdown; figures: title -> file name beside the page;
+    questions, faithfulness and studies as for `observations`."""
     lines = [
         "# Why does one network beat another?",
         "",
@@ -164,7 +172,7 @@ def markdown(
             f"{gap} |"
         )
     lines += ["", "## Observations", ""]
-    lines += [f"- {text}" for text in observations(report, faithfulness)]
+    lines += [f"- {text}" for text in observations(report, faithfulness, studies)]
     lines += ["", "## Figures", ""]
     for title, name in figures.items():
         lines += [f"### {title}", "", f"![{title}]({name})", ""]

@@ -277,7 +277,9 @@ def compare_models(
             train_accuracy = _train_accuracy(model, meta, train_images, train_labels, device)
         parameters = sum(p.numel() for p in model.parameters())
         seconds = meta.get("train_seconds")
-        rows.append(model_summary(name, probs, labels, parameters, seconds, speed, train_accuracy))
+        row = model_summary(name, probs, labels, parameters, seconds, speed, train_accuracy)
+        row["convolutional"] = any(p.dim() == 4 for p in model.parameters())  # conv weights
+        rows.append(row)
         all_probs.append(probs)
     probs = torch.stack(all_probs)  # (M, N, 10)
     predicted = probs.argmax(dim=2)  # (M, N)
@@ -295,15 +297,20 @@ def compare_models(
     }
 
 
-def default_pair(report: dict) -> tuple[str, str] | None:
-    """The pair whose difference the report explains: the most accurate MLP (A) and the
-    most accurate convolutional model (B), by name; None if either kind is missing."""
+def best_dense_and_convolutional(report: dict) -> tuple[dict, dict] | None:
+    """The rows of the most accurate model without convolutions and the most accurate
+    convolutional one (by their weights, `row["convolutional"]`); None if either kind is
+    missing."""
     rows = report["models"]
-    mlps = [m for m in rows if "mlp" in m["name"]]
-    convs = [m for m in rows if "cnn" in m["name"] or "lenet" in m["name"]]
-    if not mlps or not convs:
+    dense = [m for m in rows if not m.get("convolutional")]
+    convs = [m for m in rows if m.get("convolutional")]
+    if not dense or not convs:
         return None
-    return (
-        max(mlps, key=lambda m: m["accuracy"])["name"],
-        max(convs, key=lambda m: m["accuracy"])["name"],
-    )
+    return max(dense, key=lambda m: m["accuracy"]), max(convs, key=lambda m: m["accuracy"])
+
+
+def default_pair(report: dict) -> tuple[str, str] | None:
+    """The pair whose difference the report explains: the most accurate dense model (A)
+    and the most accurate convolutional one (B); None if either kind is missing."""
+    best = best_dense_and_convolutional(report)
+    return None if best is None else (best[0]["name"], best[1]["name"])
