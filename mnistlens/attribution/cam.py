@@ -17,7 +17,7 @@ from mnistlens.models import get_layer
 
 def default_cam_layer(model: nn.Module) -> str:
     """Grad-CAM's default layer: the output of the last conv block, after its ReLU
-    (`prepare.ModelInfo.cam_layer`; e.g. `relu3` for the shipped CNN)."""
+    (`graph.ModelInfo.cam_layer`; e.g. `relu3` for the shipped CNN)."""
     layer = analyze(model).cam_layer
     if layer is None:
         raise MnistlensError("grad_cam needs a convolutional layer; this model has none")

@@ -96,7 +96,7 @@ def guided_backprop(
     """Guided backpropagation (Springenberg et al. 2014): only positive gradients pass
     back through each ReLU. Sharp pictures, but known to ignore the model's upper
     layers (Adebayo et al. 2018): see the sanity checks. Functional ReLUs are first
-    rewritten into modules (`prepare.with_relu_modules`), as Captum needs."""
+    rewritten into modules (`graph.with_relu_modules`), as Captum needs."""
     from captum.attr import GuidedBackprop  # local: see the note on Captum at the top
 
     model, device = placed(with_relu_modules(model), device)

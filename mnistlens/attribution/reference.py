@@ -200,7 +200,7 @@ def deeplift(
     """DeepLIFT rescale rule (Shrikumar et al. 2017) against `baseline`, signed.
 
     Captum overrides the gradient of nn.ReLU modules only, so functional ReLUs are
-    first rewritten into modules (`prepare.with_relu_modules`).
+    first rewritten into modules (`graph.with_relu_modules`).
     (N, 1, 28, 28) -> (N, 1, 28, 28).
     """
     from captum.attr import DeepLift  # local: see the note on Captum at the top

@@ -1,10 +1,10 @@
 """Pictures of a model comparison, as matplotlib Figures (computing lives in `compare.py`).
 
-Every function takes the JSON-ready report of `compare.compare_models` (so a report
+Every function takes the JSON-ready report of `stats.compare_models` (so a report
 saved as JSON can be drawn again later) and returns a `Figure`; save it with
 `plots.save_figure`.
 
-    >>> report = compare.compare_models(models, images, labels)
+    >>> report = stats.compare_models(models, images, labels)
     >>> plots.save_figure(plot_accuracy_vs_parameters(report), "acc_params.png")
 """
 

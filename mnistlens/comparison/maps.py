@@ -52,7 +52,7 @@ def where_b_beats_a(
     """What B looks at that A misses: on the images B gets right and A gets wrong, both
     models' maps for the true class.
 
-    `indices`: those images, if already known (`compare.only_right(report, b, a)` reads
+    `indices`: those images, if already known (`stats.only_right(report, b, a)` reads
     them from a comparison, saving two passes over the images); else found here.
 
     -> {"indices": (K,) the images, "mean_a", "mean_b": (28, 28) mean maps over all K,

@@ -1,6 +1,6 @@
 """The architecture report: `docs/architectures.md`, written from a comparison's numbers.
 
-`write_report` turns what `compare.compare_models` measured (plus, per model, how
+`write_report` turns what `stats.compare_models` measured (plus, per model, how
 faithful its explanations are) into a Markdown page: one row per model, the figures,
 and observations computed from the numbers (where width stops paying, what depth and
 regularization do, what convolution buys and for which digits, which differences are

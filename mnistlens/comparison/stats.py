@@ -2,7 +2,7 @@
 speed, calibration, per-digit accuracy, pairwise significance, and where they disagree.
 
 Small pure functions on tensors, and one `compare_models` that runs them all and returns
-a JSON-ready dict; pictures live in `compare_plots.py`.
+a JSON-ready dict; pictures live in `figures.py`.
 
 Why these measures:
 - accuracy on 10k images is itself uncertain (about +-0.2 points near 99%), so each

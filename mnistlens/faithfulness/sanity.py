@@ -68,7 +68,7 @@ def randomization_check(
 
     Returns {layer: mean Spearman rank correlation of |map| with the original}, in
     the order layers were randomized (top first: the reverse of execution order, from
-    `prepare.analyze`). Near 1 all the way down = the map does not depend on what the
+    `graph.analyze`). Near 1 all the way down = the map does not depend on what the
     model learned. The model is not modified (a copy is randomized).
 
     region: "ink" correlates over the digit's pixels only (input > 0.1), "all" over

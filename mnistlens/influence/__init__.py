@@ -10,7 +10,7 @@ Two ways to point at the training images behind a prediction:
   images whose gradient steps lowered the loss of the prediction most (proponents) or
   raised it most (opponents). It answers "which training examples pushed the model
   towards this?". It sums over the training snapshots a checkpoint keeps (`mnistlens
-  train --snapshots K`), else uses the final weights alone (`checkpoints.py`).
+  train --snapshots K`), else uses the final weights alone (`snapshots.py`).
 
 Both need one forward pass of the model over the 60,000 training images (`passes.py`);
 after it, a query is a few matrix products. The pass is done once per set of weights

@@ -41,7 +41,7 @@ def training_index(
     Args:
         model: any classifier of (N, 1, 28, 28) images.
         data_dir: MNIST root (default: $MNISTLENS_DATA, else the user cache).
-        layer: default: the last hidden layer (`prepare.analyze(model).hidden_layers[-1]`),
+        layer: default: the last hidden layer (`graph.analyze(model).hidden_layers[-1]`),
             or "pixels" for a model without one. Conv outputs are flattened.
         cache_dir: where index files go; default `default_cache_dir()`.
         progress: show a progress bar during the training-set pass.

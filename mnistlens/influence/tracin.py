@@ -61,7 +61,7 @@ def tracin(
 
     With `snapshots` (a model trained with `mnistlens train --snapshots K`), the sum runs
     over the K snapshots of its training, each weighted by its learning rate times the
-    epochs it stands for (`checkpoints.py`). Without any (the default, or a checkpoint
+    epochs it stands for (`snapshots.py`). Without any (the default, or a checkpoint
     that has none), it has one term, the model's own weights with eta 1: TracIn-CP with a
     single checkpoint, the approximation the paper and Captum document. At the final
     weights well-learned training images have near-zero loss gradients, so proponents

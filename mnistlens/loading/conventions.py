@@ -6,9 +6,9 @@ input with MNIST's mean and std and ends in `F.log_softmax`; others take [0, 255
 or flat (N, 784) vectors, or end in a softmax. `load` reads any supported file
 (`formats.load_any`) and then:
 
-1. removes a final softmax / log-softmax (torch.fx, `prepare.strip_output_softmax`), so
+1. removes a final softmax / log-softmax (torch.fx, `graph.strip_output_softmax`), so
    methods attribute logits and DeepLIFT's summation rule can hold;
-2. rewrites functional ReLUs into modules (`prepare.with_relu_modules`), so DeepLIFT and
+2. rewrites functional ReLUs into modules (`graph.with_relu_modules`), so DeepLIFT and
    guided backprop do what their names say;
 3. chooses the input convention: `input="auto"` tries each on the first test images and
    keeps the one with clearly the lowest loss, or asks the user to choose.
