@@ -3,9 +3,9 @@ and plain `torch.export.load` on crafted files.
 
 test_killed_runs.py kills runs of the command at chosen moments; test_formats.py runs
 crafted .pt2 files the way a user without mnistlens would, to show their payloads are
-live. A fresh interpreter spends ~1.5 s importing torch before it does anything; here
-each child is forked from a multiprocessing fork server that has imported torch and
-the command's modules once (per test process), so it starts at once. It is still a
+live. A fresh interpreter spends most of its start importing torch; here each child
+is forked from a multiprocessing fork server that has imported torch and the command's
+modules once (per test process), so it starts at once. It is still a
 process of its own, with its own memory, killed with SIGKILL like any other: what
 survives a kill, or what a payload does, is the same. The functions here run in the
 child.
@@ -20,7 +20,7 @@ import sys
 import time
 
 # Imported once by the fork server; each child starts with them loaded. torch._dynamo:
-# torch.optim imports it when a run makes its optimizer (~1.5 s of every `train`).
+# torch.optim imports it when a run makes its optimizer, a large part of every `train`.
 PRELOAD = [
     "torch",
     "torch._dynamo",

@@ -1,90 +1,24 @@
-"""Shared fixtures: real MNIST from ../shared/data/mnist and the shipped checkpoints."""
+"""Fixtures shared by the test files: real MNIST, the shipped checkpoints, a fresh
+interpreter, and what several files read from the run's user cache (computed once per run).
 
-import atexit
+What makes the suite fast (xdist workers, file order, threads, malloc, the run's
+temporary cache, gc at exit) is the plugin in speed.py, registered here.
+"""
+
+import fcntl
 import os
-import shutil
-import tempfile
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["speed"]
+
 ROOT = Path(__file__).resolve().parent.parent
 # Tests read the real MNIST files beside the project unless told otherwise.
 os.environ.setdefault("MNISTLENS_DATA", str(ROOT.parent / "shared" / "data" / "mnist"))
-# Under pytest-xdist each worker is one process per core: one torch thread each, or the
-# workers' threads fight over the cores (torch's threads slow down far more than
-# twofold under contention). Set before any test imports torch.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-# glibc returns freed memory to the OS early and maps every large block afresh, so the
-# many short-lived tensors of a few MB cost page faults on every use (a fifth of the
-# faithfulness tests' time was system time). Keeping freed memory for reuse: 23 s ->
-# 19.6 s for test_faithfulness.py. Read by glibc when a process starts, so this reaches
-# the xdist workers and the processes tests start (conftest is imported before either).
-os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 2**20))  # as far as glibc slides it
-os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(4 * 2**30))
-# Tests never read or write the user's cache (~/.cache/mnistlens: sanity verdicts,
-# training indexes): a run starts from an empty one, as on a fresh machine. One for the
-# whole run, made by its first process (under xdist the controller, which removes it
-# at the end) and shared by the workers, as one user's app servers and commands share
-# theirs: what one worker computed (the explorer's sanity verdicts, the MLP's training
-# index) another reads. Tests that need an empty cache make their own.
-if "MNISTLENS_TEST_CACHE" not in os.environ:
-    os.environ["MNISTLENS_TEST_CACHE"] = tempfile.mkdtemp(prefix="mnistlens-test-cache-")
-    atexit.register(shutil.rmtree, os.environ["MNISTLENS_TEST_CACHE"], ignore_errors=True)
-os.environ["XDG_CACHE_HOME"] = os.environ["MNISTLENS_TEST_CACHE"]
 CHECKPOINTS = ROOT / "checkpoints"
-
-
-# The test files, longest first (seconds each took in one run on 2 cores, 2026-11-26).
-# pytest-xdist hands each worker a whole file (`--dist loadfile`, pyproject.toml) in
-# this order, the next one when it is nearly done: longest first, the two workers end
-# within a second or so of each other, and a file's module fixtures (a fork server, a
-# trained model, a comparison) are made once, not once per worker. A file not listed
-# runs first.
-LONGEST_FIRST = (
-    "test_cli.py",  # 37
-    "test_app_browser.py",  # 35
-    "test_app.py",  # 18
-    "test_faithfulness.py",  # 13
-    "test_train.py",  # 10
-    "test_explain.py",  # 9
-    "test_killed_runs.py",  # 7
-    "test_attribution.py",  # 6.5
-    "test_influence.py",  # 5.6
-    "test_fuzz.py",  # 5
-    "test_conventions.py",  # 4
-    "test_compare.py",  # 3.6
-    "test_fastig.py",  # 3.2
-    "test_internals.py",  # 2.9
-    "test_data.py",  # 2.5
-    "test_formats.py",  # 2.3
-    "test_method_contracts.py",  # 2.3
-    "test_checkpoint.py",  # 2.3
-    "test_series.py",  # 1.7
-    "test_prepare.py",  # 1.3
-    "test_models.py",  # 0.3
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    def place(item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else -1
-
-    items.sort(key=place)  # stable: a file's tests keep their order
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_unconfigure(config):
-    """The tests are over: freeze the garbage collector's objects, as `mnistlens` does
-    before it exits. A worker holds ~550,000 objects (torch, Streamlit, matplotlib),
-    and pytest's last collections plus the interpreter's own at exit walked them all,
-    ~2 s per worker after its last test while the run waited (py-spy). Garbage made
-    from here on is still collected; the OS frees the rest."""
-    import gc
-
-    gc.freeze()
 
 
 # The accuracy each shipped checkpoint must reach on the full 10k test set.
@@ -113,7 +47,6 @@ def fresh_python(tmp_path):
     own) and return the JSON object its last printed line holds."""
     import json
     import subprocess
-    import sys
 
     def run(script: str, timeout: float = 600) -> dict:
         result = subprocess.run(
@@ -151,6 +84,93 @@ def mlp_program(tmp_path_factory) -> Path:
 def cnn(shipped):
     """The shipped CNN, in eval mode."""
     return shipped["cnn"][0]
+
+
+# ---------------------------------------------------------------- the run's user cache
+# One temporary cache per run (speed.py), shared by the xdist workers. What several test
+# files read from it is put there by the session fixtures below, once per run: under
+# xdist each worker is a process of its own and runs a session fixture once, so a file
+# lock in the cache decides which worker computes and makes the others wait and read.
+# A test then gets the same thing whichever worker and file came first.
+
+
+@contextmanager
+def once_per_run(name: str):
+    """-> True in the first test process of the run to get here (it computes `name`
+    inside the block), False in every later one (which waits until that is done)."""
+    cache = Path(os.environ["MNISTLENS_TEST_CACHE"])
+    with open(cache / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = cache / f".{name}.done"
+        first = not done.exists()
+        yield first
+        if first:
+            done.touch()
+
+
+@pytest.fixture(scope="session")
+def mlp_training_index() -> Path:
+    """The shipped MLP's index of the 60,000 training images, with its TracIn factors,
+    in the run's cache where `influence.training_index(mlp)` and the explorer's
+    Training page look: -> that folder (`influence.default_cache_dir()`).
+
+    Read by test_influence.py (its tests of the full index and of TracIn over it) and
+    by the explorer's tests (test_app.py, test_app_browser.py); building and reading an
+    index are tested on subsets in test_influence.py."""
+    from mnistlens import influence, load_model
+
+    with once_per_run("mlp-training-index") as first:
+        if first:
+            influence.training_index(load_model("mlp.pt")[0])
+    return influence.default_cache_dir()
+
+
+# The methods the explorer's Explain page shows when they pass the sanity check
+# (CANDIDATES in apps/views/explain.py).
+EXPLAIN_PAGE_METHODS = ("saliency", "integrated_gradients", "grad_cam")
+
+
+@pytest.fixture(scope="session")
+def explorer_cache(mlp_training_index) -> Path:
+    """The run's cache as the explorer finds it once its first pages have been shown:
+    the sanity verdicts of the Explain page's methods on the shipped CNN and MLP
+    (computed with the app's own `cache.sanity`, which keeps them on disk) and the MLP's
+    training index. Every explorer the tests open (AppTest in this process, a served
+    one in another) reads them, so what a page shows does not depend on which test or
+    worker came first. -> the cache (XDG_CACHE_HOME). Computing the verdicts, writing
+    and reading them are tested by test_app.py on an empty cache of its own."""
+    with once_per_run("explorer-verdicts") as first:
+        if first:
+            sys.path.insert(0, str(ROOT / "apps"))  # as Streamlit does for the app
+            import cache as explorer  # apps/cache.py
+
+            for model in ("cnn.pt", "mlp.pt"):
+                for method in EXPLAIN_PAGE_METHODS:
+                    if explorer.why_not(model, method) is None:
+                        explorer.sanity(model, method, layers=1)
+    return Path(os.environ["XDG_CACHE_HOME"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _explorer_tests_read_a_filled_cache(request):
+    """The explorer's test files get `explorer_cache` before their first test."""
+    if request.path.name in ("test_app.py", "test_app_browser.py"):
+        request.getfixturevalue("explorer_cache")
+
+
+# ---------------------------------------------------------------- markers
+
+
+def pytest_runtest_setup(item):
+    """`@pytest.mark.cuda`: skipped where torch sees no CUDA device."""
+    if item.get_closest_marker("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU")
+
+
+# ---------------------------------------------------------------- helpers
 
 
 class WritesAFile:

@@ -127,7 +127,8 @@ def test_grad_cam_is_non_negative_28x28(cnn, digits):
 def test_grad_cam_default_layer_beats_random_and_the_raw_conv(cnn, test_set):
     """On 50 test images (every 200th), Grad-CAM at its default layer deletes the
     class clearly faster than a random ranking, and than Grad-CAM on the raw conv3
-    output (before batch norm and ReLU), which explains nothing (issue 9). Measured
+    output (before batch norm and ReLU), which explains nothing: its maps rank pixels no
+    better than chance, the reason the default is the ReLU after it. Measured
     deletion areas: 0.34, random 0.53, raw conv3 0.54, Grad-CAM x input 0.18."""
     from mnistlens.faithfulness import random_reference, score_maps
 

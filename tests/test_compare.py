@@ -14,7 +14,7 @@ from mnistlens.data import load_mnist
 
 N_TRAIN = 2000  # training images for the train-test gap: enough to test, cheap to run
 # Test images the shipped models are compared on: half the test set. Every property
-# holds on any images, and the whole set would cost two CNN passes (4 s) more.
+# holds on any images, and the whole set would cost two more passes of the CNN.
 N_TEST = 5000
 
 

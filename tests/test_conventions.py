@@ -1,8 +1,9 @@
 """Your own model: PyTorch's examples/mnist style and a raw-pixel MLP, trained briefly,
 saved as their users save them, loaded, adapted, explained and measured."""
 
-import textwrap
+import inspect
 
+import nets
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,46 +15,6 @@ from mnistlens.graph import analyze
 from mnistlens.internals.activations import layer_activations
 from mnistlens.loading import conventions
 from mnistlens.metrics import predict_logits
-
-EXAMPLE_NET = '''
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-class Net(nn.Module):
-    """PyTorch's examples/mnist Net, smaller: functional ReLUs and pooling, dropout,
-    log_softmax, trained on standardized pixels."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, 1)
-        self.conv2 = nn.Conv2d(8, 16, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.fc1 = nn.Linear(16 * 12 * 12, 64)
-        self.fc2 = nn.Linear(64, 10)
-
-    def forward(self, x):
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        x = F.max_pool2d(x, 2)
-        x = self.dropout1(x)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        return F.log_softmax(self.fc2(x), dim=1)
-
-
-class RawMLP(nn.Module):
-    """Takes flat (N, 784) vectors of raw 0-255 pixels, returns logits."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(784, 64)
-        self.fc2 = nn.Linear(64, 10)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x / 255.0 * 4 - 1)))
-'''
 
 
 def _train(model, inputs, labels, log_probs: bool, epochs: int = 1):
@@ -72,20 +33,19 @@ def _train(model, inputs, labels, log_probs: bool, epochs: int = 1):
 
 @pytest.fixture(scope="module")
 def user_files(tmp_path_factory):
-    """Both models trained for a second or two on 5,000 training images and saved: the
-    Net as state_dict + source and as a .pt2 program, the MLP as state_dict + source."""
+    """nets.SmallNet (examples/mnist's Net, narrower) and nets.RawMLP, trained for a
+    second or two on 5,000 training images and saved: the Net as state_dict + source and
+    as a .pt2 program, the MLP as state_dict + source."""
     from mnistlens.data import load_mnist
 
     folder = tmp_path_factory.mktemp("user")
     source = folder / "net.py"
-    source.write_text(textwrap.dedent(EXAMPLE_NET))
-    namespace: dict = {}
-    exec(compile(source.read_text(), str(source), "exec"), namespace)  # the user's own file
+    source.write_text(inspect.getsource(nets))  # the user's own file
     images, labels = load_mnist("train")
     images, labels = images[:5_000], labels[:5_000]
     torch.manual_seed(0)
-    net = _train(namespace["Net"](), (images - 0.1307) / 0.3081, labels, log_probs=True)
-    mlp = _train(namespace["RawMLP"](), images.flatten(1) * 255, labels, log_probs=False)
+    net = _train(nets.SmallNet(), (images - 0.1307) / 0.3081, labels, log_probs=True)
+    mlp = _train(nets.RawMLP(), images.flatten(1) * 255, labels, log_probs=False)
     torch.save(net.state_dict(), folder / "net.pt")
     torch.save(mlp.state_dict(), folder / "mlp.pt")
     program = torch.export.export(
@@ -100,7 +60,7 @@ def loaded(user_files):
     src = user_files["source"]
     folder = user_files["folder"]
     return {
-        "net": mnistlens.load(folder / "net.pt", model_code=f"{src}:Net"),
+        "net": mnistlens.load(folder / "net.pt", model_code=f"{src}:SmallNet"),
         "pt2": mnistlens.load(folder / "net.pt2"),
         "mlp": mnistlens.load(folder / "mlp.pt", model_code=f"{src}:RawMLP"),
     }
@@ -179,9 +139,7 @@ def test_input_convention_given_or_refused(user_files, test_set):
         mnistlens.load(folder / "mlp.pt", model_code=f"{src}:RawMLP", input="bytes")
     torch.manual_seed(0)
     untrained = folder / "untrained.pt"
-    namespace: dict = {}
-    exec(compile(src.read_text(), str(src), "exec"), namespace)
-    torch.save(namespace["RawMLP"]().state_dict(), untrained)
+    torch.save(nets.RawMLP().state_dict(), untrained)
     with pytest.raises(MnistlensError, match="no input convention gives the model 50%"):
         mnistlens.load(untrained, model_code=f"{src}:RawMLP")
 

@@ -130,7 +130,7 @@ def test_damaged_mnist_files_are_named_never_read(tmp_path, damage, problem):
     assert "download it again" in message
 
 
-# ---------------------------------------------------------------- our IDX reader (issue 12)
+# ---------------------------------------------------------------- our IDX reader
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -191,8 +191,8 @@ def test_images_and_labels_must_agree_in_count(tmp_path):
         load_mnist("test", data_dir=tmp_path, download=False)
 
 
-# `mnistlens explain` must stay quick (issue 12): torchvision costs ~1 s to import (it
-# pulls in torch._dynamo) and nothing on this path needs it. An import-set check, not a
+# `mnistlens explain` must answer quickly: torchvision is slow to import (it pulls in
+# torch._dynamo) and nothing on this path needs it. An import-set check, not a
 # time threshold, so it holds on a loaded machine. Captum is imported by the methods
 # that run, not by importing the library. (The explain command itself is checked in
 # test_cli.py's end-to-end run, with -X importtime.)
@@ -204,6 +204,7 @@ print(json.dumps([m for m in ("torchvision", "captum") if m in sys.modules]))
 """
 
 
+@pytest.mark.process
 def test_library_and_data_never_import_torchvision_or_captum(fresh_python):
     """Importing the library and loading MNIST import neither torchvision nor Captum."""
     assert fresh_python(NO_TORCHVISION_SCRIPT) == []

@@ -121,6 +121,8 @@ def test_plots_write_valid_pngs(cnn, test_set, tmp_path):
         assert png.format == "PNG"
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_quickstart_notebook_runs(tmp_path):
     """examples/quickstart.ipynb executes top to bottom (stored without outputs)."""
     from pathlib import Path

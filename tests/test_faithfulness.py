@@ -168,9 +168,9 @@ def test_curves_run_each_distinct_image_once_and_equal_step_by_step(
     maps, steps = ig_maps[:20], 14
     shown = []
 
-    def counting(model, x):
+    def counting(model, x, **options):
         shown.append(len(x))
-        return predict_logits(model, x)
+        return predict_logits(model, x, **options)
 
     monkeypatch.setattr(curves, "predict_logits", counting)
     curve = F.perturbation_curve(cnn, images, maps, target, mode, steps=steps)

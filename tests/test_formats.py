@@ -1,6 +1,7 @@
 """load_any: the model files users have load with their own outputs; nothing in a file runs."""
 
 import importlib.util
+import inspect
 import io
 import json
 import pickle
@@ -10,6 +11,7 @@ import zipfile
 from types import SimpleNamespace
 
 import cli_child
+import nets
 import pytest
 import torch
 
@@ -19,61 +21,6 @@ from mnistlens.loading.formats import load_any
 
 from conftest import CHECKPOINTS, WritesAFile
 
-# PyTorch's examples/mnist `Net` (main.py), as a user has it in their own file; it was
-# trained on normalized pixels. Plus a flat-input MLP, and a class that needs an argument.
-USER_SOURCE = '''
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super(Net, self).__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = self.conv1(x)
-        x = F.relu(x)
-        x = self.conv2(x)
-        x = F.relu(x)
-        x = F.max_pool2d(x, 2)
-        x = self.dropout1(x)
-        x = torch.flatten(x, 1)
-        x = self.fc1(x)
-        x = F.relu(x)
-        x = self.dropout2(x)
-        x = self.fc2(x)
-        output = F.log_softmax(x, dim=1)
-        return output
-
-
-class MLP(nn.Module):
-    """Takes flat images, (N, 784)."""
-
-    def __init__(self, hidden=64):
-        super().__init__()
-        self.fc1 = nn.Linear(784, hidden)
-        self.fc2 = nn.Linear(hidden, 10)
-
-    def forward(self, x):
-        return self.fc2(F.relu(self.fc1(x)))
-
-
-class Wide(nn.Module):
-    def __init__(self, width):
-        super().__init__()
-        self.fc = nn.Linear(784, width)
-        self.head = nn.Linear(width, 10)
-
-    def forward(self, x):
-        return self.head(F.relu(self.fc(x.flatten(1))))
-'''
 BATCH = torch.export.Dim("batch")
 
 
@@ -91,10 +38,12 @@ def refused(path, pattern, **kwargs):
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
-    """The user's source file, their models (seed 0, eval mode) and the files they saved."""
+    """The user's source file (tests/nets.py: PyTorch's examples/mnist Net, a flat-input
+    MLP, a class that needs an argument, ...), their models (seed 0, eval mode) and the
+    files they saved."""
     root = tmp_path_factory.mktemp("user")
     code = root / "net.py"
-    code.write_text(USER_SOURCE)
+    code.write_text(inspect.getsource(nets))
     spec = importlib.util.spec_from_file_location("user_net", code)
     module = importlib.util.module_from_spec(spec)
     sys.modules["user_net"] = module  # so torch.save(model) can pickle the class by name
@@ -177,7 +126,10 @@ def test_model_code_and_arch_together_are_refused(user):
     "model_code, pattern",
     [
         ("{root}/missing.py:Net", "no file .*missing.py"),
-        ("{root}/net.py:Resnet", r"no class 'Resnet'; its nn.Module classes: MLP, Net, Wide"),
+        (
+            "{root}/net.py:Resnet",
+            r"no class 'Resnet'; its nn.Module classes: MLP, Net, RawMLP, SmallNet, TinyNet, Wide",
+        ),
         ("{root}/net.py:Wide", r"Wide\(\) .* needs arguments \(width\); pass them as arch_kwargs"),
         ("{root}/net.py", "must look like path/to/net.py:Net"),
         ("{root}/broken.py:Net", "could not import .*broken.py: ZeroDivisionError"),
@@ -440,7 +392,9 @@ LIVE_PAYLOADS = {
 
 @pytest.fixture(scope="module")
 def crafted(user, tmp_path_factory):
-    """case -> (crafted .pt2, its marker file, whether plain torch.export.load ran it)."""
+    """case -> (crafted .pt2, its marker file, whether plain torch.export.load ran it).
+    What makes its tests slow: the files run in a child of cli_child's fork server,
+    which first imports torch and the command's modules."""
     root = tmp_path_factory.mktemp("crafted")
     probe = root / "probe"  # a module that announces its import, for the import payload
     probe.mkdir()
@@ -462,6 +416,8 @@ def crafted(user, tmp_path_factory):
     return {case: (path, marker, ran[str(path)], probe) for case, (path, marker) in cases.items()}
 
 
+@pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("case", sorted(LIVE_PAYLOADS))
 def test_crafted_program_is_refused_and_never_runs(crafted, case, monkeypatch):
     path, marker, ran, probe = crafted[case]

@@ -1,4 +1,5 @@
-"""Weights, activations and feature visualization on the shipped models (issue: inside)."""
+"""Weights, activations and feature visualization on the shipped models: what is inside
+the network, as the explorer's Inside page and `mnistlens weights/units/visualize` show it."""
 
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """mnistlens.series and the linear recipe: the series builds, trains resumably, and the
-shipped softmax regression's templates look like digits (issue 13)."""
+shipped softmax regression's templates look like digits (its weights are read as
+pictures of the digits, so noise on the never-inked border would mislead)."""
 
 import os
 
@@ -137,7 +138,7 @@ def test_load_series_names_the_missing_members(tmp_path):
     assert list(loaded) == ["cnn"] and loaded["cnn"][1]["test_accuracy"] > 0.99
 
 
-# ---------------------------------------------------------------- the linear recipe (issue 13)
+# ---------------------------------------------------------------- the linear recipe
 
 
 def test_linear_without_normalization_has_no_norm_buffers():
@@ -162,7 +163,7 @@ def test_shipped_linear_templates_look_like_digits(shipped, test_set, train_set)
 
 
 def test_series_mlps_keep_their_first_layer_off_the_empty_border():
-    """Issue 13 item 2: the MLP recipe (SGD on raw pixels) leaves at most a quarter of each
+    """The MLP recipe (SGD on raw pixels) leaves at most a quarter of each
     first-layer unit's squared weight on the outer 4 pixels, where a random init has
     49% (and the earlier AdamW recipe 27-30%); the shipped mlp.pt included."""
     mlps = [n for n in series.list_series() if series.get_member(n).config.arch == "mlp"]

@@ -117,13 +117,15 @@ def test_config_validation(changes, pattern):
         TrainConfig(**changes).validate()
 
 
-# ---------------------------------------------------------------- global RNG (issue 8)
+# ---------------------------------------------------------------- global RNG
+# train() draws from its own generators: a notebook that trains a model and then samples
+# must get the same samples as without the training.
 
 TINY = dict(arch="mlp", arch_kwargs={"hidden": [16]}, epochs=1, batch_size=64, train_subset=256)
 
 
 def test_train_leaves_the_callers_global_rng_state_unchanged():
-    """A caller's random stream continues as if train() had not run (issue 8)."""
+    """A caller's random stream continues as if train() had not run."""
     torch.manual_seed(1234)
     before = torch.get_rng_state()
     expected_next = torch.rand(5)
@@ -144,7 +146,9 @@ def test_training_is_deterministic_whatever_the_callers_rng_state():
         assert torch.equal(tensor, second.state_dict()[name]), name
 
 
-# ---------------------------------------------------------------- SGD, zero init (issue 13)
+# ---------------------------------------------------------------- SGD, zero init
+# The linear model's weights are shown as digit templates: plain SGD from zeros on raw
+# pixels leaves a pixel no training image inks at exactly zero, so the border stays blank.
 
 LINEAR_SGD = dict(
     arch="linear",
@@ -193,7 +197,9 @@ def test_optimizer_options_are_validated(changes, pattern):
         TrainConfig(**changes).validate()
 
 
-# ---------------------------------------------------------------- snapshots for TracIn (issue 11)
+# ---------------------------------------------------------------- snapshots for TracIn
+# TracIn sums over checkpoints saved during training: saving them must not change the
+# training itself.
 
 # A small CNN with batch norm, dropout and augmentation: every random draw in play.
 SNAPSHOT_CNN = dict(
