@@ -153,12 +153,30 @@ else:
 
 # ---------------------------------------------------------------- 5: the run's cache
 
-if "MNISTLENS_TEST_CACHE" not in os.environ:
-    os.environ["MNISTLENS_TEST_CACHE"] = tempfile.mkdtemp(prefix="mnistlens-test-cache-")
-    _made_here = os.environ["MNISTLENS_TEST_CACHE"]
-else:
-    _made_here = None
-os.environ["XDG_CACHE_HOME"] = os.environ["MNISTLENS_TEST_CACHE"]
+_made_here: str | None = None  # the cache this process made, and removes at the end
+
+
+def _the_runs_cache() -> None:
+    """Make the run's cache, or take the one the controller made (a worker)."""
+    global _made_here
+    cache = os.environ.get("MNISTLENS_TEST_CACHE")
+    if not cache:
+        cache = os.environ["MNISTLENS_TEST_CACHE"] = tempfile.mkdtemp(
+            prefix="mnistlens-test-cache-"
+        )
+        _made_here = cache
+    elif not os.path.isdir(cache):  # named, but an earlier run in this process removed it
+        os.makedirs(cache)
+        _made_here = cache
+    os.environ["XDG_CACHE_HOME"] = cache
+
+
+_the_runs_cache()  # at import: before any test module imports mnistlens
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    _the_runs_cache()  # a second run in the same process (pytest.main twice, mutmut)
 
 
 # ---------------------------------------------------------------- 6: exit
