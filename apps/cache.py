@@ -9,18 +9,27 @@ are computed on the first page that needs them and never again in this process.
 
 `st.cache_data` returns a copy of its value (pickled), fine for small results;
 `st.cache_resource` shares one object, used for the 60,000-row training index.
+
+Sessions run in threads of one process, so two of them may compute here at once. Two
+asking for the same entry do not both compute it (Streamlit holds a lock per entry while
+one computes); what no entry can keep apart is the process's random generators
+(`SEEDED`, below). warm.py calls these same functions when the server starts, so the
+pages' first views are here before anyone asks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import streamlit as st
 import torch
 
 from mnistlens import attribution, explain, faithfulness
+from mnistlens.comparison import figures, maps, stats
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
 from mnistlens.influence import model_key
@@ -41,6 +50,25 @@ PROFILE_IMAGES = 2000  # test images behind the activation profiles and top imag
 # digit and should answer within a second; the full run is one notebook line away.
 FEATUREVIZ_STEPS = 100
 CHUNK = 500  # images per forward pass when averaging conv maps (bounded memory)
+COMPARE_STEPS = 32  # integrated gradients' steps in the Compare page's maps
+COMPARE_METHODS = ("saliency", "integrated_gradients", "grad_cam")  # its disagreement grid
+
+# torch's and numpy's global random generators belong to the process, not to a thread.
+# The library seeds them where a result must be repeatable (the noise of SmoothGrad and
+# GradientSHAP, per image; the layers the randomization check re-initializes) inside
+# `torch.random.fork_rng`, which saves and restores the process's state: two such blocks
+# at once draw from each other's streams and reseed each other, and the result depends
+# on the other sessions (with checks running in other threads, a cascade's lower layers
+# changed from run to run, and a SmoothGrad map now and then differed from the same map
+# computed alone). So one seeded computation at a time.
+# Methods that draw nothing (saliency, IG, Grad-CAM, ...) never take this lock.
+SEEDED = threading.RLock()
+
+
+def seeded(*methods: str) -> AbstractContextManager:
+    """SEEDED if one of `methods` draws noise (the registry's `random`), else a no-op."""
+    random = any(attribution.get_spec(m).random for m in methods)
+    return SEEDED if random else nullcontext()
 
 
 @st.cache_data(show_spinner=False)
@@ -54,6 +82,12 @@ def layers(model_name: str) -> tuple[list[str], list[str]]:
 def all_methods() -> list[str]:
     """Every registered attribution method, in the registry's order."""
     return attribution.list_methods()
+
+
+def in_order(methods: list[str], usable: list[str]) -> tuple[str, ...]:
+    """The chosen methods in the order `usable` lists them: one cache entry for a set
+    of methods, whatever the order they were clicked in."""
+    return tuple(sorted(methods, key=usable.index))
 
 
 @st.cache_data(show_spinner=False)
@@ -80,7 +114,10 @@ def explanation(
     image itself is not hashed (leading underscore)."""
     model, _ = get_model(model_name)
     options = attribution.method_options(method, n_steps=steps, baseline=baseline)
-    return explain.explain(model, _image[None], [method], target, measure=True, **{method: options})
+    with seeded(method):
+        return explain.explain(
+            model, _image[None], [method], target, measure=True, **{method: options}
+        )
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -127,9 +164,10 @@ def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
         pass
     images, _ = get_test_set()
     try:
-        cascade = faithfulness.randomization_check(
-            model, images[:SANITY_IMAGES], method, layers=layers, **sanity_options(method)
-        )
+        with SEEDED:  # it re-initializes layers from the seeded global generator
+            cascade = faithfulness.randomization_check(
+                model, images[:SANITY_IMAGES], method, layers=layers, **sanity_options(method)
+            )
     except MnistlensError as err:  # e.g. a torch.export program: no modules to re-initialize
         return {
             "verdict": "n/a",
@@ -160,7 +198,10 @@ def class_maps(model_name: str, method: str, n_images: int) -> torch.Tensor:
     # IG to a 1% completeness tolerance: far fewer passes than 50 fixed steps, for maps
     # that are averaged anyway (benchmarks/README.md).
     options = {"tol": 0.01} if method == "integrated_gradients" else {}
-    return explain.class_mean_maps(model, images[:n_images], labels[:n_images], method, **options)
+    with seeded(method):
+        return explain.class_mean_maps(
+            model, images[:n_images], labels[:n_images], method, **options
+        )
 
 
 @st.cache_data(show_spinner="Recording the layer's activations on the test set ...", max_entries=32)
@@ -208,7 +249,8 @@ def measured(model_name: str, n_images: int, method: str):
     model, _ = get_model(model_name)
     images, _ = get_test_set()
     reference = random_reference(model_name, n_images)
-    return faithfulness.compare_methods(model, images[:n_images], [method], reference=reference)
+    with seeded(method):
+        return faithfulness.compare_methods(model, images[:n_images], [method], reference=reference)
 
 
 def comparison(model_name: str, n_images: int, methods: tuple[str, ...]):
@@ -257,3 +299,70 @@ def training_index(model_name: str):
 
     model, _ = get_model(model_name)
     return influence.training_index(model)
+
+
+# ---------------------------------------------------------------- Compare models
+# Keyed by the models' names and looked up by name (this session's copies), never hashed.
+
+
+def compared_models(names: tuple[str, ...]) -> dict:
+    """name -> (model, meta): series members by name, shipped files by file name; this
+    session's own copies (session.py says why a model is never shared)."""
+    return {n: get_model(n) for n in names}
+
+
+@st.cache_data(show_spinner="Comparing on the 10,000 test images ...", max_entries=16)
+def compare_report(names: tuple[str, ...]) -> dict:
+    """`stats.compare_models` of the models on the whole test set (top 40 disagreements)."""
+    images, labels = get_test_set()
+    return stats.compare_models(compared_models(names), images, labels, top=40)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def compare_figures(names: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """Accuracy against parameters, and per digit: PNG at the explorer's 110 dpi
+    (`charts.png_bytes`), as on the other pages (st.pyplot's 200 dpi is three times the
+    pixels to draw and send)."""
+    result = compare_report(names)
+    return (
+        charts.png_bytes(figures.plot_accuracy_vs_parameters(result)),
+        charts.png_bytes(figures.plot_digit_accuracy(result)),
+    )
+
+
+@st.cache_data(
+    show_spinner="Explaining the images B gets right and A gets wrong ...", max_entries=32
+)
+def pair_maps(names: tuple[str, ...], a: str, b: str) -> tuple[bytes, list[int]] | None:
+    """`maps.where_b_beats_a` for models a and b (integrated gradients), drawn:
+    -> (PNG, the test images' indices); None if B gets no image right that A gets wrong."""
+    images, labels = get_test_set()
+    loaded = compared_models(names)
+    indices = stats.only_right(compare_report(names), b, a)  # known from the comparison
+    try:
+        found = maps.where_b_beats_a(
+            loaded[a][0], loaded[b][0], images, labels, n_steps=COMPARE_STEPS, indices=indices
+        )
+    except MnistlensError:
+        return None
+    png = charts.png_bytes(figures.plot_pair_maps(found, images, a, b))
+    return png, found["indices"].tolist()
+
+
+@st.cache_data(show_spinner="Explaining the image with every model ...", max_entries=64)
+def disagreement_grid(names: tuple[str, ...], index: int) -> bytes:
+    """Test image `index` explained by every model (`maps.explain_models`), the methods
+    every model supports, as a PNG grid (`figures.plot_model_grid`). Keyed by the model
+    names and the index: the models and the image are looked up, not hashed."""
+    image = get_test_set()[0][index].clone()
+    loaded = {n: m for n, (m, _) in compared_models(names).items()}
+    options = {m: attribution.method_options(m, n_steps=COMPARE_STEPS) for m in COMPARE_METHODS}
+    with seeded(*COMPARE_METHODS):
+        results = maps.explain_models(loaded, image[None], list(COMPARE_METHODS), **options)
+    shown = [m for m in COMPARE_METHODS if all(m in r.maps for r in results.values())]
+    titles = {
+        n: f"{n}\npredicts {int(r.predictions[0])} ({float(r.probabilities[0].max()):.0%})"
+        for n, r in results.items()
+    }
+    grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
+    return charts.png_bytes(figures.plot_model_grid(image, grid, titles, f"test image {index}"))

@@ -12,7 +12,9 @@ can call the same way.
 The explorer's own modules sit beside this file (Streamlit puts apps/ on sys.path):
 keys.py names everything a session keeps, catalog.py and session.py hold the data
 and the models, sidebar.py the shared sidebar, url.py the link in the address bar,
-cache.py and charts.py what the pages compute and draw.
+cache.py and charts.py what the pages compute and draw, defaults.py what each page
+shows first, warm.py computes that when the server starts, runtime.py sets up the
+process.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ wanted = url.read_url()
 if wanted in PAGES and PAGES[wanted] is not page:
     # ?page=inside opens that page, as the path /inside does (for links built by hand).
     st.switch_page(PAGES[wanted], query_params=url.view_params())
-sidebar.draw()
-try:
-    page.run()
-finally:
-    url.write_url()
+with runtime.serving():  # the warm-up waits while any session's run is in progress
+    sidebar.draw()
+    try:
+        page.run()
+    finally:
+        url.write_url()

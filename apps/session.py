@@ -9,6 +9,10 @@ exit): with one model object for all sessions, one session's hook recorded anoth
 forward passes and could show the activations of the other user's digit, and two
 overlapping `evaluating(freeze=True)` left the parameters frozen for good.
 
+Outside a session (warm.py's thread computing the first views when the server starts,
+a test calling cache.py directly) a thread has its own copies the same way: no thread
+ever works on another's model object.
+
 Uploads live in the session that made them, and go with it: at most MAX_UPLOADS at a
 time, the oldest dropped first, so no user can fill the server's memory with models.
 """
@@ -18,9 +22,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import tempfile
+import threading
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 from torch import nn
 
 from mnistlens import load, series
@@ -29,6 +35,7 @@ from mnistlens import load, series
 import keys
 
 MAX_UPLOADS = 4  # models one session keeps uploaded
+_OUTSIDE = threading.local()  # a thread's own copies when it runs no session
 
 
 @st.cache_resource(show_spinner=False)
@@ -41,12 +48,16 @@ def _shipped(name: str) -> tuple[nn.Module, dict]:
 
 
 def get_model(name: str) -> tuple[nn.Module, dict]:
-    """The model by name, this session's own: -> (model, meta). An upload is the
-    session's already; a shipped model is copied on the session's first use of it."""
-    uploads = st.session_state.get(keys.UPLOADS, {})
-    if name in uploads:
-        return uploads[name]
-    own = st.session_state.setdefault(keys.MODEL_COPIES, {})
+    """The model by name, this session's own (outside a session, this thread's): ->
+    (model, meta). An upload is the session's already; a shipped model is copied on the
+    session's first use of it."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        own = _OUTSIDE.__dict__.setdefault("models", {})
+    else:
+        uploads = st.session_state.get(keys.UPLOADS, {})
+        if name in uploads:
+            return uploads[name]
+        own = st.session_state.setdefault(keys.MODEL_COPIES, {})
     if name not in own:
         own[name] = copy.deepcopy(_shipped(name))
     return own[name]

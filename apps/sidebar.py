@@ -19,11 +19,12 @@ from mnistlens.errors import MnistlensError
 
 # isort: split
 import catalog
+import defaults
 import keys
 import session
 
-DEFAULT_MODEL = "cnn.pt"
-DEFAULTS = {keys.SOURCE: keys.TEST_IMAGE, keys.INDEX: 42}
+DEFAULT_MODEL = defaults.MODEL
+DEFAULTS = {keys.SOURCE: keys.TEST_IMAGE, keys.INDEX: defaults.INDEX}
 CANVAS = 252  # px: the sidebar's width, less its padding
 
 
@@ -100,9 +101,11 @@ def draw() -> Choice:
     model, meta = session.get_model(name)
     if source == keys.TEST_IMAGE:
         images, labels = catalog.get_test_set()
-        choice = Choice(
-            name, model, meta, images[index], int(labels[index]), index, f"test image {index}"
-        )
+        # A copy, not a view: the test set is shared by every session, and a view would
+        # carry all 10,000 images into what is cached or pickled with the digit (31 MB
+        # for each cached explanation).
+        image = images[index].clone()
+        choice = Choice(name, model, meta, image, int(labels[index]), index, f"test image {index}")
     else:
         choice = Choice(name, model, meta, _drawn_digit(), None, None, "your drawing")
     st.session_state[keys.CHOICE] = choice

@@ -7,6 +7,10 @@ answers its health check, yields the URL and stops the server however the block 
     >>> with serve_app() as url:  # "http://127.0.0.1:PORT/"
     ...     ...  # open url in a browser
 
+The command is `python -m mnistlens.app_server run SCRIPT ...`, which is `streamlit run
+SCRIPT ...` (`main`) plus one thing: with a warm.py beside the script (the explorer's),
+its warm-up starts as soon as the server runs, not at the first visit (apps/warm.py).
+
 Torch-free at import time (the command line imports it too); no Streamlit import.
 """
 
@@ -19,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -28,6 +33,7 @@ from pathlib import Path
 from mnistlens.errors import MnistlensError
 
 HOST = "127.0.0.1"
+WARM = "MNISTLENS_APP_WARM"  # "0" in the server's environment: no warm-up (apps/warm.py)
 # For the page tests and bench_app.py: Debian's chromium, driven by Playwright (its own
 # browser download does not work offline), with what a headless run in a container needs.
 # Debian's chromium-headless-shell (Chrome's old headless mode, what Playwright itself
@@ -53,7 +59,8 @@ def streamlit_command(
     headless: bool = False,
     options: Sequence[str] = (),
 ) -> list[str]:
-    """The command that serves `script` (default: the explorer, `paths.app_path()`).
+    """The command that serves `script` (default: the explorer, `paths.app_path()`):
+    `streamlit run` through `main` below.
 
     port: None keeps Streamlit's default (8501); headless: do not open a browser;
     options: further Streamlit options, e.g. ["--server.address", "127.0.0.1"].
@@ -62,7 +69,7 @@ def streamlit_command(
         from mnistlens.paths import app_path  # imports torch: only when needed
 
         script = app_path()
-    command = [sys.executable, "-m", "streamlit", "run", str(script)]
+    command = [sys.executable, "-m", "mnistlens.app_server", "run", str(script)]
     if port:
         command += ["--server.port", str(port)]
     if headless:
@@ -84,11 +91,15 @@ def serve_app(
     port: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
+    warm: bool = False,
 ) -> Iterator[str]:
     """Serve `script` (default: the explorer) on 127.0.0.1 while the block runs.
 
     port: None picks a free one; env: variables added to this process's environment
-    for the server; timeout: seconds to wait for /_stcore/health to answer "ok".
+    for the server; timeout: seconds to wait for /_stcore/health to answer "ok";
+    warm: let the explorer compute its pages' first views in the background from the
+    start, as `mnistlens app` does (apps/warm.py). Off by default: a test pays only for
+    the pages it opens, and its server computes nothing in its back.
     Yields the URL, "http://127.0.0.1:PORT/". Raises MnistlensError if the server
     exits or does not answer in time (with the end of its output).
 
@@ -105,7 +116,7 @@ def serve_app(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **({} if warm else {WARM: "0"}), **(env or {})},
             start_new_session=True,
         )
         try:
@@ -151,3 +162,47 @@ def _tail(log, chars: int = 1500) -> str:
     log.seek(0)
     text = log.read().decode(errors="replace").strip()
     return text[-chars:] or "(no output)"
+
+
+# ---------------------------------------------------------------- the server process
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m mnistlens.app_server run SCRIPT [streamlit options]`: `streamlit run`;
+    with a warm.py beside SCRIPT, its `start()` is called once the server runs."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) >= 2 and args[0] == "run" and os.environ.get(WARM, "1") != "0":
+        warm = Path(args[1]).absolute().parent / "warm.py"
+        if warm.is_file():
+            threading.Thread(target=_warm_up, args=(warm,), name="warm-start", daemon=True).start()
+    sys.argv = ["streamlit", *args]
+    from streamlit.web.cli import main as streamlit_main
+
+    streamlit_main(prog_name="streamlit")
+
+
+def _warm_up(path: Path, timeout: float = 300.0) -> None:
+    """Once Streamlit's runtime exists (it has read its configuration, imported its
+    server, and put the script's folder on sys.path), import what the pages import
+    (`warm.preload`) and start the warm-up. Until then nothing is imported here: two
+    threads importing the same packages at once is what this waits out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        exists = getattr(sys.modules.get("streamlit.runtime"), "exists", None)
+        if exists is not None and exists():
+            break
+        time.sleep(0.05)
+    else:
+        return  # the server never ran: nothing to warm
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import importlib
+
+    warm = importlib.import_module(path.stem)  # the module the app's runs will import
+    warm.preload()
+    warm.start()
+
+
+if __name__ == "__main__":
+    main()

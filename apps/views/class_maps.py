@@ -15,16 +15,17 @@ from mnistlens import plots
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
 import charts
+import defaults
 import keys
 import sidebar
 
-METHODS = ["saliency", "input_x_gradient", "integrated_gradients", "grad_cam"]
+METHODS = list(defaults.CLASS_METHODS)
 
 choice = sidebar.current()
 st.header("Per-digit maps")
 st.write("For each digit, the mean map over its correctly classified test images.")
 st.session_state.setdefault(keys.CLASS_METHOD, METHODS[0])
-st.session_state.setdefault(keys.CLASS_IMAGES, 500)
+st.session_state.setdefault(keys.CLASS_IMAGES, defaults.CLASS_IMAGES)
 left, right, _ = st.columns([1, 1, 2])
 method = left.selectbox("Method", METHODS, key=keys.CLASS_METHOD, persist_state="session")
 n_images = right.select_slider(

@@ -17,12 +17,10 @@ from mnistlens.metrics import predict_logits
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
 import charts
+import defaults
 import keys
 import sidebar
 
-# The default methods are these, where they can explain the model and pass its
-# sanity check (all three do on the shipped CNN; guided backprop fails it).
-CANDIDATES = ("saliency", "integrated_gradients", "grad_cam")
 COLUMNS = 4  # map tiles per row
 NO_CONTRAST = "(no contrast)"
 
@@ -35,14 +33,14 @@ def sidebar_options() -> dict:
     if keys.METHODS not in st.session_state:  # first visit, no ?methods= in the URL
         st.session_state[keys.METHODS] = [
             m
-            for m in CANDIDATES
+            for m in defaults.EXPLAIN_CANDIDATES  # those that can and pass the sanity check
             if cache.why_not(choice.model_name, m) is None
             and cache.sanity(choice.model_name, m, layers=1)["verdict"] == "pass"
         ]
     for key, value in {
-        keys.TARGET: "predicted",
-        keys.BASELINE: "black",
-        keys.STEPS: 50,
+        keys.TARGET: defaults.EXPLAIN_TARGET,
+        keys.BASELINE: defaults.EXPLAIN_BASELINE,
+        keys.STEPS: defaults.EXPLAIN_STEPS,
         keys.SHARED_SCALE: False,
         keys.CONTRAST: NO_CONTRAST,
     }.items():

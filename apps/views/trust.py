@@ -17,11 +17,9 @@ from mnistlens import faithfulness
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
 import charts
+import defaults
 import keys
 import sidebar
-
-# Guided backprop is in by default because it fails: the page shows what failing looks like.
-DEFAULT = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop", "grad_cam")
 
 
 def top_correlation(entry: dict) -> float | None:
@@ -40,8 +38,8 @@ st.write(
     "the top and check that the maps change (Adebayo et al. 2018)."
 )
 usable = [m for m in cache.all_methods() if cache.why_not(name, m) is None]
-st.session_state.setdefault(keys.TRUST_METHODS, [m for m in DEFAULT if m in usable])
-st.session_state.setdefault(keys.TRUST_IMAGES, 100)
+st.session_state.setdefault(keys.TRUST_METHODS, [m for m in defaults.TRUST_METHODS if m in usable])
+st.session_state.setdefault(keys.TRUST_IMAGES, defaults.TRUST_IMAGES)
 left, right = st.columns([3, 1])
 methods = left.multiselect("Methods", usable, key=keys.TRUST_METHODS, persist_state="session")
 n_images = right.select_slider(
@@ -50,7 +48,7 @@ n_images = right.select_slider(
 if not methods:
     st.warning("Choose at least one method.")
     st.stop()
-chosen = tuple(sorted(methods, key=usable.index))  # one cache entry whatever the click order
+chosen = cache.in_order(methods, usable)
 report, curves = cache.comparison(name, n_images, chosen)
 figures = cache.comparison_figures(name, n_images, chosen)
 
