@@ -12,17 +12,16 @@ are computed on the first page that needs them and never again in this process.
 
 Sessions run in threads of one process, so two of them may compute here at once. Two
 asking for the same entry do not both compute it (Streamlit holds a lock per entry while
-one computes); what no entry can keep apart is the process's random generators
-(`SEEDED`, below). warm.py calls these same functions when the server starts, so the
-pages' first views are here before anyone asks.
+one computes); seeded computations (SmoothGrad's and GradientSHAP's noise, the
+randomization check) run one at a time in the library (`mnistlens.device.fork_rng`),
+since the random generators are the process's. warm.py calls these same functions when
+the server starts, so the pages' first views are here before anyone asks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import streamlit as st
@@ -52,23 +51,6 @@ FEATUREVIZ_STEPS = 100
 CHUNK = 500  # images per forward pass when averaging conv maps (bounded memory)
 COMPARE_STEPS = 32  # integrated gradients' steps in the Compare page's maps
 COMPARE_METHODS = ("saliency", "integrated_gradients", "grad_cam")  # its disagreement grid
-
-# torch's and numpy's global random generators belong to the process, not to a thread.
-# The library seeds them where a result must be repeatable (the noise of SmoothGrad and
-# GradientSHAP, per image; the layers the randomization check re-initializes) inside
-# `torch.random.fork_rng`, which saves and restores the process's state: two such blocks
-# at once draw from each other's streams and reseed each other, and the result depends
-# on the other sessions (with checks running in other threads, a cascade's lower layers
-# changed from run to run, and a SmoothGrad map now and then differed from the same map
-# computed alone). So one seeded computation at a time.
-# Methods that draw nothing (saliency, IG, Grad-CAM, ...) never take this lock.
-SEEDED = threading.RLock()
-
-
-def seeded(*methods: str) -> AbstractContextManager:
-    """SEEDED if one of `methods` draws noise (the registry's `random`), else a no-op."""
-    random = any(attribution.get_spec(m).random for m in methods)
-    return SEEDED if random else nullcontext()
 
 
 @st.cache_data(show_spinner=False)
@@ -114,10 +96,7 @@ def explanation(
     image itself is not hashed (leading underscore)."""
     model, _ = get_model(model_name)
     options = attribution.method_options(method, n_steps=steps, baseline=baseline)
-    with seeded(method):
-        return explain.explain(
-            model, _image[None], [method], target, measure=True, **{method: options}
-        )
+    return explain.explain(model, _image[None], [method], target, measure=True, **{method: options})
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -164,10 +143,9 @@ def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
         pass
     images, _ = get_test_set()
     try:
-        with SEEDED:  # it re-initializes layers from the seeded global generator
-            cascade = faithfulness.randomization_check(
-                model, images[:SANITY_IMAGES], method, layers=layers, **sanity_options(method)
-            )
+        cascade = faithfulness.randomization_check(
+            model, images[:SANITY_IMAGES], method, layers=layers, **sanity_options(method)
+        )
     except MnistlensError as err:  # e.g. a torch.export program: no modules to re-initialize
         return {
             "verdict": "n/a",
@@ -198,10 +176,7 @@ def class_maps(model_name: str, method: str, n_images: int) -> torch.Tensor:
     # IG to a 1% completeness tolerance: far fewer passes than 50 fixed steps, for maps
     # that are averaged anyway (benchmarks/README.md).
     options = {"tol": 0.01} if method == "integrated_gradients" else {}
-    with seeded(method):
-        return explain.class_mean_maps(
-            model, images[:n_images], labels[:n_images], method, **options
-        )
+    return explain.class_mean_maps(model, images[:n_images], labels[:n_images], method, **options)
 
 
 @st.cache_data(show_spinner="Recording the layer's activations on the test set ...", max_entries=32)
@@ -249,8 +224,7 @@ def measured(model_name: str, n_images: int, method: str):
     model, _ = get_model(model_name)
     images, _ = get_test_set()
     reference = random_reference(model_name, n_images)
-    with seeded(method):
-        return faithfulness.compare_methods(model, images[:n_images], [method], reference=reference)
+    return faithfulness.compare_methods(model, images[:n_images], [method], reference=reference)
 
 
 def comparison(model_name: str, n_images: int, methods: tuple[str, ...]):
@@ -357,8 +331,7 @@ def disagreement_grid(names: tuple[str, ...], index: int) -> bytes:
     image = get_test_set()[0][index].clone()
     loaded = {n: m for n, (m, _) in compared_models(names).items()}
     options = {m: attribution.method_options(m, n_steps=COMPARE_STEPS) for m in COMPARE_METHODS}
-    with seeded(*COMPARE_METHODS):
-        results = maps.explain_models(loaded, image[None], list(COMPARE_METHODS), **options)
+    results = maps.explain_models(loaded, image[None], list(COMPARE_METHODS), **options)
     shown = [m for m in COMPARE_METHODS if all(m in r.maps for r in results.values())]
     titles = {
         n: f"{n}\npredicts {int(r.predictions[0])} ({float(r.probabilities[0].max()):.0%})"

@@ -31,10 +31,12 @@ layers on the model as given (`graph.analyze` runs a CPU forward pass).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import re
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -121,12 +123,22 @@ def rows_per_pass(device: torch.device, cpu_rows: int) -> int:
     return cpu_rows if device.type == "cpu" else max(cpu_rows, GPU_ROWS)
 
 
-def fork_rng(device: torch.device) -> AbstractContextManager:
+# torch's and numpy's global generators belong to the process, not to a thread: a seed
+# set in one thread changes the numbers every other thread draws meanwhile, and its
+# restore undoes theirs. So seeded blocks run one at a time (re-entrant: a seeded method
+# inside a seeded check); the explorer serves its sessions from threads of one process.
+_SEEDED = threading.RLock()
+
+
+@contextlib.contextmanager
+def fork_rng(device: torch.device) -> Iterator[None]:
     """`torch.random.fork_rng` for the CPU generator and, on CUDA, `device`'s generator
     too: seeding inside the block (`torch.manual_seed` seeds every device) leaves the
-    caller's random streams as they were, on both."""
+    caller's random streams as they were, on both. One such block at a time in the
+    process (`_SEEDED`)."""
     devices = [device.index] if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
+    with _SEEDED, torch.random.fork_rng(devices=devices):
+        yield
 
 
 def cpu_randn(like: torch.Tensor) -> torch.Tensor:

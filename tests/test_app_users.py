@@ -124,8 +124,8 @@ def test_a_randomization_check_does_not_depend_on_other_sessions(
 ):
     """The Trust page's cascades (layers re-initialized top down from the process's
     random generator, seeded) are the same computed one after the other or in three
-    sessions' threads at once (cache.SEEDED: one seeded computation at a time). Without
-    the lock, every cascade below its top layer came out different."""
+    sessions' threads at once (`mnistlens.device.fork_rng`: one seeded computation at a
+    time). Without that, every cascade below its top layer came out different."""
     cache = importlib.import_module("cache")
     methods = ("saliency", "input_x_gradient", "grad_cam")
 

@@ -7,6 +7,7 @@ import threading
 import torch
 
 from mnistlens import attribution as A
+from mnistlens import faithfulness
 from mnistlens.graph import analyze, fold_batchnorm, trace, with_relu_modules
 
 ROUNDS = 40
@@ -77,3 +78,33 @@ def test_two_threads_tracing_at_once_each_get_their_own_graph(shipped):
     for name, found in graphs.items():
         kinds = {type(m).__name__ for g in found for m in g.modules()}
         assert ("Conv2d" in kinds) == (name == "cnn")
+
+
+def test_seeded_computations_in_threads_equal_those_computed_alone(shipped, test_set):
+    """The randomization check re-initializes layers from torch's global generator, seeded,
+    and SmoothGrad draws its noise from it: three of them at once in threads give what
+    each gives alone (the generator is the process's, so seeded blocks take turns)."""
+    mlp = shipped["mlp"][0]
+    images = test_set[0][:2]
+    jobs = {
+        "saliency": lambda: faithfulness.randomization_check(mlp, images, "saliency"),
+        "ixg": lambda: faithfulness.randomization_check(mlp, images, "input_x_gradient"),
+        "smoothgrad": lambda: A.smoothgrad(mlp, images),
+    }
+    alone = {name: job() for name, job in jobs.items()}
+    together = {}
+
+    def running(name):
+        def job():
+            for _ in range(3):
+                together.setdefault(name, []).append(jobs[name]())
+
+        return job
+
+    assert run_together(*(running(name) for name in jobs)) == []
+    for name, results in together.items():
+        for result in results:
+            if isinstance(result, dict):
+                assert result == alone[name], name
+            else:
+                torch.testing.assert_close(result, alone[name], rtol=0, atol=0)

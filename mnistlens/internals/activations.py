@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mnistlens.device import Device, model_on, resolve_device, rows_per_pass
+from mnistlens.device import Device, fork_rng, model_on, resolve_device, rows_per_pass
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
 from mnistlens.models import evaluating, for_inference, get_layer
@@ -170,7 +170,7 @@ def pca_2d(features: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.T
         top = eigvals.flip(0)[:2].clamp(min=0)  # (2,)
         coords = eigvecs.flip(1)[:, :2] * top.sqrt()  # U S = x V: (N, 2)
         return coords.float(), (top / total).float()
-    with torch.random.fork_rng(devices=[]):
+    with fork_rng(torch.device("cpu")):  # one seeded block at a time in the process
         torch.manual_seed(seed)
         _, s, v = torch.pca_lowrank(x, q=10, center=False, niter=8)
     return (x @ v[:, :2]).float(), (s[:2] ** 2 / total).float()
