@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 # Imported once by the fork server; each child starts with them loaded. torch._dynamo:
 # torch.optim imports it when a run makes its optimizer, a large part of every `train`.
@@ -58,7 +59,16 @@ def start(target, *args) -> Child:
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
     process = _context.Process(target=target, args=args, daemon=True)
-    process.start()
+    # A child re-imports this process's __main__ before it runs (multiprocessing's spawn
+    # preparation). After an AppTest in this process, Streamlit may have left the app's
+    # script there (apps/explore.py, whose imports only work under Streamlit), so the
+    # children get an empty __main__: they need nothing from it.
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        process.start()
+    finally:
+        sys.modules["__main__"] = main
     return Child(process)
 
 
