@@ -60,6 +60,7 @@ import pytest
 MAX_WORKERS = 4
 LONGEST_FIRST = (
     "test_app_browser.py",
+    "test_app_users.py",
     "test_cli.py",
     "test_app.py",
     "test_faithfulness.py",
@@ -85,6 +86,7 @@ LONGEST_FIRST = (
     "test_threads.py",
     "test_unchanged.py",
     "test_prepare.py",
+    "test_cli_options.py",
     "test_models.py",
 )
 

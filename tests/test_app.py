@@ -18,6 +18,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 APPS = Path(__file__).resolve().parent.parent / "apps"
 APP = str(APPS / "explore.py")
 
+# Every test runs whole pages, a second or more each: not in the quick core.
+pytestmark = pytest.mark.slow
+
 
 def apps_module(name: str):
     """One of the explorer's modules: the same object its runs import (Streamlit puts

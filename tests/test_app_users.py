@@ -119,6 +119,7 @@ def apps_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(APPS))
 
 
+@pytest.mark.slow
 def test_a_randomization_check_does_not_depend_on_other_sessions(
     apps_on_path, tmp_path, monkeypatch
 ):
@@ -153,6 +154,7 @@ def test_a_randomization_check_does_not_depend_on_other_sessions(
     assert cascades("together", at_once=True) == alone
 
 
+@pytest.mark.slow
 def test_the_warm_up_computes_what_the_first_page_shows(apps_on_path, monkeypatch):
     """A fresh server computes each page's first view before anyone asks (apps/warm.py)
     with the pages' own cached functions and defaults: after its steps for the Explain

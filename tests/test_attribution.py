@@ -104,6 +104,7 @@ def test_integrated_gradients_completeness_improves_with_steps(cnn, digits):
     assert errors[2] < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["black", "mean", "blur", "noise", 0.5])
 def test_integrated_gradients_baselines_are_complete(cnn, digits, baseline):
     images, _ = digits
@@ -124,6 +125,7 @@ def test_grad_cam_is_non_negative_28x28(cnn, digits):
     assert not torch.equal(maps, A.grad_cam(cnn, digits[0], layer="conv2"))
 
 
+@pytest.mark.slow
 def test_grad_cam_default_layer_beats_random_and_the_raw_conv(cnn, test_set):
     """On 50 test images (every 200th), Grad-CAM at its default layer deletes the
     class clearly faster than a random ranking, and than Grad-CAM on the raw conv3
@@ -166,6 +168,7 @@ def test_grad_cam_refuses_a_model_without_conv(shipped, digits):
         A.grad_cam(shipped["mlp"][0], digits[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "base", ["saliency", "input_x_gradient", "guided_backprop", "grad_cam", "occlusion"]
 )

@@ -16,6 +16,7 @@ from mnistlens.paths import resolve_checkpoint
 from conftest import CHECKPOINTS, REQUIRED_ACCURACY, WritesAFile
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REQUIRED_ACCURACY))
 def test_shipped_checkpoint_reaches_its_accuracy(name, shipped, test_set):
     """Each shipped model, on the full 10k test set, meets the bar and its recorded number."""

@@ -209,6 +209,7 @@ def test_predict_index_42(run):
     assert len(out["probabilities"]) == 10 and sum(out["probabilities"]) == pytest.approx(1, 1e-4)
 
 
+@pytest.mark.slow
 def test_train_writes_a_loadable_checkpoint(run, tmp_path):
     out = tmp_path / "tiny.pt"
     args = ["train", "--arch", "mlp", "--arch-kwargs", "hidden=32,", "dropout=0.05"]
@@ -268,6 +269,7 @@ def test_out_of_range_index(run, index):
     assert_clean_error(result, f"test index {index} is out of range")
 
 
+@pytest.mark.slow
 @pytest.mark.process
 def test_untrusted_pickle_is_refused(tmp_path):
     target = tmp_path / "pwned.txt"
@@ -299,6 +301,7 @@ def test_bad_options(run, args, fragment, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- explain
 
 
+@pytest.mark.slow
 @pytest.mark.process
 def test_explain_index_42_png_and_json(tmp_path):
     """End to end, as a user runs it; without importing torchvision, which is slow to
@@ -365,6 +368,7 @@ def test_explain_target_explains_that_class(run, tmp_path, cnn, test_set):
     assert three["saliency"]["sum"] == pytest.approx(float(expected.sum()), rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options, library",
     [
@@ -388,6 +392,7 @@ def test_explain_ig_options_reach_integrated_gradients(
     assert (given["sum"], given["delta"]) != pytest.approx((default["sum"], default["delta"]))
 
 
+@pytest.mark.slow
 def test_explain_deeplift_takes_the_baseline(run, tmp_path):
     black, _ = _explain_json(run, tmp_path, "--methods", "dl")
     blur, _ = _explain_json(run, tmp_path, "--methods", "dl", "--baseline", "blur")
@@ -437,6 +442,7 @@ def test_explain_errors(run, args, fragment, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- network internals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, extra, expected",
     [
@@ -452,6 +458,7 @@ def test_weights_command_writes_pngs(run, tmp_path, model, extra, expected):
         assert f"wrote {tmp_path / name}" in result.stdout and _is_png(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_units_command_top_images_and_profile(run, tmp_path, small_mnist):
     out = tmp_path / "units.png"
     args = ["--data-dir", small_mnist, "--out", out]  # the first 1,000 test images: faster
@@ -490,6 +497,7 @@ def test_internals_errors(run, args, fragment, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- measure
 
 
+@pytest.mark.slow
 def test_measure_command_json_and_plot(run, tmp_path):
     png = tmp_path / "curves.png"
     result = run(*"measure --model cnn.pt --methods saliency,ig --n 20 --json --plot".split(), png)
@@ -503,6 +511,7 @@ def test_measure_command_json_and_plot(run, tmp_path):
     assert _is_png(png)
 
 
+@pytest.mark.slow
 def test_measure_randomization_adds_the_sanity_check(run):
     args = "measure --model cnn.pt --methods saliency --n 4 --randomization".split()
     result = run(*args, "--json")
@@ -547,6 +556,7 @@ def test_explain_json_carries_each_maps_faithfulness(run, tmp_path, cnn, test_se
     assert grad_cam["deletion_auc"] < grad_cam["random_deletion_auc"]
 
 
+@pytest.mark.slow
 def test_measure_gives_sanity_verdicts_and_captum_metrics(run):
     """On 4 digits the verdicts are as clear as on 8: guided backprop's top-layer rank
     correlation 0.96 (fail), saliency's 0.12 (pass)."""
@@ -602,6 +612,7 @@ def test_inspect_a_users_state_dict_and_program(run, user_model):
     assert "torch-export" in text and "input: unit" in text and "removed" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["state_dict", "pt2"])
 def test_every_command_takes_a_users_model(run, tmp_path, user_model, kind):
     if kind == "pt2":
@@ -659,6 +670,7 @@ def test_users_model_errors_are_one_line(run, tmp_path, user_model, monkeypatch)
 # ---------------------------------------------------------------- series and compare
 
 
+@pytest.mark.slow
 def test_compare_three_shipped_models(run, tmp_path, shipped, test_set, small_mnist):
     """On the first 1,000 test images (--data-dir): accuracies equal evaluate's;
     McNemar's counts recomputed here; the listed disagreements really are images the
@@ -714,6 +726,7 @@ def test_compare_errors_are_one_line(run, tmp_path, monkeypatch):
     assert_clean_error(run("compare", "--models", "linear.pt,mlp.pt", "--maps"), "--out DIR")
 
 
+@pytest.mark.slow
 def test_compare_pair_and_digit_maps(run, tmp_path, shipped, test_set):
     """--pair A,B --maps (first 300 test images): the pair's figure is drawn from
     exactly the images B gets right and A wrong, and the per-digit maps of both models

@@ -92,6 +92,7 @@ def test_predictions_equal_the_raw_models(loaded, user_files, test_set):
     torch.testing.assert_close(predict_logits(loaded["mlp"][0], images), raw_mlp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["net", "pt2", "mlp"])
 def test_explain_units_and_measure_work(loaded, test_set, key):
     model, _ = loaded[key]

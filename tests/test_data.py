@@ -204,6 +204,7 @@ print(json.dumps([m for m in ("torchvision", "captum") if m in sys.modules]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.process
 def test_library_and_data_never_import_torchvision_or_captum(fresh_python):
     """Importing the library and loading MNIST import neither torchvision nor Captum."""

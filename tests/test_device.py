@@ -130,6 +130,7 @@ def test_a_model_that_cannot_be_copied_there_says_what_to_do():
 # ---------------------------------------------------------------- the CPU, bit for bit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["linear", "cnn"])
 def test_every_method_on_cpu_equals_the_default(no_cuda, nets, digits, name):
     model, images = nets[name], digits[0][:6]
@@ -157,6 +158,7 @@ def test_forward_passes_on_cpu_equal_the_default(no_cuda, nets, digits):
         )
 
 
+@pytest.mark.slow
 def test_explain_and_scores_on_cpu_equal_the_default(no_cuda, nets, digits):
     model, images = nets["cnn"], digits[0][:4]
     runs = [
@@ -202,6 +204,7 @@ def test_compare_methods_on_cpu_equals_the_default(no_cuda, nets, digits):
     )
 
 
+@pytest.mark.slow
 def test_training_on_cpu_equals_the_default_and_records_the_device(no_cuda):
     config = TrainConfig(
         arch="cnn", arch_kwargs={"channels": [4], "hidden": 8}, epochs=1, train_subset=256,

@@ -105,6 +105,7 @@ def test_prepare_digit_keeps_aspect_ratio():
     assert rows[-1] - rows[0] + 1 == 20 and cols[-1] - cols[0] + 1 <= 4
 
 
+@pytest.mark.slow
 def test_plots_write_valid_pngs(cnn, test_set, tmp_path):
     images = test_set[0][:1]
     result = explain(cnn, images, ["saliency", "ixg"])
@@ -161,6 +162,7 @@ def test_strokes_on_a_transparent_canvas_become_an_mnist_digit(cnn, test_set, tm
     assert predict_logits(cnn, restored[None]).argmax().item() == 7
 
 
+@pytest.mark.slow
 def test_16_bit_and_huge_pictures(cnn, test_set, tmp_path):
     """A 16-bit grayscale PNG is scaled by its own range; a 10000 x 10000 picture is
     shrunk before decoding to floats (no 400 MB array) and still reads as its digit."""
@@ -176,6 +178,7 @@ def test_16_bit_and_huge_pictures(cnn, test_set, tmp_path):
     assert predict_logits(cnn, restored[None]).argmax().item() == 7
 
 
+@pytest.mark.slow
 def test_where_b_beats_a_uses_exactly_those_images(shipped, test_set):
     """The images the CNN gets right and the linear model wrong, and both models' maps
     of the true class there; the figure draws a mean per digit and the examples."""
@@ -229,6 +232,7 @@ def test_where_b_beats_a_means_each_digit_over_exactly_its_images(shipped, test_
     torch.testing.assert_close(found["mean_b"], weighted)
 
 
+@pytest.mark.slow
 def test_pair_figure_wraps_ten_digits_and_six_examples(shipped, test_set):
     """Ten digit means plus six examples: the means on rows A and B, the examples on a
     second pair of rows (not a 16-panel strip), titled by digit and count or by index;

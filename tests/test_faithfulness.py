@@ -44,6 +44,7 @@ def test_curves_start_and_end_where_they_must(cnn, batch):
     torch.testing.assert_close(insertion[:, 0], blank[:, 0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient", "occlusion"])
 def test_faithful_methods_beat_a_random_ranking(cnn, batch, ig_maps, reference, method):
     """Deleting what the map ranks first hurts the class far more than deleting at random;
@@ -69,6 +70,7 @@ def test_random_reference_is_the_area_of_random_maps(cnn, batch, reference):
         torch.testing.assert_close(reference[f"random_{mode}_auc"][:10], F.area_under_curve(curve))
 
 
+@pytest.mark.slow
 def test_completeness_error_separates_ig_from_saliency(cnn, batch):
     images, target = batch[0][:40], batch[1][:40]
     ig = A.integrated_gradients(cnn, images, target, n_steps=64)
@@ -109,6 +111,7 @@ def test_guided_backprop_ignores_the_top_layer(cnn, batch):
     assert guided["head"] > 0.8 > plain["head"]
 
 
+@pytest.mark.slow
 def test_score_maps_is_per_image_chunk_independent_and_matches_the_curves(cnn, batch):
     """Per-image scores equal the curve areas computed directly, whatever the chunk size,
     and the random reference of an image does not depend on its batch-mates."""
@@ -198,6 +201,7 @@ def test_perturbation_curve_bad_mode_is_the_library_error(cnn, batch):
         F.perturbation_curve(cnn, images[:2], images[:2], target[:2], "sideways")
 
 
+@pytest.mark.slow
 def test_sanity_verdicts_separate_the_known_cases(cnn, batch):
     """Saliency, IG and input x gradient pass the model-randomization check; guided
     backprop fails it. Over all 784 pixels IG would look as insensitive as guided
@@ -231,6 +235,7 @@ def test_compare_methods_reports_the_verdict_and_its_rule(cnn, batch):
     assert curves["saliency"]["deletion"].shape == (10, 29)
 
 
+@pytest.mark.slow
 def test_captum_metrics_are_reported_with_a_random_reference(cnn, batch):
     """infidelity and sensitivity_max come from captum.metrics: finite, non-negative,
     and occlusion's coarse windows are more stable under small noise than saliency
@@ -288,6 +293,7 @@ def test_a_shared_random_reference_scores_like_a_fresh_one(cnn, batch):
         F.score_maps(cnn, images[:5], maps[:5], target[:5], reference=reference)
 
 
+@pytest.mark.slow
 def test_compare_methods_takes_the_reference_once_computed(cnn, batch, monkeypatch):
     """Methods measured one call at a time (as the explorer adds them) reuse one random
     reference: the same report as computing it, which then is not computed again."""

@@ -28,6 +28,7 @@ def test_folding_batchnorm_keeps_the_function(cnn, batch):
     assert prepare_for_explanation(fast) is fast  # a prepared copy is not copied again
 
 
+@pytest.mark.slow
 def test_ig_fixed_equals_captum(cnn, batch):
     images, target = batch
     base = torch.zeros_like(images)
@@ -60,6 +61,7 @@ def test_adaptive_reaches_the_tolerance_with_honest_deltas(cnn, batch):
     assert (result.steps <= 256).all() and result.steps.float().mean() < 50
 
 
+@pytest.mark.slow
 def test_adaptive_maps_approach_the_exact_integral(cnn, batch):
     """Tighter tolerance -> closer to a 256-step reference (on 10 digits: relative L1
     0.046 against 0.096; on 20, 0.055 against 0.096)."""

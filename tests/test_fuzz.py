@@ -16,6 +16,9 @@ from mnistlens import MnistlensError, faithfulness, metrics
 from mnistlens import attribution as A
 from mnistlens.internals import activations
 
+# Many generated inputs per test: the whole suite runs them, the quick core does not.
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(
     max_examples=25,
     deadline=None,  # shared CPUs: timing is not what is tested here

@@ -200,6 +200,7 @@ def assert_close_rows(mine, reference, rel=1e-4):
     assert ((mine.double() - reference.double()).abs() <= rel * scale).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, subset", [("mlp", 2000), ("cnn", 500)])
 def test_fast_tracin_equals_captum(name, subset, shipped, cache, test_set, train_set):
     """Our scores from cached factors = Captum's TracInCPFast.influence on a subset, for
@@ -322,6 +323,7 @@ def test_checkpoint_without_snapshots_uses_the_final_weights(
         assert torch.equal(result.opponent_scores, default.opponent_scores)
 
 
+@pytest.mark.slow
 def test_snapshot_factors_are_cached_per_weights(snapshot_run, tmp_path, test_set, monkeypatch):
     """One pass and one cache file per snapshot, read back without a pass; a retrained
     model's snapshots (other weights) get their own files, never the old ones."""
@@ -365,6 +367,7 @@ def test_snapshots_of_other_weights_or_malformed_are_refused(snapshot_run, mlp, 
 # ---------------------------------------------------------------- caches
 
 
+@pytest.mark.slow
 def test_disk_cache_is_reused_and_bad_files_rebuilt(mlp, cache, tmp_path, monkeypatch):
     """A second build reads the file (no pass, file untouched); an unreadable file, one
     made for other weights, and a pickle that would run code are all rebuilt."""

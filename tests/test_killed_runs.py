@@ -35,6 +35,10 @@ from conftest import CHECKPOINTS
 
 TIMEOUT = 120  # seconds a run may take before the test gives up on it
 
+# Each test starts runs in other processes and waits for them: the whole suite runs
+# them, the quick core does not.
+pytestmark = pytest.mark.slow
+
 
 def start(args, tmp_path, pause_when=None, target=None):
     """Start `mnistlens ARGS` (pausing at the rename of `target` if pause_when is given);
@@ -222,6 +226,7 @@ def assert_old_or_complete_maps(path, expected):
     return "new"
 
 
+@pytest.mark.slow
 @pytest.mark.process
 def test_explain_all_killed_while_writing(tmp_path, old_maps, saliency_maps):
     """Killed as soon as anything new shows in the output folder (a temporary being
@@ -246,6 +251,7 @@ def test_explain_all_killed_while_writing(tmp_path, old_maps, saliency_maps):
     assert_leftovers_are_temporaries(folder, "maps.npy")
 
 
+@pytest.mark.slow
 @pytest.mark.process
 def test_explain_all_killed_while_computing_then_run_to_the_end(tmp_path, saliency_maps):
     """Killed mid-run with no earlier file: no output at all; run again to the end, the

@@ -90,6 +90,7 @@ def test_bad_overrides_fail_before_any_training(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_train_series_end_to_end_and_resumable(tmp_path, monkeypatch):
     """Two members trained into a tmp dir; a second call trains nothing; force retrains."""
     only = ["linear", "mlp-32"]

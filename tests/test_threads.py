@@ -4,6 +4,7 @@ in one thread never breaks or changes another thread's forward and backward pass
 import copy
 import threading
 
+import pytest
 import torch
 
 from mnistlens import attribution as A
@@ -33,6 +34,7 @@ def run_together(*jobs):
     return errors
 
 
+@pytest.mark.slow
 def test_tracing_in_one_thread_leaves_another_threads_maps_alone(shipped, test_set):
     """While one thread traces fresh copies of the MLP over and over (what preparing a
     model for a method does), another computes the CNN's saliency maps: every map equals

@@ -33,6 +33,7 @@ def test_short_run_beats_chance_clearly(quick_run):
     assert meta["history"][0]["loss"] < 2.3  # below the loss of uniform guessing, ln(10)
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_other_weights(quick_run):
     model, _ = quick_run
     again, _ = train(TrainConfig(**QUICK), progress=False)
@@ -222,6 +223,7 @@ def test_snapshot_epochs_are_evenly_spaced_and_end_at_the_last():
     assert snapshot_epochs(5, 0) == []
 
 
+@pytest.mark.slow
 def test_snapshots_leave_training_bit_identical():
     """Keeping snapshots copies weights and draws nothing: same weights, same history."""
     plain, plain_meta = train(TrainConfig(**SNAPSHOT_CNN), progress=False)
@@ -233,6 +235,7 @@ def test_snapshots_leave_training_bit_identical():
     assert plain_meta["test_accuracy"] == kept_meta["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_snapshots_hold_their_epochs_weights_and_learning_rates():
     """2 snapshots of 3 epochs: after epochs 1 and 3, the last = the final weights, each
     with the mean one-cycle learning rate of the steps since the previous snapshot."""

@@ -156,6 +156,7 @@ def test_a_digit_photographed_on_grey_paper_reads_as_mnist(tmp_path, test_set, c
         assert int(predict_logits(cnn, digit[None]).argmax()) == int(labels[i])
 
 
+@pytest.mark.slow
 def test_explain_all_with_a_target_explains_that_class_everywhere(tmp_path, shipped, test_set):
     """`explain --all --target 3` on softmax regression: every map is IG's closed form
     for class 3, the input times the class's (constant) input gradient."""
