@@ -136,6 +136,11 @@ def test_completeness_error_of_a_map_summing_to_twice_the_gap_is_one():
     torch.testing.assert_close(error, torch.zeros(3), rtol=0, atol=1e-5)
     error = completeness_error(net, images, 2 * exact, target)
     torch.testing.assert_close(error, torch.ones(3), rtol=0, atol=1e-5)
+    grey = torch.full((1, 1, 28, 28), 0.5)  # against another baseline, another gap
+    from_grey = (images - grey) * weights  # sums to f(x) - f(grey)
+    error = completeness_error(net, images, from_grey, target, baseline=grey)
+    torch.testing.assert_close(error, torch.zeros(3), rtol=0, atol=1e-5)
+    assert bool((completeness_error(net, images, from_grey, target) > 0.01).all())
 
 
 def test_a_digit_photographed_on_grey_paper_reads_as_mnist(tmp_path, test_set, cnn):
