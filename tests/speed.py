@@ -87,6 +87,7 @@ LONGEST_FIRST = (
     "test_unchanged.py",
     "test_prepare.py",
     "test_cli_options.py",
+    "test_app_keys.py",
     "test_models.py",
 )
 
