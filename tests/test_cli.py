@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from mnistlens import attribution, cli, load_model
-from mnistlens.commands._common import parse_value
 from mnistlens.data import resolve_data_dir
+from mnistlens.options import parse_value
 
 from conftest import CHECKPOINTS, WritesAFile
 

@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnistlens.options import parse_options
+
 if TYPE_CHECKING:
     import torch
 
@@ -20,37 +22,20 @@ if TYPE_CHECKING:
 Parents = dict[str, argparse.ArgumentParser]
 
 
-def parse_value(text: str) -> bool | int | float | list[int]:
-    """'true' -> True, '32' -> 32, '0.1' -> 0.1, '32,64' -> [32, 64], '32,' -> [32]."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        if "," not in text:
-            return int(text) if text.lstrip("+-").isdigit() else float(text)
-        values = [int(part) for part in text.split(",") if part.strip()]
-        if values:
-            return values
-    except ValueError:
-        pass
-    raise ValueError(f"bad value {text!r}: expected true/false, an int, a float or ints like 32,64")
-
-
 class KeyValues(argparse.Action):
-    """Collect KEY=VALUE pairs (separated by spaces or ';') into one dict."""
+    """Collect KEY=VALUE pairs (separated by spaces or ';') into one dict, in the grammar
+    of `options.parse_options`; a repeated option adds to it."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        pairs = dict(getattr(namespace, self.dest) or {})  # a repeated option adds to it
-        for item in re.split(r"[;\s]+", " ".join(values).strip()):
-            key, equals, text = item.partition("=")
-            if not (equals and key.isidentifier()):
-                parser.error(f"argument {option_string}: expected KEY=VALUE, got {item!r}")
+        pairs = dict(getattr(namespace, self.dest) or {})
+        try:
+            given = parse_options(" ".join(values))
+        except ValueError as err:
+            parser.error(f"argument {option_string}: {err}")
+        for key in given:
             if key in pairs:
                 parser.error(f"argument {option_string}: {key} given twice")
-            try:
-                pairs[key] = parse_value(text)
-            except ValueError as err:
-                parser.error(f"argument {option_string}: {key}: {err}")
-        setattr(namespace, self.dest, pairs)
+        setattr(namespace, self.dest, {**pairs, **given})
 
 
 def device_name(text: str) -> str:
