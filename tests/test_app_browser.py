@@ -65,7 +65,7 @@ def browser():
 @pytest.fixture(scope="module")
 def context(browser):
     """One browser context for every page: its pages share the HTTP cache (a page load
-    costs the browser ~0.5 s less CPU than in a new context), and each page is still a
+    costs the browser less CPU than in a new context), and each page is still a
     Streamlit session of its own (a session is one page's connection, not a cookie), as
     each user's would be."""
     context = browser.new_context(viewport={"width": 1500, "height": 1100})
@@ -191,8 +191,8 @@ def upload(page, path: Path) -> None:
 
 def assert_own_view(page, index: int, label: int, prediction: int) -> None:
     """After reruns (a page switch and back) the session still shows its own digit.
-    (Your model: the page that computes nothing; Inside on the CNN would cost the
-    server ~1.5 s a digit.)"""
+    (Your model: the page that computes nothing; Inside on the CNN would make the
+    server compute a digit's activations.)"""
     go_to(page, "Your model", "Upload a file")
     go_to(page, "Explain a digit", f"True label {label}")
     assert page.get_by_text(f"predicted {prediction}", exact=True).count() >= 1
