@@ -2,8 +2,8 @@
 (opponents) the loss of a prediction most (Pruthi et al. 2020, arXiv:2002.08484).
 
 Why it is computed here rather than by Captum's `TracInCPFast.influence`: Captum re-runs
-the model over the whole training set on every call (seconds per query for the
-shipped MLP, a full training pass for the CNN: benchmarks/README.md), while its scores are products of per-training-
+the model over the whole training set on every call (seconds per query for the shipped
+MLP, a full training pass for the CNN), while its scores are products of per-training-
 image factors that do not depend on the query. The factors are computed once per set of
 weights and cached (`passes.build`, `cache.py`); tests check the scores against
 `TracInCPFast.influence` itself, with one checkpoint and with several.
