@@ -96,7 +96,27 @@ def explanation(
     image itself is not hashed (leading underscore)."""
     model, _ = get_model(model_name)
     options = attribution.method_options(method, n_steps=steps, baseline=baseline)
-    return explain.explain(model, _image[None], [method], target, measure=True, **{method: options})
+    reference = random_ranking(model_name, digit, _image, target)
+    return explain.explain(
+        model,
+        _image[None],
+        [method],
+        target,
+        measure=True,
+        reference=reference,
+        **{method: options},
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def random_ranking(model_name: str, digit: str, _image: torch.Tensor, target: int | None):
+    """The random ranking every method's maps of this digit are scored against: the same
+    for all of them, so computed once (`faithfulness.random_reference`)."""
+    model, _ = get_model(model_name)
+    images = _image[None]  # (1, 1, 28, 28)
+    return faithfulness.random_reference(
+        model, images, attribution.resolve_target(model, images, target)
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -54,6 +54,7 @@ def explain(
     target: A.Target = None,
     measure: bool = False,
     *,
+    reference: dict[str, torch.Tensor] | None = None,
     device: Device = "auto",
     **options: dict,
 ) -> Explanation:
@@ -66,6 +67,9 @@ def explain(
         target: None (each image's predicted class), an int, or (N,) classes.
         measure: also score every map (deletion/insertion against a random ranking,
             completeness where claimed): `result.scores[method]`.
+        reference: with measure, `faithfulness.random_reference(model, images, target)`
+            if already computed for these images and targets (e.g. when methods are
+            explained one call at a time, as the explorer does); else computed here.
         device: where the model runs, "auto" (CUDA if available, else the CPU), "cpu"
             or "cuda[:N]"; every tensor of the result is on the CPU.
         options: per-method options keyed by method name, e.g.
@@ -93,7 +97,8 @@ def explain(
     target = A.resolve_target(placed, images, target, device=device)
     result = Explanation(images, target, probabilities.argmax(dim=1), probabilities)
     # The random ranking every map is scored against is the same for all methods.
-    reference = random_reference(placed, images, target, device=device) if measure else None
+    if measure and reference is None:
+        reference = random_reference(placed, images, target, device=device)
     for name, alias in zip(canonical, methods, strict=True):
         opts = dict(options.get(name, options.get(alias, {})))
         if name == "integrated_gradients":  # its delta comes free with the maps

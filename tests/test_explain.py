@@ -25,6 +25,26 @@ def test_explain_bundles_maps_predictions_and_deltas(cnn, test_set):
     assert torch.equal(result.maps["saliency"], A.saliency(cnn, images))
 
 
+def test_a_reference_computed_once_scores_every_method_as_a_fresh_one(
+    shipped, test_set, monkeypatch
+):
+    """Methods explained one call at a time (as the explorer does) can share the random
+    ranking they are scored against: the scores equal those of one call with both."""
+    from mnistlens import explain as module
+    from mnistlens.faithfulness import random_reference
+
+    mlp, images = shipped["mlp"][0], test_set[0][:3]
+    together = explain(mlp, images, ["saliency", "ig"], measure=True)
+    reference = random_reference(mlp, images, together.target)
+    monkeypatch.setattr(module, "random_reference", None)  # calling it would fail
+    for method in ("saliency", "integrated_gradients"):
+        alone = explain(mlp, images, [method], measure=True, reference=reference)
+        for field in ("deletion_auc", "insertion_auc", "random_deletion_auc"):
+            torch.testing.assert_close(
+                getattr(alone.scores[method], field), getattr(together.scores[method], field)
+            )
+
+
 def test_explain_rejects_options_for_methods_not_asked(cnn, test_set):
     with pytest.raises(MnistlensError, match="options given for methods not requested"):
         explain(cnn, test_set[0][:2], ["saliency"], occlusion={"window": 3})
