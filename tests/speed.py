@@ -88,6 +88,7 @@ LONGEST_FIRST = (
     "test_prepare.py",
     "test_cli_options.py",
     "test_app_keys.py",
+    "test_options.py",
     "test_models.py",
 )
 
