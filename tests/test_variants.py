@@ -55,6 +55,7 @@ def test_a_final_softmax_is_removed_and_the_logits_are_its_input(tmp_path, name,
     torch.save(net.state_dict(), tmp_path / "net.pt")
     model, meta = mnistlens.load(tmp_path / "net.pt", model_code=f"{code}:{name}", input="unit")
     assert meta["output_removed"] is True and meta["outputs"] == "probabilities"
+    assert {"deeplift", "guided_backprop"} <= set(A.applicable_methods(model))  # traceable
     images = test_set[0][:16]
     logits = predict_logits(model, images)
     assert not torch.allclose(logits.sum(dim=1), torch.ones(16))  # not probabilities
