@@ -5,9 +5,8 @@ same number of evenly placed steps and cannot stop early. Along the path from th
 baseline a ReLU network is piecewise linear: most stretches need one gradient, the
 few kinks with large jumps need many. This module does what Captum lacks:
 
-- `prepare_for_explanation`: a copy of the model that computes the same function,
-  faster: batch norm folded into the preceding convolution (at eval time it is an
-  affine map per channel), channels-last memory layout, no parameter gradients.
+- every pass runs on `graph.prepare_for_explanation(model)`: the same function,
+  faster (batch norm folded, channels-last, no parameter gradients);
 - `ig_fixed`: IG with n Gauss-Legendre points over all (image, step) pairs of a
   chunk, in cache-sized passes, plus f(x) and f(baseline) for the completeness error
   (the reference implementation the tests compare Captum and the adaptive mode with).

@@ -1,9 +1,9 @@
-"""Model preparation: one pass that knows a model's layers, in the order they run.
+"""One pass that knows a model's layers, in the order they run.
 
 Everything that asks "which layers, in which order?" asks here: Grad-CAM's default
 layer, the hidden layers the app and `units` offer, the top-down order of the
-randomization sanity check, batch-norm folding for fast integrated gradients, and
-the rewriting a user's own model needs before Captum can explain it.
+randomization sanity check, and the rewrites in `rewrite.py` (batch-norm folding, ReLU
+modules, a final softmax removed), which edit the graph traced here.
 
 The layers come from a torch.fx trace (https://pytorch.org/docs/stable/fx.html), so
 functional calls (`F.relu(x)`, `torch.flatten`) are seen as well as modules. A model

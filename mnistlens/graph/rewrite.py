@@ -1,4 +1,13 @@
-"""Rewrites that keep a model's function and make it explainable or fast."""
+"""Rewrites that keep a model's function and make it explainable or fast.
+
+- `with_relu_modules`: functional ReLUs become `nn.ReLU` modules, one per call, as
+  Captum's DeepLIFT and guided backprop need;
+- `strip_output_softmax`: a final (log-)softmax removed, so methods attribute logits;
+- `fold_batchnorm`: batch norm folded into the convolution before it (at eval time it
+  is an affine map per channel);
+- `prepare_for_explanation`: the fast frozen copy every gradient method runs on (batch
+  norm folded, channels-last, no parameter gradients).
+"""
 
 from __future__ import annotations
 
