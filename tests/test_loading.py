@@ -9,6 +9,7 @@ import mnistlens
 from mnistlens import attribution as A
 from mnistlens.faithfulness import method_completeness_error
 from mnistlens.graph import analyze
+from mnistlens.loading import conventions
 from mnistlens.metrics import predict_logits
 
 
@@ -93,5 +94,13 @@ def test_a_program_that_names_its_batch_runs_image_by_image(tmp_path, test_set):
     path = export(net, tmp_path / "one.pt2", dynamic=False)
     model, meta = mnistlens.load_model(path, input="unit")  # untrained: no convention wins
     assert meta["per_image"] is True
+    assert "image by image" in conventions._batch(meta)  # what `inspect` prints
     images = test_set[0][:3]
     torch.testing.assert_close(model(images), net(images), rtol=1e-5, atol=1e-5)
+
+
+def test_inspect_says_how_a_program_takes_its_batch(programs):
+    from mnistlens.loading.conventions import describe
+
+    assert describe(*programs["dynamic"])["batch"] == "any"
+    assert describe(*programs["static"])["batch"].startswith("exported for 1 image, runs whole")

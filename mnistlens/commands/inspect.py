@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"input: {facts['input']} ({facts['input_reason']}), per image {facts['input_shape']}")
     removed = " (removed: methods attribute the logits)" if facts["output_removed"] else ""
     print(f"outputs: {facts['outputs']}{removed}")
+    print(f"batch: {facts['batch']}")
     if facts["relu_modules"]:
         print("functional ReLUs rewritten into modules (for DeepLIFT and guided backprop)")
     for note in facts["notes"]:

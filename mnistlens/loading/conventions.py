@@ -125,6 +125,15 @@ def choose_convention(
     return best, reason, accuracies
 
 
+def _batch(meta: dict) -> str:
+    """How the model takes a batch: a torch.export program may be fixed at one image."""
+    if meta.get("format") != "torch-export" or meta.get("dynamic_batch"):
+        return "any"
+    if meta.get("per_image"):
+        return "exported for 1 image, run image by image (its graph names the batch size)"
+    return "exported for 1 image, runs whole batches (checked against image by image)"
+
+
 def describe(model: nn.Module, meta: dict, data_dir: str | os.PathLike | None = None) -> dict:
     """What mnistlens sees in a loaded model, JSON-ready (what `mnistlens inspect` prints):
     format, input convention and why, output kind and what was done to it, layers in
@@ -151,6 +160,7 @@ def describe(model: nn.Module, meta: dict, data_dir: str | os.PathLike | None = 
         "output_removed": meta.get("output_removed", False),
         "relu_modules": meta.get("relu_modules", False),
         "notes": meta.get("notes", []),
+        "batch": _batch(meta),
         "traced": info.traced,
         "layers": [
             {
