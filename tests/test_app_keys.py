@@ -10,6 +10,9 @@ import torch
 
 pytest.importorskip("streamlit")
 
+# Importing the explorer's modules imports Streamlit: seconds the quick core does without.
+pytestmark = pytest.mark.slow
+
 APPS = Path(__file__).resolve().parent.parent / "apps"
 
 

@@ -99,6 +99,7 @@ def test_a_program_that_names_its_batch_runs_image_by_image(tmp_path, test_set):
     torch.testing.assert_close(model(images), net(images), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inspect_says_how_a_program_takes_its_batch(programs):
     from mnistlens.loading.conventions import describe
 
