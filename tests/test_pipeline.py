@@ -16,19 +16,39 @@ def two(shipped):
 
 
 @pytest.mark.slow
-def test_run_writes_the_figures_and_the_report_it_lists(two, test_set, tmp_path):
+def test_run_writes_the_figures_and_the_report_it_lists(two, test_set, tmp_path, monkeypatch):
     """The report's table has a row per model and links only figures written beside
     it; the pair's images are exactly those softmax regression gets right and the MLP
-    wrong (B right, A wrong: few images, so the maps are quick)."""
-    docs = tmp_path / "docs"
+    wrong (B right, A wrong: few images, so the maps are quick); the maps drawn into
+    both folders are computed once."""
+    from mnistlens import explain
+    from mnistlens.comparison import maps
+
+    calls = []
+
+    def counted(function):
+        def wrapper(*args, **kwargs):
+            calls.append(function.__name__)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(explain, "class_mean_maps", counted(explain.class_mean_maps))
+    monkeypatch.setattr(maps, "where_b_beats_a", counted(maps.where_b_beats_a))
+    docs, out = tmp_path / "docs", tmp_path / "out"
     report = comparison.run(
         two,
+        out=out,
+        maps=True,
         pair=["mlp", "linear"],
         report_dir=docs,
         questions={"mlp": "Q"},
         digit_map_images=100,
         faithfulness_every=500,
     )
+    assert sorted(calls) == ["class_mean_maps"] * 2 + ["where_b_beats_a"]  # 2 models, 1 pair
+    for name in ("pair_maps.png", "digit_maps.png"):
+        assert (out / name).read_bytes() == (docs / name).read_bytes()
     assert [m["name"] for m in report["models"]] == ["linear", "mlp"]
     page = (docs / "architectures.md").read_text()
     assert report["report"] == str(docs / "architectures.md")

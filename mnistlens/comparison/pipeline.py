@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from torch import nn
 
 from mnistlens.device import Device
@@ -94,21 +95,13 @@ def write_plots(report: dict, images, folder: str | Path) -> dict[str, str]:
 
 
 def pair_figure(
-    pair: tuple[str, str],
-    report: dict,
-    models: Models,
-    images,
-    labels,
-    folder: str | Path,
-    device: Device = "auto",
-) -> str:
+    pair: tuple[str, str], report: dict, models: Models, images, labels, device: Device = "auto"
+) -> Figure:
     """Both models' IG maps on the images B gets right and A wrong
-    (`maps.where_b_beats_a`), saved in `folder`; records them in report["pair_maps"];
-    -> the figure's path."""
+    (`maps.where_b_beats_a`); records those images in report["pair_maps"]."""
     from mnistlens.comparison.figures import plot_pair_maps
     from mnistlens.comparison.maps import where_b_beats_a
     from mnistlens.comparison.stats import only_right
-    from mnistlens.plots import save_figure
 
     a, b = pair
     found = where_b_beats_a(
@@ -126,23 +119,17 @@ def pair_figure(
         "n_images": len(found["indices"]),
         "indices": found["indices"].tolist(),
     }
-    fig = plot_pair_maps(found, images, a, b)
-    return str(save_figure(fig, Path(folder) / "pair_maps.png"))
+    return plot_pair_maps(found, images, a, b)
 
 
 def digit_maps_figure(
-    models: Models,
-    images,
-    labels,
-    folder: str | Path,
-    n_images: int = DIGIT_MAP_IMAGES,
-    device: Device = "auto",
-) -> str:
+    models: Models, images, labels, n_images: int = DIGIT_MAP_IMAGES, device: Device = "auto"
+) -> Figure:
     """Per model, the mean IG map of each digit over its correctly classified images
     among the first `n_images` test images (`explain.class_mean_maps`), one row per
-    model; saved in `folder` as digit_maps.png -> its path."""
+    model."""
     from mnistlens.explain import class_mean_maps
-    from mnistlens.plots import plot_class_maps, save_figure
+    from mnistlens.plots import plot_class_maps
 
     x, y = images[:n_images], labels[:n_images]
     maps = {
@@ -153,7 +140,7 @@ def digit_maps_figure(
         f"What each model looks at: mean integrated gradients per digit "
         f"(first {n_images:,} test images, correct ones; one scale per row)"
     )
-    return str(save_figure(plot_class_maps(maps, title), Path(folder) / "digit_maps.png"))
+    return plot_class_maps(maps, title)
 
 
 def run(
@@ -198,6 +185,7 @@ def run(
     from mnistlens.comparison import report as page
     from mnistlens.comparison.stats import compare_models, default_pair
     from mnistlens.data import load_mnist
+    from mnistlens.plots import save_figure
 
     for folder in (out, report_dir):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
@@ -216,25 +204,34 @@ def run(
         chosen = asked or default_pair(report)
     elif asked:
         chosen = asked
+    drawn: dict[str, Figure] = {}  # the maps' figures, computed once for both folders
+
+    def saved(name: str, folder, draw) -> str:
+        if name not in drawn:
+            drawn[name] = draw()
+        return str(save_figure(drawn[name], Path(folder) / f"{name}.png"))
+
+    def pair_maps():
+        return pair_figure(chosen, report, models, images, labels, device)
+
+    def digit_maps():
+        return digit_maps_figure(models, images, labels, digit_map_images, device)
+
     if out:
         report["plots"] = write_plots(report, images, out)
         if chosen is not None and (maps or pair):
-            report["plots"]["pair_maps"] = pair_figure(
-                chosen, report, models, images, labels, out, device
-            )
+            report["plots"]["pair_maps"] = saved("pair_maps", out, pair_maps)
         if maps:
-            report["plots"]["digit_maps"] = digit_maps_figure(
-                models, images, labels, out, digit_map_images, device
-            )
+            report["plots"]["digit_maps"] = saved("digit_maps", out, digit_maps)
     if report_dir:
         figures = write_plots(report, images, report_dir)
-        figures["What each model looks at, digit by digit"] = digit_maps_figure(
-            models, images, labels, report_dir, digit_map_images, device
+        figures["What each model looks at, digit by digit"] = saved(
+            "digit_maps", report_dir, digit_maps
         )
         if chosen is not None:
             a, b = chosen
-            figures[f"What {b} looks at that {a} misses"] = pair_figure(
-                chosen, report, models, images, labels, report_dir, device
+            figures[f"What {b} looks at that {a} misses"] = saved(
+                "pair_maps", report_dir, pair_maps
             )
         text = page.markdown(
             report,
