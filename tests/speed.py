@@ -89,6 +89,7 @@ LONGEST_FIRST = (
     "test_cli_options.py",
     "test_app_keys.py",
     "test_options.py",
+    "test_transforms.py",
     "test_models.py",
 )
 

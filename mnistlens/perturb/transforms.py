@@ -1,0 +1,126 @@
+"""Controlled changes of a digit, each with a severity: where, how big, how thick.
+
+What a model does when the digit moves, turns, grows or thins is an explanation a reader
+can check ("convolution buys tolerance to position"). Each function here changes a batch
+the same way, deterministically, and keeps the input convention:
+
+    transform(images, severity) -> images: (N, 1, 28, 28) in [0, 1] -> same shape, [0, 1]
+
+Severity 0 (or scale 1) gives the images back unchanged. Geometric changes resample with
+`grid_sample` (bilinear, zeros outside: MNIST's background is black) about the image
+centre; stroke thickness uses a grey-level morphology (3x3 max or min filter).
+
+    >>> shifted = translate(images, 3, direction="down-right")
+    >>> thin = thickness(images, -1)   # one erosion
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mnistlens.data import check_images
+from mnistlens.errors import MnistlensError
+
+# direction name -> (dx, dy) in pixels per step (y grows downwards, as in the image)
+DIRECTIONS = {
+    "right": (1, 0),
+    "down-right": (1, 1),
+    "down": (0, 1),
+    "down-left": (-1, 1),
+    "left": (-1, 0),
+    "up-left": (-1, -1),
+    "up": (0, -1),
+    "up-right": (1, -1),
+}
+
+
+def _affine(images: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Resample every image through one 2x3 affine map of output -> input coordinates
+    in [-1, 1] (`F.affine_grid`'s convention): (N, 1, 28, 28) -> (N, 1, 28, 28)."""
+    theta = matrix.to(images.dtype).expand(len(images), 2, 3)  # (N, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.clamp(0, 1)
+
+
+def translate(images: torch.Tensor, pixels: int, direction: str = "down-right") -> torch.Tensor:
+    """Move every digit `pixels` whole pixels in `direction` (one of DIRECTIONS); ink
+    moved past the border is lost, the uncovered border is black. Whole pixels, so
+    nothing is resampled: (N, 1, 28, 28) -> same."""
+    images = check_images(images)
+    if direction not in DIRECTIONS:
+        raise MnistlensError(f"unknown direction {direction!r}; choose one of {list(DIRECTIONS)}")
+    if pixels < 0 or pixels > 27 or int(pixels) != pixels:
+        raise MnistlensError(f"translate takes whole pixels from 0 to 27, got {pixels!r}")
+    dx, dy = (int(pixels) * d for d in DIRECTIONS[direction])
+    out = torch.zeros_like(images)
+    src_y = slice(max(0, -dy), 28 - max(0, dy))
+    dst_y = slice(max(0, dy), 28 - max(0, -dy))
+    src_x = slice(max(0, -dx), 28 - max(0, dx))
+    dst_x = slice(max(0, dx), 28 - max(0, -dx))
+    out[..., dst_y, dst_x] = images[..., src_y, src_x]
+    return out
+
+
+def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Turn every digit `degrees` clockwise about the image centre: (N, 1, 28, 28) -> same."""
+    images = check_images(images)
+    a = math.radians(degrees)
+    # grid_sample maps output to input coordinates (y down): each output pixel samples
+    # the input where the inverse, counter-clockwise, turn takes it.
+    matrix = torch.tensor([[math.cos(a), math.sin(a), 0.0], [-math.sin(a), math.cos(a), 0.0]])
+    return images if degrees == 0 else _affine(images, matrix)
+
+
+def scale(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """Grow (factor > 1) or shrink (< 1) every digit about the image centre:
+    (N, 1, 28, 28) -> same."""
+    images = check_images(images)
+    if factor <= 0:
+        raise MnistlensError(f"scale needs a factor above 0, got {factor!r}")
+    matrix = torch.tensor([[1 / factor, 0.0, 0.0], [0.0, 1 / factor, 0.0]])
+    return images if factor == 1 else _affine(images, matrix)
+
+
+def shear(images: torch.Tensor, amount: float) -> torch.Tensor:
+    """Slant every digit: each row moves sideways by `amount` times its height above the
+    centre (0.3: the top leans right by 30% of the way): (N, 1, 28, 28) -> same."""
+    images = check_images(images)
+    matrix = torch.tensor([[1.0, amount, 0.0], [0.0, 1.0, 0.0]])
+    return images if amount == 0 else _affine(images, matrix)
+
+
+def thickness(images: torch.Tensor, steps: int) -> torch.Tensor:
+    """Thicker strokes (steps > 0: that many 3x3 dilations, the max of each pixel's
+    neighbourhood) or thinner ones (steps < 0: erosions, the min): (N, 1, 28, 28) -> same."""
+    images = check_images(images)
+    if int(steps) != steps:
+        raise MnistlensError(f"thickness takes whole steps, got {steps!r}")
+    out = images
+    for _ in range(abs(int(steps))):
+        if steps > 0:
+            out = F.max_pool2d(out, 3, stride=1, padding=1)
+        else:  # erosion: the min filter, with the black border counting as background
+            out = -F.max_pool2d(F.pad(-out, (1, 1, 1, 1), value=0.0), 3, stride=1)
+    return out
+
+
+def occlude_band(images: torch.Tensor, width: int, where: str = "middle-row") -> torch.Tensor:
+    """Black out a band `width` pixels wide across every digit: a horizontal band through
+    the middle ("middle-row") or a vertical one ("middle-column"): (N, 1, 28, 28) -> same."""
+    images = check_images(images)
+    if where not in ("middle-row", "middle-column"):
+        raise MnistlensError(f"unknown band {where!r}; choose middle-row or middle-column")
+    if width < 0 or width > 28 or int(width) != width:
+        raise MnistlensError(f"a band is 0 to 28 whole pixels wide, got {width!r}")
+    out = images.clone()
+    start = 14 - int(width) // 2
+    band = slice(start, start + int(width))
+    if where == "middle-row":
+        out[..., band, :] = 0
+    else:
+        out[..., :, band] = 0
+    return out

@@ -1,0 +1,103 @@
+"""Controlled changes of a digit: each does what its name says, keeps the input
+convention, and changes nothing at severity 0."""
+
+import pytest
+import torch
+
+from mnistlens import MnistlensError
+from mnistlens.metrics import predict_logits
+from mnistlens.perturb import transforms as T
+
+CHANGES = [
+    (T.translate, 3),
+    (T.rotate, 30.0),
+    (T.scale, 0.7),
+    (T.shear, 0.3),
+    (T.thickness, 1),
+    (T.thickness, -1),
+    (T.occlude_band, 6),
+]
+
+
+@pytest.fixture(scope="module")
+def digits(test_set):
+    return test_set[0][:200], test_set[1][:200]
+
+
+@pytest.mark.parametrize("change, severity", CHANGES)
+def test_every_change_keeps_the_shape_and_the_range_and_changes_the_digits(
+    digits, change, severity
+):
+    images = digits[0]
+    out = change(images, severity)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.equal(out, images)
+    torch.testing.assert_close(change(images[:1], severity), out[:1])  # batch-independent
+
+
+@pytest.mark.parametrize("change, none", [(T.translate, 0), (T.rotate, 0), (T.scale, 1)])
+def test_no_change_at_severity_zero(digits, change, none):
+    assert torch.equal(change(digits[0], none), digits[0])
+    for small in (T.shear, T.thickness, T.occlude_band):
+        assert torch.equal(small(digits[0], 0), digits[0])
+
+
+def test_translation_moves_the_ink_by_whole_pixels(digits):
+    """The ink's centre of mass moves by the pixels asked, in the direction named."""
+    images = digits[0]
+    # digits with no ink in the last 2 rows or columns: shifted by 2, none of it is lost
+    edge = images[..., 26:, :].sum(dim=(1, 2, 3)) + images[..., 26:].sum(dim=(1, 2, 3))
+    images = images[edge == 0]
+    assert len(images) > 100
+
+    def centre(x):
+        ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+        mass = x.sum(dim=(1, 2, 3))
+        return (x[:, 0] * xs).sum(dim=(1, 2)) / mass, (x[:, 0] * ys).sum(dim=(1, 2)) / mass
+
+    x0, y0 = centre(images)
+    x1, y1 = centre(T.translate(images, 2, "down-right"))
+    torch.testing.assert_close(x1 - x0, torch.full_like(x0, 2.0), rtol=0, atol=0.3)
+    torch.testing.assert_close(y1 - y0, torch.full_like(y0, 2.0), rtol=0, atol=0.3)
+    back = T.translate(T.translate(images, 2, "down-right"), 2, "up-left")
+    inner = (slice(None), slice(None), slice(2, 26), slice(2, 26))  # lost at the border
+    assert torch.equal(back[inner], images[inner])
+
+
+def test_rotating_four_quarter_turns_is_the_identity_up_to_resampling(digits):
+    images = digits[0][:20]
+    quarter = T.rotate(images, 90)
+    torch.testing.assert_close(quarter, torch.rot90(images, -1, dims=(2, 3)), rtol=0, atol=1e-4)
+
+
+def test_thickness_adds_or_removes_ink(digits):
+    images = digits[0]
+    ink = images.sum(dim=(1, 2, 3))
+    assert bool((T.thickness(images, 1).sum(dim=(1, 2, 3)) > ink).all())
+    assert bool((T.thickness(images, -1).sum(dim=(1, 2, 3)) < ink).all())
+    assert torch.equal(T.thickness(images, 2), T.thickness(T.thickness(images, 1), 1))
+
+
+def test_bad_severities_are_named():
+    images = torch.zeros(1, 1, 28, 28)
+    with pytest.raises(MnistlensError, match="unknown direction 'north'"):
+        T.translate(images, 1, "north")
+    with pytest.raises(MnistlensError, match="whole pixels from 0 to 27"):
+        T.translate(images, 1.5)
+    with pytest.raises(MnistlensError, match="factor above 0"):
+        T.scale(images, 0)
+    with pytest.raises(MnistlensError, match="unknown band 'diagonal'"):
+        T.occlude_band(images, 4, "diagonal")
+
+
+def test_convolution_tolerates_a_shift_the_mlp_does_not(shipped, digits):
+    """The fact the comparison should find: shifted 3 px, the CNN keeps most of its
+    accuracy and the MLP loses far more (on 200 test digits)."""
+    images, labels = digits
+    shifted = T.translate(images, 3, "down-right")
+    accuracy = {
+        name: float((predict_logits(shipped[name][0], shifted).argmax(1) == labels).float().mean())
+        for name in ("mlp", "cnn")
+    }
+    assert accuracy["cnn"] > 0.9 and accuracy["cnn"] - accuracy["mlp"] > 0.05
