@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistlens.device import Device, model_on, resolve_device, rows_per_pass
+from mnistlens.device import Device, resolve_device
 from mnistlens.errors import MnistlensError
 from mnistlens.models import evaluating, for_inference
 
@@ -31,11 +31,7 @@ def predict_logits(
     model elsewhere runs as a copy there (`device.model_on`).
     """
     dev = resolve_device(device)
-    placed = model_on(model, dev)
-    if dev.type == "cpu":
-        fast, rows = for_inference(placed, len(images))
-    else:
-        fast, rows = placed, rows_per_pass(dev, 0)
+    fast, rows = for_inference(model, len(images), device=dev)
     rows = batch_size or rows
     with evaluating(fast):
         chunks = [fast(images[i : i + rows].to(dev)).cpu() for i in range(0, len(images), rows)]

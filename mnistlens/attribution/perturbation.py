@@ -9,6 +9,7 @@ from mnistlens.attribution.common import Target, check_count, chunked, placed
 from mnistlens.attribution.registry import register_method
 from mnistlens.device import Device, rows_per_pass
 from mnistlens.graph import prepare_for_explanation
+from mnistlens.models import FAST_ROWS
 
 # Captum is imported inside each method, not here: see the package docstring.
 
@@ -41,7 +42,7 @@ def occlusion(
     # channels-last), about 64 rows at a time, the cache-sized batch CPUs run fastest
     # (benchmarks/bench_attribution.py); on a GPU, rows_per_pass's more.
     model, device = placed(model, device)
-    rows = rows_per_pass(device, 64)
+    rows = rows_per_pass(device, FAST_ROWS)
     method = Occlusion(prepare_for_explanation(model))
     return chunked(
         lambda x, t: method.attribute(

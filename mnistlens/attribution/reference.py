@@ -25,6 +25,7 @@ from mnistlens.attribution.registry import register_method
 from mnistlens.device import Device, rows_per_pass
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import prepare_for_explanation, with_relu_modules
+from mnistlens.models import FAST_ROWS
 
 # Captum is imported inside each method, not here: see the package docstring.
 
@@ -129,7 +130,7 @@ def integrated_gradients(
         )
     model, device = placed(model, device)
     fast = prepare_for_explanation(model)
-    rows = rows_per_pass(device, 64)  # cache-sized passes (~64 rows) are fastest on CPU
+    rows = rows_per_pass(device, FAST_ROWS)  # cache-sized passes are fastest on a CPU
     deltas: list[torch.Tensor] = []
     not_converged = 0
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mnistlens.device import Device, fork_rng, model_on, resolve_device, rows_per_pass
+from mnistlens.device import Device, fork_rng, resolve_device
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
 from mnistlens.models import evaluating, for_inference, get_layer
@@ -75,11 +75,7 @@ def layer_activations(
     """
     get_layer(model, layer)  # an unknown name fails here, naming the model's layers
     device = resolve_device(device)
-    placed = model_on(model, device)
-    if device.type == "cpu":
-        fast, rows = for_inference(placed, len(images))
-    else:
-        fast, rows = placed, rows_per_pass(device, 0)
+    fast, rows = for_inference(model, len(images), device=device)
     rows = batch_size or rows
     chunks = []
     with evaluating(fast), capture(fast, layer) as acts:

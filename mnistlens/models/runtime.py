@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from mnistlens.device import Device, model_on, resolve_device, rows_per_pass
 from mnistlens.errors import MnistlensError
 
 
@@ -67,16 +68,23 @@ FAST_ROWS = 64
 COPY_FROM_ROWS = 16
 
 
-def for_inference(model: nn.Module, n_images: int | None = None) -> tuple[nn.Module, int]:
-    """The fastest way to run `model` forward on a CPU over `n_images` images (None:
-    many): -> (module, rows per pass).
+def for_inference(
+    model: nn.Module, n_images: int | None = None, *, device: Device = "cpu"
+) -> tuple[nn.Module, int]:
+    """The fastest way to run `model` forward on `device` over `n_images` images (None:
+    many): -> (module on the device, rows per pass).
 
-    A model with convolutions (a 4-D weight) gets a channels-last copy (the layout CPU
-    convolutions run fastest in; the caller's model is untouched) and FAST_ROWS rows per
-    pass; layer names are kept, so hooks by name work on the copy. Any other model, one
-    that cannot be copied, or fewer than COPY_FROM_ROWS images run on the model as it
-    is, 1000 rows per pass.
+    On a GPU: the model there (`device.model_on`: a copy if it is elsewhere) and
+    `device.GPU_ROWS` rows a pass. On the CPU, a model with convolutions (a 4-D weight)
+    gets a channels-last copy (the layout CPU convolutions run fastest in; the caller's
+    model is untouched) and FAST_ROWS rows per pass; layer names are kept, so hooks by
+    name work on the copy. Any other model, one that cannot be copied, or fewer than
+    COPY_FROM_ROWS images run on the model as it is, 1000 rows per pass.
     """
+    dev = resolve_device(device)
+    model = model_on(model, dev)  # the model itself when it is there already
+    if dev.type != "cpu":
+        return model, rows_per_pass(dev, 0)
     if n_images is not None and n_images < COPY_FROM_ROWS:
         return model, 1000
     tensors = itertools.chain(model.parameters(), model.buffers())
