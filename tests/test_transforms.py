@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mnistlens import MnistlensError
+from mnistlens.data import gaussian_blur
 from mnistlens.metrics import predict_logits
 from mnistlens.perturb import transforms as T
 
@@ -16,6 +17,7 @@ CHANGES = [
     (T.shear, 0.3),
     (T.thickness, 1),
     (T.thickness, -1),
+    (T.elastic, 2.0),
     (T.occlude_band, 6),
 ]
 
@@ -40,7 +42,7 @@ def test_every_change_keeps_the_shape_and_the_range_and_changes_the_digits(
 @pytest.mark.parametrize("change, none", [(T.translate, 0), (T.rotate, 0), (T.scale, 1)])
 def test_no_change_at_severity_zero(digits, change, none):
     assert torch.equal(change(digits[0], none), digits[0])
-    for small in (T.shear, T.thickness, T.occlude_band):
+    for small in (T.shear, T.thickness, T.elastic, T.occlude_band):
         assert torch.equal(small(digits[0], 0), digits[0])
 
 
@@ -86,6 +88,53 @@ def test_thickness_adds_or_removes_ink(digits):
     assert float(kept.median()) > 0.4
 
 
+def test_elastic_is_reproducible_per_seed_and_position(digits):
+    """The same seed gives the same distortion, another seed another; image i's field
+    depends on (seed, i) only, not on the rest of the batch or the global RNG."""
+    images = digits[0][:50]
+    state = torch.get_rng_state()
+    out = T.elastic(images, 2.0, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is not drawn from
+    torch.manual_seed(123)  # nor read
+    assert torch.equal(T.elastic(images, 2.0, seed=7), out)
+    torch.set_rng_state(state)
+    assert torch.equal(T.elastic(images[:13], 2.0, seed=7), out[:13])
+    other = T.elastic(images, 2.0, seed=8)
+    assert bool(((other - out).abs().flatten(1).amax(dim=1) > 0.1).all())
+    # the same digit at two positions of a batch is distorted two ways
+    twice = T.elastic(images[:1].expand(2, 1, 28, 28), 2.0, seed=7)
+    assert float((twice[0] - twice[1]).abs().max()) > 0.1
+
+
+def test_elastic_smooths_with_the_gaussian_blur_of_data():
+    """The field is smoothed exactly as `data.gaussian_blur` would (two matrix products)."""
+    noise = torch.rand(4, 2, 28, 28)
+    for sigma, size in ((1.0, 7), (4.0, 25), (12.0, 55)):
+        blur = T._blur_matrix(sigma)
+        expected = gaussian_blur(noise, size, sigma)
+        assert float((blur @ noise @ blur.T - expected).abs().max()) < 1e-5
+
+
+def test_elastic_alpha_is_the_displacement_in_pixels(digits):
+    """alpha is the root mean square displacement over the middle 20 x 20: distorting
+    ramps in x and in y reads the displacement off (bilinear sampling of a ramp is
+    exact); the digits change more as alpha grows, and keep their ink."""
+    axis = torch.arange(28.0)
+    ramp_x = (axis.expand(28, 28) / 27).expand(32, 1, 28, 28)
+    ramp_y = (axis[:, None].expand(28, 28) / 27).expand(32, 1, 28, 28)
+    for alpha in (1.0, 2.0):
+        # the same seed and positions: the same 32 fields move both ramps
+        dx = T.elastic(ramp_x, alpha, seed=3)[:, 0, 4:24, 4:24] * 27 - axis[4:24]
+        dy = T.elastic(ramp_y, alpha, seed=3)[:, 0, 4:24, 4:24] * 27 - axis[4:24, None]
+        rms = float((dx**2 + dy**2).mean().sqrt())
+        assert abs(rms - alpha) < 0.1 * alpha
+    images = digits[0]
+    change = [float((T.elastic(images, a) - images).abs().mean()) for a in (0.5, 1, 2, 3, 4)]
+    assert change == sorted(change) and change[0] > 0.01
+    ink = T.elastic(images, 2.0).sum(dim=(1, 2, 3)) / images.sum(dim=(1, 2, 3))
+    assert abs(float(ink.median()) - 1) < 0.03
+
+
 def test_bad_severities_are_named():
     images = torch.zeros(1, 1, 28, 28)
     with pytest.raises(MnistlensError, match="unknown direction 'north'"):
@@ -96,6 +145,12 @@ def test_bad_severities_are_named():
         T.scale(images, 0)
     with pytest.raises(MnistlensError, match="unknown band 'diagonal'"):
         T.occlude_band(images, 4, "diagonal")
+    with pytest.raises(MnistlensError, match="finite alpha >= 0 and sigma > 0, got -1, 4.0"):
+        T.elastic(images, -1)
+    with pytest.raises(MnistlensError, match="got 2.0, 0"):
+        T.elastic(images, 2.0, sigma=0)
+    with pytest.raises(MnistlensError, match="whole-number seed, got 1.5"):
+        T.elastic(images, 2.0, seed=1.5)
 
 
 def test_convolution_tolerates_a_shift_the_mlp_does_not(shipped, digits):
