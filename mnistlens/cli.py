@@ -35,6 +35,7 @@ COMMANDS = (
     "inspect",
     "series",
     "compare",
+    "stress",
     "app",
 )
 

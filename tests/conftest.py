@@ -9,6 +9,7 @@ import fcntl
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,41 @@ class WritesAFile:
 
     def __reduce__(self):
         return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
+
+
+# ---------------------------------------------------------------- the command line, in process
+
+
+@dataclass
+class Result:
+    """What a run of the command left: exit code and its text output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(capsys):
+    """run(*args) -> Result: `mnistlens ARGS` in this process, output captured."""
+
+    def run(*args) -> Result:
+        capsys.readouterr()  # start from nothing
+        from mnistlens import cli
+
+        code = cli.main([str(a) for a in args])
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
+def assert_clean_error(result, *fragments):
+    """Exit code 2, one line on stderr naming the problem, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mnistlens")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]

@@ -10,7 +10,6 @@ import inspect
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import nets
@@ -23,16 +22,7 @@ from mnistlens import attribution, cli, load_model
 from mnistlens.data import resolve_data_dir
 from mnistlens.options import parse_value
 
-from conftest import CHECKPOINTS, WritesAFile
-
-
-@dataclass
-class Result:
-    """What a run of the command left: exit code and its text output."""
-
-    returncode: int
-    stdout: str
-    stderr: str
+from conftest import CHECKPOINTS, WritesAFile, assert_clean_error
 
 
 def run_process(*args) -> subprocess.CompletedProcess:
@@ -40,19 +30,6 @@ def run_process(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mnistlens", *args], capture_output=True, text=True, timeout=600
     )
-
-
-@pytest.fixture
-def run(capsys):
-    """run(*args) -> Result: `mnistlens ARGS` in this process, output captured."""
-
-    def run(*args) -> Result:
-        capsys.readouterr()  # start from nothing
-        code = cli.main([str(a) for a in args])
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-
-    return run
 
 
 def mnist_subset(folder: Path, n: int) -> Path:
@@ -79,17 +56,6 @@ def mnist_subset(folder: Path, n: int) -> Path:
 def small_mnist(tmp_path_factory) -> Path:
     """The first 1,000 test images (see mnist_subset)."""
     return mnist_subset(tmp_path_factory.mktemp("small_mnist"), 1000)
-
-
-def assert_clean_error(result, *fragments):
-    """Exit code 2, one line on stderr naming the problem, no traceback."""
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("mnistlens")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def _is_png(path):

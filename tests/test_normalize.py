@@ -192,6 +192,7 @@ def test_bad_targets_are_named():
         Nz.recentre(torch.zeros(28, 28))
 
 
+@pytest.mark.slow
 def test_normalized_digits_stay_readable_and_recentring_helps_the_mlp(shipped, digits):
     """Normalizing does not destroy digits: the shipped CNN and MLP still read >= 95% of
     500 test digits after each normalization, and thick digits thinned at least as well
