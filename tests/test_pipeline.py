@@ -1,6 +1,7 @@
 """`comparison.run`: the whole comparison `mnistlens compare` makes, from Python, report
 included, on two shipped models."""
 
+import json
 import re
 
 import pytest
@@ -45,6 +46,7 @@ def test_run_writes_the_figures_and_the_report_it_lists(two, test_set, tmp_path,
         questions={"mlp": "Q"},
         digit_map_images=100,
         faithfulness_every=500,
+        stress_images=300,
     )
     assert sorted(calls) == ["class_mean_maps"] * 2 + ["where_b_beats_a"]  # 2 models, 1 pair
     for name in ("pair_maps.png", "digit_maps.png"):
@@ -56,6 +58,13 @@ def test_run_writes_the_figures_and_the_report_it_lists(two, test_set, tmp_path,
     for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page):
         assert (docs / name).is_file(), name
     assert set(report["faithfulness"]) == {"linear", "mlp"}
+    # what each tolerates: a row per model, and the pair's sentence from stress.json
+    stress = json.loads((docs / "stress.json").read_text())
+    assert stress["n_images"] == 300 and "## What each architecture tolerates" in page
+    assert re.search(r"\| `linear` \| \d\d\.\d\d% \| \d\d\.\d% \|", page)
+    (pair,) = stress["pairs"]
+    assert f"{100 * pair['clean_gap']:+.2f} points on the clean digits" in page
+    assert f"Of the {pair['causes']['n_gap']} images `mlp` gets right" in page
     images, labels = test_set
     right = {
         name: predict_logits(model, images).argmax(dim=1) == labels

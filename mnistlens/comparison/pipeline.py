@@ -143,6 +143,17 @@ def digit_maps_figure(
     return plot_class_maps(maps, title)
 
 
+def stress_for_report(
+    models: Models, folder, data_dir=None, device: Device = "auto", limit: int | None = None
+) -> dict:
+    """What each model tolerates, for the report: every transform on the test images
+    (the first `limit`; default all 10k), each neighbouring pair's gaps and their causes
+    (`perturb.run`), figures in `folder`."""
+    from mnistlens import perturb
+
+    return perturb.run(models, out=folder, data_dir=data_dir, device=device, limit=limit)
+
+
 def run(
     models: Models,
     *,
@@ -157,6 +168,7 @@ def run(
     command: str = "mnistlens compare --report",
     digit_map_images: int = DIGIT_MAP_IMAGES,
     faithfulness_every: int = FAITHFULNESS_EVERY,
+    stress_images: int | None = None,
     device: Device = "auto",
 ) -> dict:
     """Compare `models` (name -> (model, metadata), in display order) on MNIST's test set.
@@ -169,7 +181,8 @@ def run(
         maps: with `out`, also draw each model's per-digit mean maps and the pair's maps.
         pair: (A, B), the two models whose maps to set side by side where B is right and
             A wrong (default `stats.default_pair`: the best MLP and the best CNN).
-        report_dir: write report_dir/architectures.md and its figures.
+        report_dir: write report_dir/architectures.md and its figures, with what each
+            model tolerates (`perturb.run`: stress.json and its figures there too).
         questions: name -> what the model shows, for the report's table (the series').
         studies: which models answer which question, for the report's observations
             (`series.STUDIES`; see `report.observations`).
@@ -177,6 +190,8 @@ def run(
         digit_map_images: the per-digit mean maps use the first this many test images.
         faithfulness_every: the maps' faithfulness is measured on every this-many-th
             test image.
+        stress_images: the report's stress test uses the first this many test images
+            (default all).
         device: where the models run (see `mnistlens.device`); results on the CPU.
 
     -> the report of `stats.compare_models`, plus `faithfulness`, `plots` (title ->
@@ -233,6 +248,7 @@ def run(
             figures[f"What {b} looks at that {a} misses"] = saved(
                 "pair_maps", report_dir, pair_maps
             )
+        report["stress"] = stress_for_report(models, report_dir, data_dir, device, stress_images)
         text = page.markdown(
             report,
             {title: Path(path).name for title, path in figures.items()},

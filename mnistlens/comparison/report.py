@@ -17,6 +17,13 @@ from mnistlens.io import atomic_write
 
 ALPHA = 0.05  # McNemar's test: a difference is "significant" below this p-value
 
+# the stress test's figures (`perturb.run`'s "plots") by the titles the page gives them
+TOLERANCE_FIGURES = {
+    "curves": "Accuracy as each change grows",
+    "corruptions": "Accuracy on MNIST-C's corruptions",
+    "causes": "The gap's images that normalizing fixes",
+}
+
 
 def _pair(report: dict, a: str, b: str) -> dict | None:
     for pair in report["pairs"]:
@@ -105,10 +112,14 @@ def observations(
         before, after = best_dense["per_digit"], best_conv["per_digit"]
         digits = ", ".join(f"{d} ({100 * before[d]:.1f}% -> {100 * after[d]:.1f}%)" for d in fixed)
         ratio = best_conv["parameters"] / best_dense["parameters"]
-        found.append(
+        text = (
             f"**Convolution**: {_versus(report, best_dense['name'], best_conv['name'])}, with "
             f"{ratio:.2f}x the parameters; the digits it fixes most: {digits}."
         )
+        stress = report.get("stress")
+        if stress:
+            text += " " + _tolerance_of(stress, best_dense["name"], best_conv["name"])
+        found.append(text)
     significant = [
         p for p in report["pairs"] if p["mcnemar_p"] < ALPHA and abs(_index(names, p)) == 1
     ]
@@ -135,6 +146,106 @@ def observations(
             "for the bigger model by this measure."
         )
     return found
+
+
+def _tolerance_of(stress: dict, a: str, b: str) -> str:
+    """What the stress test says about B against A, for an observation."""
+    pair = next((p for p in stress["pairs"] if (p["a"], p["b"]) == (a, b)), None)
+    if pair is None or pair["transform"] is None:
+        return ""
+    spec = next(t for t in stress["transforms"] if t["name"] == pair["transform"])
+    at = _severity(spec, pair["severity"])
+    text = (
+        f"Changed digits widen the lead most under {pair['transform']} {at}: "
+        f"`{b}` {_at(stress, b, pair['transform'], pair['severity']):.1%} against `{a}` "
+        f"{_at(stress, a, pair['transform'], pair['severity']):.1%}"
+    )
+    causes = pair.get("causes")
+    if causes and causes["largest"]:
+        top = next(r for r in causes["factors"] if r["factor"] == causes["largest"])
+        text += (
+            f"; on the unchanged digits, normalizing {causes['largest']} fixes {top['fixed']} "
+            f"of the {causes['n_gap']} images only `{b}` gets right"
+        )
+    return text + " (see *What each architecture tolerates*)."
+
+
+def _at(stress: dict, model: str, transform: str, severity: float) -> float | None:
+    """Accuracy of `model` under `transform` at `severity`, None if not measured."""
+    spec = next((t for t in stress["transforms"] if t["name"] == transform), None)
+    if spec is None or severity not in spec["severities"]:
+        return None
+    return stress["accuracy"][model][transform][spec["severities"].index(severity)]
+
+
+def _severity(spec: dict, severity: float) -> str:
+    """'4 px', '45 degrees', 'MNIST-C's setting'."""
+    return (
+        "at MNIST-C's setting" if spec["kind"] == "corruption" else f"{severity:g} {spec['unit']}"
+    )
+
+
+def pair_sentence(stress: dict, pair: dict) -> str:
+    """One pair's tolerance in one sentence, from its numbers: the clean gap, where it
+    widens most, and the mean corruption accuracies."""
+    a, b = pair["a"], pair["b"]
+    text = f"`{a}` -> `{b}`: {100 * pair['clean_gap']:+.2f} points on the clean digits"
+    if pair["transform"] is None:
+        text += ", and no change widens the gap"
+    else:
+        spec = next(t for t in stress["transforms"] if t["name"] == pair["transform"])
+        text += (
+            f", {100 * pair['gap']:+.2f} under {pair['transform']} "
+            f"{_severity(spec, pair['severity'])} (where the gap grows most)"
+        )
+    mca = {m["name"]: m["mean_corruption_accuracy"] for m in stress["models"]}
+    if mca[a] is not None:
+        text += f"; mean MNIST-C accuracy {mca[a]:.1%} -> {mca[b]:.1%}"
+    return text + "."
+
+
+def tolerance(stress: dict, figures: dict[str, str]) -> list[str]:
+    """The section "What each architecture tolerates": a table of accuracy under each
+    change at its hardest severity, a sentence per pair, the cause of the last pair's gap
+    (the best dense model against the best convolutional one), and the figures (title
+    -> file name beside the page)."""
+    from mnistlens.perturb.causes import sentence
+
+    sweeps = [t for t in stress["transforms"] if t["kind"] == "sweep"]
+    corruptions = [t for t in stress["transforms"] if t["kind"] == "corruption"]
+    heads = [f"{t['name']} {_severity(t, t['hardest'])}" for t in sweeps]
+    lines = [
+        "## What each architecture tolerates",
+        "",
+        f"Every one of the {stress['n_images']:,} test digits changed the same way (seed "
+        f"{stress['seed']}, one direction or sign drawn per digit), and each model's accuracy "
+        f"on them; MNIST-C's {len(corruptions)} corruptions (Mu & Gilmer 2019) at MNIST-C's "
+        "own setting, averaged as the mean corruption accuracy.",
+        "",
+        "| model | clean | MNIST-C mean | " + " | ".join(heads) + " |",
+        "|---|---|---|" + "---|" * len(heads),
+    ]
+    for m in stress["models"]:
+        cells = [_at(stress, m["name"], t["name"], t["hardest"]) for t in sweeps]
+        mca = m["mean_corruption_accuracy"]
+        lines.append(
+            f"| `{m['name']}` | {m['clean']:.2%} | {'' if mca is None else f'{mca:.1%}'} | "
+            + " | ".join("" if c is None else f"{c:.1%}" for c in cells)
+            + " |"
+        )
+    lines += ["", *[f"- {pair_sentence(stress, p)}" for p in stress["pairs"]], ""]
+    if stress["pairs"] and "causes" in stress["pairs"][-1]:
+        causes = stress["pairs"][-1]["causes"]
+        lines += [
+            f"**Why `{causes['b']}` beats `{causes['a']}`.** {sentence(causes)} "
+            "(Normalizing: re-centring by the centre of mass, deslanting by the image "
+            "moments, rescaling to MNIST's 20-pixel box, thinning or thickening the strokes "
+            "to MNIST's median width; `mnistlens.perturb.causes`.)",
+            "",
+        ]
+    for title, name in figures.items():
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    return lines
 
 
 def _index(names: list[str], pair: dict) -> int:
@@ -184,6 +295,10 @@ def markdown(
         "binomial test on the images exactly one of the two models gets right.",
         "",
     ]
+    if report.get("stress"):
+        plots = report["stress"].get("plots", {})
+        shown = {TOLERANCE_FIGURES[k]: Path(v).name for k, v in plots.items() if k != "examples"}
+        lines += tolerance(report["stress"], shown)
     return "\n".join(lines)
 
 
