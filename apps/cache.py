@@ -36,6 +36,9 @@ from mnistlens.internals import activations, featureviz
 from mnistlens.io import atomic_write
 from mnistlens.metrics import predict_logits
 from mnistlens.paths import cache_dir
+from mnistlens.perturb import figures as stress_figures_of
+from mnistlens.perturb import get_transform, stress
+from mnistlens.perturb.invariance import Strip, invariance
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
@@ -51,6 +54,13 @@ FEATUREVIZ_STEPS = 100
 CHUNK = 500  # images per forward pass when averaging conv maps (bounded memory)
 COMPARE_STEPS = 32  # integrated gradients' steps in the Compare page's maps
 COMPARE_METHODS = ("saliency", "integrated_gradients", "grad_cam")  # its disagreement grid
+# Test images behind the Compare page's stress test. Every transform at every severity is
+# some forty passes of each model over them, which its user waits for on choosing a new
+# model (about 4 s for the CNN on 1,000): a tenth of the test set, a tenth of the wait.
+# `mnistlens stress` measures all 10,000.
+STRESS_IMAGES = 1000
+STRESS_EXAMPLES = 8  # of those, shown changed with every model's answer
+STRESS_SEED = 0  # draws the transforms' directions and noise, the same for the examples
 
 
 @st.cache_data(show_spinner=False)
@@ -124,6 +134,16 @@ def contrast(model_name: str, digit: str, _image: torch.Tensor, target: int, oth
     """Why `target` rather than `other` for one digit: (1, 28, 28) -> (1, 28, 28)."""
     model, _ = get_model(model_name)
     return explain.contrast_maps(model, _image[None], target, other)[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def invariance_strip(model_name: str, digit: str, _image: torch.Tensor) -> Strip:
+    """One digit (1, 28, 28) moved, turned, resized, thinned and thickened, with the
+    model's answer on each copy (`invariance`). Keyed by `digit` as `explanation` is; the
+    strip's images are its own (made by the library from the digit), so the cached value
+    holds no view of the test set."""
+    model, _ = get_model(model_name)
+    return invariance(model, _image)
 
 
 def sanity_options(method: str) -> dict:
@@ -359,3 +379,58 @@ def disagreement_grid(names: tuple[str, ...], index: int) -> bytes:
     }
     grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
     return charts.png_bytes(figures.plot_model_grid(image, grid, titles, f"test image {index}"))
+
+
+@st.cache_data(show_spinner="Stress-testing on changed test images ...", max_entries=32)
+def model_stress(name: str) -> dict:
+    """`stress.evaluate` of one model on the first STRESS_IMAGES test images, every
+    transform at every severity: -> `StressResult.to_json()` (the result itself holds the
+    transforms' functions, which do not pickle). One entry per model, so a new set of
+    models computes only the models it adds."""
+    images, labels = get_test_set()
+    result = stress.evaluate(
+        {name: get_model(name)[0]},
+        None,
+        images[:STRESS_IMAGES],
+        labels[:STRESS_IMAGES],
+        seed=STRESS_SEED,
+        progress=False,
+    )
+    return result.to_json()
+
+
+def stress_table(names: tuple[str, ...]) -> dict:
+    """The models' stress tables side by side (`stress.combine`)."""
+    return stress.combine([model_stress(name) for name in names])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def stress_figures(names: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """The stress test's accuracy-against-severity curves and MNIST-C heatmap, as PNG."""
+    table = stress_table(names)
+    return (
+        charts.png_bytes(stress_figures_of.plot_severity_curves(table)),
+        charts.png_bytes(stress_figures_of.plot_corruption_heatmap(table)),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def stress_examples(names: tuple[str, ...], transform: str, severity: float) -> dict:
+    """The first STRESS_EXAMPLES test images changed as `stress_table` changed them, and
+    each model's answer: -> {"images": (K, 1, 28, 28), "labels": [K], "predictions":
+    {model: [K]}}. The whole STRESS_IMAGES are changed and the first K kept, so these
+    are the very images the stress test counted, however a transform draws its
+    directions and noise from the seed."""
+    images, labels = get_test_set()
+    changed = get_transform(transform)(images[:STRESS_IMAGES], severity, STRESS_SEED)
+    # A copy: at the identity severity `changed` is a view of the test set, and a view
+    # would pickle all 10,000 images into the cache entry.
+    shown = changed[:STRESS_EXAMPLES].clone()  # (K, 1, 28, 28)
+    return {
+        "images": shown,
+        "labels": labels[:STRESS_EXAMPLES].tolist(),
+        "predictions": {
+            name: predict_logits(model, shown).argmax(dim=1).tolist()
+            for name, (model, _) in compared_models(names).items()
+        },
+    }

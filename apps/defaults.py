@@ -33,3 +33,5 @@ TRUST_IMAGES = 100
 
 # Compare models: these, where their checkpoints exist (else the first two offered).
 COMPARE_MODELS = ("linear", "mlp", "lenet", "cnn")
+# Its stress examples: this transform, at its hardest severity.
+COMPARE_TRANSFORM = "translate"

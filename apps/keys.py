@@ -54,6 +54,8 @@ TRUST_IMAGES = "trust_n"
 COMPARE_A = "compare_a"
 COMPARE_B = "compare_b"
 COMPARE_IMAGE = "compare_image"
+COMPARE_TRANSFORM = "compare_transform"  # the stress examples' transform
+COMPARE_SEVERITY = "compare_severity"  # and its severity
 
 # Your model.
 YOURS_KIND = "yours_kind"

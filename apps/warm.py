@@ -5,9 +5,10 @@ first run (runtime.configure), or earlier, as soon as the server starts, when it
 served by `mnistlens app` or `serve_app` (mnistlens/app_server.py, which also imports
 the heavy modules while Streamlit starts: `preload`). The thread calls the same cached
 functions as the pages, with the pages' defaults (defaults.py), in the order a visitor
-meets them: the Explain page's test image 42 and its sanity verdicts, Trust, Compare
-models, then Inside the network and Per-digit maps. A first visit then finds its results
-in the caches (benchmarks/README.md, "Many users at once", has the times).
+meets them: the Explain page's test image 42 (its sanity verdicts, maps and invariance
+strip), Trust, Compare models (its stress test too), then Inside the network and
+Per-digit maps. A first visit then finds its results in the caches
+(benchmarks/README.md, "Many users at once", has the times).
 
 It never makes a user wait for it: it holds no lock of its own, and before each step it
 waits until no session's script has run for a moment (`runtime.wait_until_idle`), at
@@ -49,6 +50,9 @@ PRELOAD = (
     "mnistlens.comparison.maps",
     "mnistlens.comparison.stats",
     "mnistlens.metrics",
+    "mnistlens.perturb.corruptions",
+    "mnistlens.perturb.figures",
+    "mnistlens.perturb.invariance",
     "mnistlens.plots",
     "mnistlens.series",
 )
@@ -131,6 +135,7 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     order. Each call is one entry, so the warm-up can let users go first between them."""
     from mnistlens.comparison import stats
     from mnistlens.metrics import predict_logits
+    from mnistlens.perturb import get_transform
 
     # isort: split
     import cache
@@ -147,7 +152,8 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     images, labels = catalog.get_test_set()
     digit = sidebar.Choice(name, model, meta, images[index].clone(), int(labels[index]), index, "")
 
-    # Explain a digit: the verdicts that choose the methods, then their maps.
+    # Explain a digit: the verdicts that choose the methods, their maps, the invariance
+    # strip.
     usable = [m for m in cache.all_methods() if cache.why_not(name, m) is None]
     candidates = [m for m in defaults.EXPLAIN_CANDIDATES if m in usable]
     for method in candidates:
@@ -166,6 +172,10 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
                 defaults.EXPLAIN_STEPS,
             ),
         )
+    yield (
+        f"invariance {digit.digit}",
+        lambda: cache.invariance_strip(name, digit.digit, digit.image),
+    )
 
     # Trust: each method measured, its whole randomization cascade, the figures.
     chosen = cache.in_order([m for m in defaults.TRUST_METHODS if m in usable], usable)
@@ -189,6 +199,17 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         if result["disagreements"]:
             first = result["disagreements"][0]["index"]
             yield f"compare grid {first}", lambda: cache.disagreement_grid(names, first)
+        # What each model tolerates: the stress table (the page's slowest entry: some
+        # forty changed sets through every model), its figures, the first examples.
+        for member in names:
+            yield f"compare stress test {member}", lambda m=member: cache.model_stress(m)
+        yield "compare stress figures", lambda: cache.stress_figures(names)
+        shown = defaults.COMPARE_TRANSFORM
+        severity = get_transform(shown).hardest  # the page's first severity
+        yield (
+            f"compare stress {shown} {severity:g}",
+            lambda: cache.stress_examples(names, shown, severity),
+        )
 
     # Inside the network: the last hidden layer's profile, the predicted class drawn.
     _, hidden = cache.layers(name)

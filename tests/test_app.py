@@ -47,6 +47,18 @@ def main_images(at: AppTest) -> list:
     return list(at.main.get("image"))
 
 
+def section(at: AppTest, heading: str, kind: str) -> list:
+    """The main area's elements of one kind ("image", "caption", ...) under the subheader
+    `heading`, up to the next subheader, in page order."""
+    found, inside = [], False
+    for node in at.main:  # every block and element, depth first
+        if node.type == "subheader":
+            inside = node.value == heading
+        elif inside and node.type == kind:
+            found.append(node)
+    return found
+
+
 @pytest.fixture(scope="module")
 def app():
     return open_app()
@@ -56,7 +68,7 @@ def test_explain_page_explains_test_digit_42(app):
     """The default page explains test image 42 (a 4): three maps, numbers, sanity verdicts."""
     metric = app.metric[0]
     assert metric.label == "True label 4" and metric.value == "predicted 4"
-    assert len(main_images(app)) == 4  # the digit and three maps
+    assert len(main_images(app)) == 5  # the digit, three maps, the invariance strip
     assert any("deletion area" in c.value for c in app.caption)
     verdicts = [c for c in app.caption if c.value.startswith("sanity:")]
     assert len(verdicts) == 3 and all("**pass**" in c.value for c in verdicts)
@@ -218,7 +230,9 @@ def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model
     pairs = at.dataframe[1].value
     assert len(pairs) == 3 and set(pairs["significant"]) <= {"yes", "no"}
     assert at.selectbox(key="compare_image").value.startswith("#")
-    assert len(main_images(at)) >= 4  # two comparison plots, the pair's maps, the grid
+    # Two comparison plots, the pair's maps, the grid, then the stress test's two figures
+    # and its examples (test_app_stress.py).
+    assert len(main_images(at)) >= 6
     # The pair defaults to the best MLP (A) and the best convolutional model (B); its
     # maps cover exactly the images LeNet gets right and the MLP wrong.
     assert (at.selectbox(key="compare_a").value, at.selectbox(key="compare_b").value) == (
@@ -233,10 +247,10 @@ def test_compare_page_tests_significance_and_shows_a_disagreement_in_every_model
     monkeypatch.setattr(
         maps, "explain_models", lambda *a, **k: explained.append(1) or explain_models(*a, **k)
     )
-    grid = main_images(at)[-1].value
+    grid = section(at, "Where they disagree", "image")[0].value
     at.run()  # a rerun: same models, same image
     assert not at.exception and explained == []
-    assert main_images(at)[-1].value == grid  # the same PNG
+    assert section(at, "Where they disagree", "image")[0].value == grid  # the same PNG
     disagreements = at.selectbox(key="compare_image")
     first, second = disagreements.options[:2]
     disagreements.set_value(second).run()  # another image: explained, once

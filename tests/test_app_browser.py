@@ -7,6 +7,7 @@ import pytest
 
 from mnistlens.app_server import CHROMIUM, CHROMIUM_ARGS, serve_app
 from mnistlens.errors import MnistlensError
+from mnistlens.perturb import invariance
 
 ROOT = Path(__file__).resolve().parent.parent
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -97,7 +98,9 @@ def test_digit_42_then_the_index_typed_in_then_a_drawing(page, tmp_path):
     explained."""
     settled(page, "sanity: ")
     assert page.get_by_text("True label 4").count() >= 1
-    assert page.locator("[data-testid='stMain'] img").count() == 4  # the digit, three maps
+    # the digit, three maps, the invariance strip: the digit and its changed copies
+    strip = 1 + len(invariance.STRIP)
+    assert page.locator("[data-testid='stMain'] img").count() == 4 + strip
     shot = tmp_path / "explore.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000

@@ -4,10 +4,12 @@
 trained series members) and its plots; for a chosen pair, both models' maps on the
 images B gets right and A wrong (`maps.where_b_beats_a`); then one disagreement image
 through every model (`maps.explain_models`), maps side by side with one colour scale
-per method (`figures.plot_model_grid`). Each is computed and drawn once per set of
-models (and pair, or image) and kept (cache.py, where the warm-up finds them too), so a
-rerun that changes none of them (another widget, a download, a page visit) computes
-nothing.
+per method (`figures.plot_model_grid`); last, what each model tolerates: its stress
+test's curves and MNIST-C heatmap, and a few digits changed one way with every model's
+answer (compare_stress.py). Each is computed and drawn once per set of models (and
+pair, image, or transform and severity) and kept (cache.py, where the warm-up finds
+them too), so a rerun that changes none of them (another widget, a download, a page
+visit) computes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import catalog
 import charts
 import defaults
 import keys
+from views import compare_stress
 
 st.header("Compare models")
 choices = catalog.compare_choices()
@@ -97,15 +100,17 @@ st.subheader("Where they disagree")
 records = result["disagreements"]
 if not records:
     st.info("These models agree on every test image.")
-    st.stop()
-labels = [f"#{r['index']} (true {r['label']})" for r in records]
-pick = st.selectbox("Disagreement (most confident first)", labels, key=keys.COMPARE_IMAGE)
-record = records[labels.index(pick)]
-grid_png = cache.disagreement_grid(names, record["index"])
-st.image(grid_png, output_format="PNG")
-charts.save_buttons(
-    "compare",
-    f"compare-{record['index']}",
-    lambda: grid_png,
-    lambda: {"report": {k: v for k, v in result.items() if k != "disagreements"}},
-)
+else:
+    labels = [f"#{r['index']} (true {r['label']})" for r in records]
+    pick = st.selectbox("Disagreement (most confident first)", labels, key=keys.COMPARE_IMAGE)
+    record = records[labels.index(pick)]
+    grid_png = cache.disagreement_grid(names, record["index"])
+    st.image(grid_png, output_format="PNG")
+    charts.save_buttons(
+        "compare",
+        f"compare-{record['index']}",
+        lambda: grid_png,
+        lambda: {"report": {k: v for k, v in result.items() if k != "disagreements"}},
+    )
+
+compare_stress.draw(names)

@@ -3,7 +3,9 @@
 Each map carries what says whether to believe it: its deletion area against a random
 ranking, its completeness error where the method claims completeness
 (`explain.explain(measure=True)`), and the method's sanity verdict on this model
-(`faithfulness.randomization_check` + `sanity_verdict`, cached per model).
+(`faithfulness.randomization_check` + `sanity_verdict`, cached per model). Below,
+the digit shifted, turned, resized and re-stroked, and whether the model keeps its
+answer on each copy (`perturb.invariance`).
 """
 
 from __future__ import annotations
@@ -126,6 +128,25 @@ def verdict_left(image, probs, prediction: int) -> None:
     )
 
 
+def invariance_section(image) -> None:
+    """The digit moved, turned, resized, thinned and thickened, with the model's answer
+    on each copy (`perturb.invariance`): small pictures with captions, not a figure, as
+    they come with every new digit."""
+    strip = cache.invariance_strip(choice.model_name, choice.digit, image)
+    changed = len(strip.changes) - 1  # the first is the digit itself
+    st.subheader("Does the answer survive small changes?")
+    captions = [
+        f"{c['label']}: {c['prediction']} ({c['probability']:.0%})" + ("" if c["kept"] else " ✗")
+        for c in strip.changes
+    ]
+    st.image([charts.digit_rgb(x, 2) for x in strip.images], caption=captions, width=84)
+    st.caption(
+        f"{choice.model_name} kept its answer ({strip.changes[0]['prediction']}) on "
+        f"{strip.n_kept} of {changed} changed copies of {choice.what} "
+        "(✗: a changed answer)."
+    )
+
+
 options = sidebar_options()
 st.header("Explain a digit")
 image = sidebar.require_digit(choice)
@@ -144,9 +165,12 @@ explained = prediction if target is None else target
 left, right = st.columns([1, 3])
 with left:
     verdict_left(image, probs, prediction)
+below = st.container()  # under both columns: the invariance strip, drawn after the maps
 with right:
     if not methods:
         st.warning("Choose at least one method in the sidebar.")
+        with below:
+            invariance_section(image)  # it needs no method
         st.stop()
     results = {
         m: cache.explanation(
@@ -222,3 +246,5 @@ with right:
 
     stem = f"{choice.model_name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}"
     charts.save_buttons("explain", stem, figure, numbers)
+with below:
+    invariance_section(image)
