@@ -86,6 +86,19 @@ def test_convolution_holds_where_the_dense_models_lose_the_digit(swept):
         for g, s in zip(per, swept.transforms[t].severities, strict=True)
     )
     assert (widest["widening"], widest["transform"], widest["severity"]) == pytest.approx(brute)
+    narrowest = swept.pair("mlp", "cnn")["narrowest"]
+    least = min(
+        (g - widest["clean_gap"], t, s)
+        for t, per in swept.gaps("mlp", "cnn").items()
+        for g, s in zip(per, swept.transforms[t].severities, strict=True)
+    )
+    if least[0] < 0:  # a change under which the CNN's lead shrinks
+        assert (narrowest["widening"], narrowest["transform"]) == (
+            pytest.approx(least[0]),
+            least[1],
+        )
+    else:
+        assert narrowest["transform"] is None
 
 
 @pytest.mark.slow

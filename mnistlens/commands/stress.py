@@ -150,6 +150,10 @@ def _print_table(found: dict) -> None:
             )
         else:
             line += "; no change widens it"
+        shrinks = p["narrowest"]
+        if shrinks["transform"] is not None:
+            line += f"; narrowest at {shrinks['transform']} {shrinks['severity']:g}: "
+            line += f"{100 * shrinks['gap']:+.2f}"
         print(line)
         if "causes" in p:
             print(f"    {causes_line(p['causes'])}")

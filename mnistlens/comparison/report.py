@@ -97,6 +97,14 @@ def observations(
                     f"; train-test gap {100 * gap_b:.2f} points without against "
                     f"{100 * gap_a:.2f} with"
                 )
+            stress = report.get("stress")
+            if stress:
+                mca = {m["name"]: m["mean_corruption_accuracy"] for m in stress["models"]}
+                if mca.get(plain) is not None and mca.get(noreg) is not None:
+                    gaps += (
+                        f"; mean MNIST-C accuracy {100 * mca[noreg]:.1f}% without against "
+                        f"{100 * mca[plain]:.1f}% with"
+                    )
             found.append(
                 f"**Regularization** (dropout + augmentation): {_versus(report, noreg, plain)}"
                 f"{gaps}."
@@ -179,10 +187,18 @@ def _at(stress: dict, model: str, transform: str, severity: float) -> float | No
 
 
 def _severity(spec: dict, severity: float) -> str:
-    """'4 px', '45 degrees', 'MNIST-C's setting'."""
-    return (
-        "at MNIST-C's setting" if spec["kind"] == "corruption" else f"{severity:g} {spec['unit']}"
-    )
+    """'4 px', '45 degrees', 'x0.6', 'at MNIST-C's setting'."""
+    if spec["kind"] == "corruption":
+        return "at MNIST-C's setting"
+    if spec["unit"] == "factor":
+        return f"x{severity:g}"
+    return f"{severity:g} {spec['unit']}"
+
+
+def _change(stress: dict, found: dict) -> str:
+    """'translate 4 px (+23.90)': a transform at a severity and the gap there."""
+    spec = next(t for t in stress["transforms"] if t["name"] == found["transform"])
+    return f"{found['transform']} {_severity(spec, found['severity'])} ({100 * found['gap']:+.2f})"
 
 
 def pair_sentence(stress: dict, pair: dict) -> str:
@@ -190,14 +206,11 @@ def pair_sentence(stress: dict, pair: dict) -> str:
     widens most, and the mean corruption accuracies."""
     a, b = pair["a"], pair["b"]
     text = f"`{a}` -> `{b}`: {100 * pair['clean_gap']:+.2f} points on the clean digits"
-    if pair["transform"] is None:
-        text += ", and no change widens the gap"
-    else:
-        spec = next(t for t in stress["transforms"] if t["name"] == pair["transform"])
-        text += (
-            f", {100 * pair['gap']:+.2f} under {pair['transform']} "
-            f"{_severity(spec, pair['severity'])} (where the gap grows most)"
-        )
+    if pair["transform"] is not None:
+        text += f"; the gap grows most under {_change(stress, pair)}"
+    narrowest = pair.get("narrowest", {})
+    if narrowest.get("transform") is not None:
+        text += f" and shrinks most under {_change(stress, narrowest)}"
     mca = {m["name"]: m["mean_corruption_accuracy"] for m in stress["models"]}
     if mca[a] is not None:
         text += f"; mean MNIST-C accuracy {mca[a]:.1%} -> {mca[b]:.1%}"

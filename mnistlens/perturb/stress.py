@@ -78,21 +78,31 @@ class StressResult:
             for t in self.transforms
         }
 
-    def widest(self, a: str, b: str) -> dict:
-        """Where B's lead over A grows most beyond the clean gap:
-        {"transform", "severity", "gap", "clean_gap", "widening"}."""
+    def widest(self, a: str, b: str, sign: int = 1) -> dict:
+        """Where B's lead over A grows most beyond the clean gap (sign -1: where it
+        shrinks most, or turns into A's lead): {"transform", "severity", "gap",
+        "clean_gap", "widening"} (transform and severity None if no change moves it
+        that way)."""
         clean_gap = self.clean[b] - self.clean[a]
         best = {"transform": None, "severity": None, "gap": clean_gap, "widening": 0.0}
         for t, gaps in self.gaps(a, b).items():
             for severity, gap in zip(self.transforms[t].severities, gaps, strict=True):
-                if gap - clean_gap > best["widening"]:
+                if sign * (gap - clean_gap) > sign * best["widening"]:
                     best = {"transform": t, "severity": severity, "gap": gap}
                     best["widening"] = gap - clean_gap
         return {**best, "clean_gap": clean_gap}
 
     def pair(self, a: str, b: str) -> dict:
-        """The JSON-ready summary of one pair: the gaps and where they widen most."""
-        return {"a": a, "b": b, **self.widest(a, b), "gaps": self.gaps(a, b)}
+        """The JSON-ready summary of one pair: the gaps, where they widen most, and
+        where they shrink most ("narrowest", as `widest(a, b, -1)`)."""
+        narrowest = self.widest(a, b, sign=-1)
+        return {
+            "a": a,
+            "b": b,
+            **self.widest(a, b),
+            "narrowest": {k: narrowest[k] for k in ("transform", "severity", "gap", "widening")},
+            "gaps": self.gaps(a, b),
+        }
 
     def to_json(self, pairs: Sequence[tuple[str, str]] = ()) -> dict:
         """Everything measured, JSON-ready, with the gaps of `pairs`."""
