@@ -211,3 +211,23 @@ def test_normalized_digits_stay_readable_and_recentring_helps_the_mlp(shipped, d
     shifted = T.translate(images, 3, "down-right")
     before, after = accuracy("mlp", shifted), accuracy("mlp", Nz.recentre(shifted))
     assert after > before + 0.08 and after > 0.95
+
+
+def test_strength_minus_one_makes_the_opposite_change_of_the_same_size(digits):
+    # The control the gap's causes are counted against: as far off, the other way.
+    images = digits[0][:100]
+    shifted = T.translate(images, 2, "right")
+    away = Nz.recentre(shifted, strength=-1.0)
+    offset = Nz.centre_of_mass(shifted) - Nz.CENTRE
+    near = ((Nz.centre_of_mass(away) - Nz.CENTRE) - 2 * offset).abs() <= 1.0  # whole pixels
+    assert near.all(dim=1).float().mean() > 0.9  # the rest lost ink past the border
+    before, after = Nz.slant(images), Nz.slant(Nz.deslant(images, strength=-1.0))
+    leaning = before.abs() > 0.1
+    assert torch.allclose(after[leaning], 2 * before[leaning], rtol=0.25, atol=0.05)
+    widths = Nz.stroke_width_of(images)
+    opposite = Nz.stroke_width_of(Nz.stroke_width(images, strength=-1.0))
+    far = (widths - Nz.MNIST_STROKE_WIDTH).abs() > 0.3
+    assert (
+        (opposite - Nz.MNIST_STROKE_WIDTH).abs()[far] > (widths - Nz.MNIST_STROKE_WIDTH).abs()[far]
+    ).float().mean() > 0.8
+    torch.testing.assert_close(Nz.deslant(images, strength=0.0), images, atol=1e-5, rtol=0)

@@ -247,6 +247,10 @@ def test_cause_counts_are_recounted_by_hand(models, digits, causes):
         fixed = int((predict_logits(mlp, normalized).argmax(1) == labels[gap]).sum())
         assert row["fixed"] == fixed
         assert row["share"] == pytest.approx(fixed / len(gap))
+        if row["factor"] in FACTORS:  # the control: the same-sized change the other way
+            opposite = FACTORS[row["factor"]](images[gap], strength=-1.0)
+            expected = int((predict_logits(mlp, opposite).argmax(1) == labels[gap]).sum())
+            assert row["opposite_fixed"] == expected
         for index in row["fixed_indices"]:
             assert int(index) in causes["gap_indices"]
 

@@ -69,7 +69,9 @@ def normalized_correct(
     once for every model.
 
     models: name -> model or (model, metadata); factors: name -> normalization
-    (default `normalize.FACTORS`, plus "all": every one of them in turn).
+    (default `normalize.FACTORS`, plus "all": every one of them in turn). For each of
+    `normalize.FACTORS`, also the opposite change of the same size (strength -1), under
+    the key (factor, "opposite"): the control `count_causes` sets beside it.
     """
     from mnistlens.data import check_images
     from mnistlens.metrics import check_labels, predict_logits
@@ -80,6 +82,9 @@ def normalized_correct(
     modules = {n: m[0] if isinstance(m, tuple) else m for n, m in models.items()}
     factors = factors or {**FACTORS, "all": _all_factors}
     sets = {"clean": images, **{f: normalize(images) for f, normalize in factors.items()}}
+    for f in factors:
+        if f in FACTORS:
+            sets[f, "opposite"] = FACTORS[f](images, strength=-1.0)
     return {
         name: {
             f: predict_logits(model, x, device=device).argmax(dim=1) == labels
@@ -97,7 +102,9 @@ def count_causes(correct: dict[str, dict[str, torch.Tensor]], a: str, b: str) ->
     "n_both_wrong", "n_a_right", "a_accuracy", "factors": [{"factor", "fixed" (of the
     gap, A right after), "share" (fixed / n_gap), "fixed_indices" (up to EXAMPLES),
     "b_kept" (of the gap, B still right after), "fixed_both_wrong" (of the images both
-    get wrong, A right after), "broken" (of the images A gets right, A wrong after),
+    get wrong, A right after), "opposite_fixed" (of the gap, A right after the opposite
+    change of the same size; None for "all"), "broken" (of the images A gets right, A
+    wrong after),
     "a_accuracy_after" (A on every normalized image)}], "largest" (the single factor
     with the largest share; None if none fixes any)}.
     """
@@ -106,7 +113,7 @@ def count_causes(correct: dict[str, dict[str, torch.Tensor]], a: str, b: str) ->
     both_wrong = ~a_right & ~b_right
     rows = []
     for factor in correct[a]:
-        if factor == "clean":
+        if factor == "clean" or isinstance(factor, tuple):
             continue
         a_after, b_after = correct[a][factor], correct[b][factor]
         fixed = gap & a_after
@@ -117,6 +124,13 @@ def count_causes(correct: dict[str, dict[str, torch.Tensor]], a: str, b: str) ->
                 "share": float(fixed.sum() / gap.sum()) if gap.any() else 0.0,
                 "fixed_indices": fixed.nonzero().squeeze(1)[:EXAMPLES].tolist(),
                 "b_kept": int((gap & b_after).sum()),
+                # the same-sized change the other way: if it fixes as many, the factor
+                # is not what matters, any change of the digit is
+                "opposite_fixed": (
+                    int((gap & correct[a][factor, "opposite"]).sum())
+                    if (factor, "opposite") in correct[a]
+                    else None
+                ),
                 "fixed_both_wrong": int((both_wrong & a_after).sum()),
                 "broken": int((a_right & ~a_after).sum()),
                 "a_accuracy_after": float(a_after.float().mean()),
@@ -159,7 +173,11 @@ def sentence(found: dict) -> str:
     a, b, n = f"`{found['a']}`", f"`{found['b']}`", found["n_gap"]
     if n == 0:
         return f"{b} gets no test image right that {a} gets wrong: there is no gap to explain."
-    parts = [f"{VERBS.get(r['factor'], r['factor'])} {r['fixed']}" for r in found["factors"]]
+    parts = [
+        f"{VERBS.get(r['factor'], r['factor'])} {r['fixed']}"
+        + ("" if r.get("opposite_fixed") is None else f" (the opposite: {r['opposite_fixed']})")
+        for r in found["factors"]
+    ]
     text = (
         f"Of the {n} images {b} gets right and {a} wrong, normalizing the digit fixes "
         f"{a}'s answer as follows: {', '.join(parts)}."
@@ -168,7 +186,8 @@ def sentence(found: dict) -> str:
         return text + " No single factor accounts for any of the gap."
     top = next(r for r in found["factors"] if r["factor"] == found["largest"])
     return text + (
-        f" The largest share is {top['factor']} ({top['share']:.0%} of the gap); the same "
-        f"change fixes {top['fixed_both_wrong']} of the {found['n_both_wrong']} images both "
-        f"get wrong and breaks {top['broken']} of the {found['n_a_right']:,} {a} got right."
+        f" The largest share is {top['factor']} ({top['share']:.0%} of the gap), where the "
+        f"opposite change of the same size fixes {top['opposite_fixed']}; the same "
+        f"normalization fixes {top['fixed_both_wrong']} of the {found['n_both_wrong']} images "
+        f"both get wrong and breaks {top['broken']} of the {found['n_a_right']:,} {a} got right."
     )

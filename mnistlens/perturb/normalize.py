@@ -143,10 +143,12 @@ def stroke_width_of(images: torch.Tensor) -> torch.Tensor:
     return _width(check_images(images))
 
 
-def recentre(images: torch.Tensor) -> torch.Tensor:
+def recentre(images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """Move each digit by whole pixels so its centre of mass is within half a pixel of
     (CENTRE, CENTRE), as MNIST placed its digits: (N, 1, 28, 28) -> same. Ink moved past
-    the border is lost.
+    the border is lost. strength (here and in each normalization): 1 takes the factor
+    away, -1 makes the opposite change of the same size (twice as far off centre), a
+    control for whether the factor or any change of that size moves the answer.
 
     Whole pixels, not a sub-pixel shift: that is how MNIST was made (its centres of mass
     spread evenly over +-0.5 pixel, standard deviation 0.29 = 1 / sqrt(12)), so all but 2
@@ -154,7 +156,7 @@ def recentre(images: torch.Tensor) -> torch.Tensor:
     blurred by resampling.
     """
     images = check_images(images)
-    shift = (CENTRE - _centre(images)).round().nan_to_num(0.0).long()  # (N, 2)
+    shift = (strength * (CENTRE - _centre(images))).round().nan_to_num(0.0).long()  # (N, 2)
     axis = torch.arange(28, device=images.device)
     rows = axis - shift[:, 1, None]  # (N, 28): the input row each output row takes
     cols = axis - shift[:, 0, None]  # (N, 28)
@@ -164,7 +166,7 @@ def recentre(images: torch.Tensor) -> torch.Tensor:
     return (moved * inside).unsqueeze(1)  # (N, 1, 28, 28)
 
 
-def deslant(images: torch.Tensor) -> torch.Tensor:
+def deslant(images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """Remove each digit's slant, the classic deskew: shear x by the `slant` about the
     centre of mass, which stays where it was, so that afterwards mu11 = 0 (up to
     resampling): (N, 1, 28, 28) -> same.
@@ -175,14 +177,14 @@ def deslant(images: torch.Tensor) -> torch.Tensor:
     images = check_images(images)
     x, y = _grid(images)
     centre = _centre(images)  # (N, 2)
-    amount = _slant(images, centre).nan_to_num(0.0)[:, None, None]  # (N, 1, 1)
+    amount = strength * _slant(images, centre).nan_to_num(0.0)[:, None, None]  # (N, 1, 1)
     centre = centre.nan_to_num(CENTRE)
     # the output pixel (x, y) shows the input where the slant had put it
     source_x = x - amount * (y - centre[:, 1, None, None])  # (N, 28, 28)
     return _sample(images, source_x, y.expand_as(source_x))
 
 
-def rescale(images: torch.Tensor, size: float | None = None) -> torch.Tensor:
+def rescale(images: torch.Tensor, size: float | None = None, strength: float = 1.0) -> torch.Tensor:
     """Scale each digit about its centre of mass so the longer side of its ink box
     (`ink_height`, `ink_width`) is `size` pixels, keeping its aspect ratio:
     (N, 1, 28, 28) -> same. Default MNIST_SIZE (20), so almost every real digit is
@@ -198,7 +200,8 @@ def rescale(images: torch.Tensor, size: float | None = None) -> torch.Tensor:
         raise MnistlensError(f"rescale needs a size above 0 and at most 28 pixels, got {size!r}")
     ink = images[:, 0] > INK_THRESHOLD  # (N, 28, 28)
     box = torch.maximum(_extent(ink.any(dim=2)), _extent(ink.any(dim=1)))  # (N,)
-    factor = torch.where(box > 0, size / box, torch.ones_like(box)).clamp(0.25, 4.0)
+    factor = torch.where(box > 0, size / box, torch.ones_like(box)) ** strength
+    factor = factor.clamp(0.25, 4.0)
     out = images.clone()
     moving = (factor != 1).nonzero().squeeze(1)  # only these are resampled
     if len(moving):
@@ -250,7 +253,7 @@ def _interpolate(
     hi: torch.Tensor,
     width_lo: torch.Tensor,
     width_hi: torch.Tensor,
-    target: float,
+    target: float | torch.Tensor,
 ) -> torch.Tensor:
     """Where between shares lo and hi (N,) the width reaches the target, if it grows
     linearly from width_lo to width_hi; kept within [lo, hi]."""
@@ -258,7 +261,9 @@ def _interpolate(
     return torch.minimum(torch.maximum(lo + step * (hi - lo), lo), hi)
 
 
-def stroke_width(images: torch.Tensor, target: float | None = None) -> torch.Tensor:
+def stroke_width(
+    images: torch.Tensor, target: float | None = None, strength: float = 1.0
+) -> torch.Tensor:
     """Thin or thicken each digit's strokes to `target` pixels wide (`stroke_width_of`;
     default MNIST_STROKE_WIDTH): (N, 1, 28, 28) -> same.
 
@@ -277,6 +282,9 @@ def stroke_width(images: torch.Tensor, target: float | None = None) -> torch.Ten
     target = MNIST_STROKE_WIDTH if target is None else target
     if not 0 < target <= 10:
         raise MnistlensError(f"stroke_width needs a target above 0 and at most 10, got {target!r}")
+    if strength != 1:  # each digit's own target: as far from its width, the other way
+        width = _width(images)
+        target = (width + strength * (target - width)).clamp(0.5, 10.0)  # (N,)
     thinner = _thinner(images)
     options = torch.stack([_thinner(thinner), thinner, images, _thicker(images)])
     widths = torch.stack([_width(option) for option in options])  # (4, N)
