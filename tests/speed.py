@@ -63,7 +63,9 @@ LONGEST_FIRST = (
     "test_app_users.py",
     "test_cli.py",
     "test_app.py",
+    "test_app_stress.py",
     "test_faithfulness.py",
+    "test_stress.py",
     "test_explain.py",
     "test_train.py",
     "test_influence.py",
@@ -78,6 +80,7 @@ LONGEST_FIRST = (
     "test_fastig.py",
     "test_data.py",
     "test_checkpoint.py",
+    "test_corruptions.py",
     "test_variants.py",
     "test_pipeline.py",
     "test_loading.py",
@@ -90,6 +93,7 @@ LONGEST_FIRST = (
     "test_app_keys.py",
     "test_options.py",
     "test_transforms.py",
+    "test_normalize.py",
     "test_models.py",
 )
 

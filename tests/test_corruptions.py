@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from mnistlens import MnistlensError
 from mnistlens.metrics import predict_logits
 from mnistlens.perturb import corruptions as C
+from mnistlens.perturb import imageops
 from mnistlens.perturb import transforms as T
 
 NAMES = list(C.CORRUPTIONS)
@@ -186,7 +187,7 @@ def test_glass_sweep_swaps_as_mnist_c_pixel_by_pixel_loop():
                             dy, dx = -(pick // 2), -(pick % 2)
                             a, b = expected[n, h, w].clone(), expected[n, h + dy, w + dx].clone()
                             expected[n, h, w], expected[n, h + dy, w + dx] = b, a
-        assert torch.equal(C._glass_sweep(flat, u, p), expected.view(3, 784))
+        assert torch.equal(imageops.glass_sweep(flat, u, p), expected.view(3, 784))
 
 
 def test_motion_blur_smears_each_digit_sideways(digits, corrupted):

@@ -23,17 +23,16 @@ corrupting `images[:k]` gives the first k results of corrupting `images`.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import operator
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from mnistlens.data import check_images
 from mnistlens.errors import MnistlensError
+from mnistlens.perturb import imageops as ops
 
 # --------------------------------------------------------------------------- helpers
 
@@ -101,56 +100,8 @@ def _apply(
     return torch.cat(chunks).clamp(0, 1)
 
 
-def _gauss1d(x: torch.Tensor, sigma: float, dim: int, mode: str) -> torch.Tensor:
-    """scipy.ndimage.gaussian_filter1d (truncate 4) along `dim` (-1 or -2) of (N, 1, 28, 28),
-    padding "nearest" (edge copied) or "constant" (zeros). A sum of shifted slices, not a
-    convolution, so each image's result does not depend on the batch."""
-    radius = int(4 * sigma + 0.5)
-    if radius == 0:
-        return x
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    weights = torch.exp(-0.5 * (taps / sigma) ** 2)
-    weights = (weights / weights.sum()).tolist()
-    pad = (radius, radius, 0, 0) if dim == -1 else (0, 0, radius, radius)
-    padded = F.pad(x, pad, mode="replicate" if mode == "nearest" else "constant")
-    out = torch.zeros_like(x)
-    for k, w in enumerate(weights):
-        out.add_(padded.narrow(dim, k, 28), alpha=w)
-    return out
-
-
-def _gauss2d(x: torch.Tensor, sigma: float, mode: str) -> torch.Tensor:
-    return _gauss1d(_gauss1d(x, sigma, -2, mode), sigma, -1, mode)
-
-
-def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bilinear resampling, zeros outside, through per-image affine maps of output to input
-    coordinates in [-1, 1] about the image centre (skimage's `warp` about pixel 13.5):
-    images (N, 1, 28, 28), theta (N, 2, 3) -> (N, 1, 28, 28)."""
-    # the grid is built elementwise, not with affine_grid's batched matmul, so each
-    # image's result is the same in any batch
-    axis = (torch.arange(28, dtype=torch.float32, device=images.device) * 2 + 1) / 28 - 1
-    ys, xs = torch.meshgrid(axis, axis, indexing="ij")  # (28, 28) each
-    t = theta.to(images.device, torch.float32)[:, :, :, None, None]  # (N, 2, 3, 1, 1)
-    gx = t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2]  # (N, 28, 28)
-    gy = t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2]
-    grid = torch.stack([gx, gy], dim=-1)  # (N, 28, 28, 2)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
 def _signs(u: torch.Tensor) -> torch.Tensor:
     return torch.where(u < 0.5, -1.0, 1.0)
-
-
-def _line(
-    rows: torch.Tensor, c0: torch.Tensor, r0: torch.Tensor, slope: torch.Tensor
-) -> torch.Tensor:
-    """MNIST-C's `line_from_points` ink, before its column cut: 1 on the line through
-    (c0, r0) with `slope`, falling as log(1 - d / 2.3) + 1 with the vertical distance d,
-    0 from d = 1.45 on. Arguments (N, 1, 1) -> (N, 28, 28)."""
-    cols = rows.view(1, 1, 28)  # rows holds 0..27: the same positions serve as columns
-    dist = (rows.view(1, 28, 1) - (slope * (cols - c0) + r0)).abs()  # (N, 28, 28)
-    return (torch.log1p(-dist.clamp(max=2.3 - 1e-6) / 2.3) + 1).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------- noise
@@ -197,7 +148,7 @@ def glass_blur(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) ->
     probability 1/2, with its neighbour at (dy, dx) from `randint(-1, 1)` (so -1 or 0:
     randint excludes its top); the blur again. Its blur hands skimage a 2-D image with
     `multichannel=True`, which reads the columns as channels and blurs vertically only.
-    Ours does all of this, the sweep included (`_glass_sweep`: the same swaps, in an order
+    Ours does all of this, the sweep included (`ops.glass_sweep`: the same swaps, in an order
     that gives the same result, vectorized). Severity scales the sigma (0.7 s) and the
     swap probability (min(1, s / 2))."""
     return _apply("glass_blur", images, severity, seed, _glass_blur)
@@ -206,42 +157,9 @@ def glass_blur(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) ->
 def _glass_blur(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     sigma, p = 0.7 * severity, min(1.0, severity / 2)
     u = rng.uniform(2, 28, 28).to(x.device)  # (n, sweeps, 28, 28)
-    blurred = torch.floor(_gauss1d(x, sigma, -2, "nearest").clamp(0, 1) * 255) / 255
-    swept = _glass_sweep(blurred.flatten(1), u, p)  # (n, 784)
-    return _gauss1d(swept.view_as(x), sigma, -2, "nearest")
-
-
-@functools.cache
-def _glass_fronts() -> list[torch.Tensor]:
-    """The pixels (h, w), 2 <= h, w <= 27, grouped by 2h + w from the largest: flat
-    indices, one tensor per group."""
-    return [
-        torch.tensor([h * 28 + (key - 2 * h) for h in range(27, 1, -1) if 2 <= key - 2 * h <= 27])
-        for key in range(3 * 27, 3 * 2 - 1, -1)
-    ]
-
-
-def _glass_sweep(flat: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:
-    """MNIST-C's swap sweeps, one per u[:, k]: the pixel at (h, w) swaps with (h + dy,
-    w + dx) when u < p, (dy, dx) in {-1, 0}^2 picked by u / p: (n, 784), (n, k, 28, 28)
-    -> (n, 784).
-
-    A visit touches only the 2 x 2 block up-left of its pixel, so visits with the same
-    2h + w touch disjoint blocks, and every two visits whose blocks overlap come in raster
-    order when taken by decreasing 2h + w: one vectorized step per value of 2h + w (76 per
-    sweep) swaps exactly as the pixel-by-pixel sweep does."""
-    z = flat.t().contiguous()  # (784, n): a front's pixels are whole rows, in cache
-    for k in range(u.shape[1]):
-        v = u[:, k].flatten(1).t()  # (784, n)
-        pick = (v / p * 4).long().clamp(max=3)  # 0..3: (dy, dx) = (-(pick // 2), -(pick % 2))
-        back = torch.where(v < p, (pick // 2) * 28 + pick % 2, 0)  # how far back the partner is
-        for front in _glass_fronts():
-            front = front.to(z.device)
-            partner = front[:, None] - back[front]  # (m, n)
-            mine, theirs = z[front], z.gather(0, partner)
-            z[front] = theirs
-            z.scatter_(0, partner, mine)
-    return z.t()  # (n, 784)
+    blurred = torch.floor(ops.gauss1d(x, sigma, -2, "nearest").clamp(0, 1) * 255) / 255
+    swept = ops.glass_sweep(blurred.flatten(1), u, p)  # (n, 784)
+    return ops.gauss1d(swept.view_as(x), sigma, -2, "nearest")
 
 
 def motion_blur(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torch.Tensor:
@@ -299,7 +217,7 @@ def _shear(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     s = 0.4 * severity * _signs(rng.uniform(1))[:, 0]  # (n,)
     zero, one = torch.zeros_like(s), torch.ones_like(s)
     rows = [torch.stack([one, -torch.sin(s), zero], 1), torch.stack([zero, torch.cos(s), zero], 1)]
-    return _warp(x, torch.stack(rows, 1))  # theta (n, 2, 3)
+    return ops.warp(x, torch.stack(rows, 1))  # theta (n, 2, 3)
 
 
 def scale(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torch.Tensor:
@@ -314,7 +232,7 @@ def scale(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torc
 
 def _scale(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     inv = 0.7 ** (-severity)
-    return _warp(x, torch.tensor([[inv, 0.0, 0.0], [0.0, inv, 0.0]]).expand(len(x), 2, 3))
+    return ops.warp(x, torch.tensor([[inv, 0.0, 0.0], [0.0, inv, 0.0]]).expand(len(x), 2, 3))
 
 
 def rotate(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torch.Tensor:
@@ -331,7 +249,7 @@ def _rotate(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     a = 0.4 * severity * _signs(rng.uniform(1))[:, 0]  # (n,)
     cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
     rows = [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)]
-    return _warp(x, torch.stack(rows, 1))
+    return ops.warp(x, torch.stack(rows, 1))
 
 
 def translate(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torch.Tensor:
@@ -348,7 +266,7 @@ def _translate(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     t = -2 * shift / 28  # in [-1, 1] units; the input point lies behind the output one
     one, zero = torch.ones_like(t[:, 0]), torch.zeros_like(t[:, 0])
     rows = [torch.stack([one, zero, t[:, 0]], 1), torch.stack([zero, one, t[:, 1]], 1)]
-    return _warp(x, torch.stack(rows, 1))
+    return ops.warp(x, torch.stack(rows, 1))
 
 
 # --------------------------------------------------------------------------- light
@@ -409,36 +327,16 @@ def _plasma(rng: _Stream) -> torch.Tensor:
     wibble = [100.0 / 1.4**k for k in range(8)]
     coarse = torch.zeros(n, 64, 64)
     for k, st in enumerate(levels64):
-        _diamond_square_level(coarse, st, wibble[k] ** 2 * noise[k])
+        ops.diamond_square_level(coarse, st, wibble[k] ** 2 * noise[k])
     # pixels -4..35 of the 256 map: the coarse values -1..8 every 4 pixels, finished by the
     # last two levels; the patch wraps at its edge, which reaches pixels 31 and up only
     patch = torch.zeros(n, 40, 40)
     patch[:, ::4, ::4] = coarse.roll((1, 1), dims=(1, 2))[:, :10, :10]
-    _diamond_square_level(patch, 4, wibble[6] ** 2 * noise[6])
-    _diamond_square_level(patch, 2, wibble[7] ** 2 * noise[7])
+    ops.diamond_square_level(patch, 4, wibble[6] ** 2 * noise[6])
+    ops.diamond_square_level(patch, 2, wibble[7] ** 2 * noise[7])
     low = coarse.amin(dim=(1, 2)).view(n, 1, 1)  # (n, 1, 1)
     high = coarse.amax(dim=(1, 2)).view(n, 1, 1)
     return ((patch[:, 4:32, 4:32] - low) / (high - low)).clamp(0, 1)
-
-
-def _diamond_square_level(m: torch.Tensor, st: int, noise: torch.Tensor) -> None:
-    """One level of diamond-square on the torus `m` (n, S, S), in place, as MNIST-C's
-    fillsquares + filldiamonds: the centres of the squares `st` apart get the mean of their
-    4 corners, then the edge midpoints the mean of their 4 neighbours, plus `noise`
-    (n, 3 (S / st)^2): centres, then the two sets of midpoints."""
-    n, k, h = len(m), m.shape[1] // st, st // 2
-    centre_noise, row_noise, col_noise = noise.view(n, 3, k, k).unbind(1)  # (n, k, k) each
-    corners = m[:, ::st, ::st]  # (n, k, k)
-    squares = corners + corners.roll(-1, 1)
-    squares = squares + squares.roll(-1, 2)
-    m[:, h::st, h::st] = squares / 4 + centre_noise
-    centres = m[:, h::st, h::st]
-    m[:, ::st, h::st] = (
-        centres + centres.roll(1, 1) + corners + corners.roll(-1, 2)
-    ) / 4 + row_noise
-    m[:, h::st, ::st] = (
-        centres + centres.roll(1, 2) + corners + corners.roll(-1, 1)
-    ) / 4 + col_noise
 
 
 # --------------------------------------------------------------------------- clutter
@@ -456,8 +354,8 @@ def spatter(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> to
 
 def _spatter(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     normal = rng.each(lambda g, _: torch.randn(1, 28, 28, generator=g)).to(x.device)
-    blobs = (_gauss2d(0.65 + 0.3 * normal, 1.0, "nearest") > 0.65).float()
-    m = _gauss2d(blobs, 1.5, "nearest")
+    blobs = (ops.gauss2d(0.65 + 0.3 * normal, 1.0, "nearest") > 0.65).float()
+    m = ops.gauss2d(blobs, 1.5, "nearest")
     m = torch.where(m < 0.8, 0.0, m * severity).clamp(max=1)
     return x * (1 - m) + m * (63 / 255)
 
@@ -476,7 +374,7 @@ def _dotted_line(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor
     r = (rng.uniform(2) * 27).floor().to(x.device)  # (n, 2): rows 0..26
     pos = torch.arange(28, dtype=torch.float32, device=x.device)
     r0, r1 = r[:, 0, None, None], r[:, 1, None, None]  # (n, 1, 1)
-    ink = _line(pos, torch.zeros_like(r0), r0, (r1 - r0) / 27)  # (n, 28, 28)
+    ink = ops.line(pos, torch.zeros_like(r0), r0, (r1 - r0) / 27)  # (n, 28, 28)
     dashes = ((pos.long() // 2) % 2 == 1) & (pos < 27)  # columns 2-3, 6-7, ..., 26
     return x + severity * (ink * dashes)[:, None]
 
@@ -491,33 +389,10 @@ def zigzag(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> tor
     return _apply("zigzag", images, severity, seed, _zigzag)
 
 
-@functools.cache
-def _zigzag_table() -> torch.Tensor:
-    """MNIST-C's zigzag corners for each rise r1 - r0 = -5..4, as (column, row relative to
-    r0): teeth 2 long and 2 high along the line, turned to its slope: -> (10, P, 2)."""
-    a = b = 2.0
-    tables = []
-    for rise in range(-5, 5):
-        theta = math.atan(rise / 23)
-        d = 23 / math.cos(theta)
-        points, r_i = [(0.0, 0.0)], 0.0
-        for i in range(int((d - a) // (2 * a)) + 1):
-            r_i = (-1) ** i * b
-            points.append(((2 * i + 1) * a, r_i))
-        last = 2 * a * (d // (2 * a))
-        if d != last:
-            points.append((d, r_i / (2 * (d - last))))  # MNIST-C's closing point, as it is
-        cos, sin = math.cos(theta), math.sin(theta)
-        tables.append([(2 + cos * c - sin * r, sin * c + cos * r) for c, r in points])
-    longest = max(len(t) for t in tables)
-    # padded with the last point: a segment of zero length draws nothing
-    return torch.tensor([t + t[-1:] * (longest - len(t)) for t in tables])
-
-
 def _zigzag(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     u = rng.uniform(2)  # (n, 2)
     start = (u[:, 0] * 27).floor().to(x.device).view(-1, 1, 1)  # row 0..26
-    points = _zigzag_table()[(u[:, 1] * 10).long()].to(x.device)  # (n, P, 2)
+    points = ops.zigzag_table()[(u[:, 1] * 10).long()].to(x.device)  # (n, P, 2)
     pos = torch.arange(28, dtype=torch.float32, device=x.device)
     ink = torch.zeros(len(x), 28, 28, device=x.device)
     for k in range(1, points.shape[1]):
@@ -526,7 +401,7 @@ def _zigzag(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
         run = c1 - c0
         slope = (r1 - r0) / torch.where(run == 0, 1.0, run)
         keep = (pos >= c0.floor()) & (pos < c1.ceil()) & (run != 0)  # (n, 1, 28) columns
-        ink += _line(pos, c0, r0 + start, slope) * keep
+        ink += ops.line(pos, c0, r0 + start, slope) * keep
     return x + severity * ink[:, None]
 
 
@@ -544,45 +419,7 @@ def canny_edges(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -
 
 def _canny_edges(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
     s = min(severity, 1.0)
-    return (1 - s) * x + s * _canny(x.double()).to(x.dtype)
-
-
-def _canny(x: torch.Tensor, low: float = 0.1, high: float = 0.2) -> torch.Tensor:
-    """skimage.feature.canny(sigma=1) on each image: (n, 1, 28, 28) -> {0, 1} float32."""
-    bleed = _gauss2d(torch.ones_like(x[:1]), 1.0, "constant")
-    smooth = _gauss2d(x, 1.0, "constant") / (bleed + torch.finfo(x.dtype).eps)
-    p = F.pad(smooth, (1, 1, 1, 1), mode="replicate")  # scipy's "reflect" for a 1-pixel reach
-    d_row = p[..., 2:, :] - p[..., :-2, :]  # (n, 1, 28, 30)
-    d_col = p[..., :, 2:] - p[..., :, :-2]  # (n, 1, 30, 28)
-    gi = d_row[..., :-2] + 2 * d_row[..., 1:-1] + d_row[..., 2:]  # ndi.sobel(axis=0)
-    gj = d_col[..., :-2, :] + 2 * d_col[..., 1:-1, :] + d_col[..., 2:, :]  # ndi.sobel(axis=1)
-    mag = torch.sqrt(gi * gi + gj * gj)
-    mp = F.pad(mag, (1, 1, 1, 1))
-
-    def at(di: int, dj: int) -> torch.Tensor:  # the magnitude at (row + di, col + dj)
-        return mp[..., 1 + di : 29 + di, 1 + dj : 29 + dj]
-
-    # skimage's _nonmaximum_suppression_bilinear: the gradient's octant picks a neighbour
-    # on each side and its diagonal, interpolated with weight w
-    ai, aj = gi.abs(), gj.abs()
-    same = (gi > 0) == (gj > 0)
-    rows_major = torch.where(same, ai > aj, ai >= aj)
-    w = torch.where(rows_major, aj / ai.clamp_min(1e-30), ai / aj.clamp_min(1e-30))
-    plus1 = torch.where(rows_major, torch.where(same, at(1, 0), at(-1, 0)), at(0, 1))
-    plus2 = torch.where(same, at(1, 1), at(-1, 1))
-    minus1 = torch.where(rows_major, torch.where(same, at(-1, 0), at(1, 0)), at(0, -1))
-    minus2 = torch.where(same, at(-1, -1), at(1, -1))
-    peak = (plus2 * w + plus1 * (1 - w) <= mag) & (minus2 * w + minus1 * (1 - w) <= mag)
-    inner = torch.zeros_like(mag, dtype=torch.bool)
-    inner[..., 1:-1, 1:-1] = True  # the eroded mask: no edge on the outermost pixels
-    weak = (peak & inner & (mag >= low)).float()
-    strong = weak * (mag >= high)
-    # hysteresis: grow the strong pixels through 8-connected weak ones until nothing changes
-    while True:
-        grown = F.max_pool2d(strong, 3, stride=1, padding=1) * weak
-        if torch.equal(grown, strong):
-            return strong
-        strong = grown
+    return (1 - s) * x + s * ops.canny(x.double()).to(x.dtype)
 
 
 # --------------------------------------------------------------------------- registry
