@@ -128,6 +128,8 @@ def observations(
         if stress:
             text += " " + _tolerance_of(stress, best_dense["name"], best_conv["name"])
         found.append(text)
+    if report.get("stress"):
+        found.append(_robustness(report["stress"]))
     significant = [
         p for p in report["pairs"] if p["mcnemar_p"] < ALPHA and abs(_index(names, p)) == 1
     ]
@@ -156,6 +158,28 @@ def observations(
     return found
 
 
+def _robustness(stress: dict) -> str:
+    """Whether the most accurate model is also the most robust (MNIST-C's mean), and its
+    three hardest corruptions."""
+    rows = [m for m in stress["models"] if m["mean_corruption_accuracy"] is not None]
+    if not rows:
+        return ""
+    best = max(stress["models"], key=lambda m: m["clean"])
+    robust = sorted(rows, key=lambda m: -m["mean_corruption_accuracy"])
+    corruptions = [t for t in stress["transforms"] if t["kind"] == "corruption"]
+    hardest = sorted(corruptions, key=lambda t: stress["accuracy"][best["name"]][t["name"]][-1])
+    worst = ", ".join(
+        f"{t['name']} {stress['accuracy'][best['name']][t['name']][-1]:.1%}" for t in hardest[:3]
+    )
+    rank = [m["name"] for m in robust].index(best["name"]) + 1
+    return (
+        f"**Corruptions** (MNIST-C's mean): the most accurate model, `{best['name']}`, "
+        f"ranks {rank} of {len(robust)} at {best['mean_corruption_accuracy']:.1%}; the most "
+        f"robust is `{robust[0]['name']}` ({robust[0]['mean_corruption_accuracy']:.1%}). "
+        f"`{best['name']}` is hurt most by {worst}."
+    )
+
+
 def _tolerance_of(stress: dict, a: str, b: str) -> str:
     """What the stress test says about B against A, for an observation."""
     pair = next((p for p in stress["pairs"] if (p["a"], p["b"]) == (a, b)), None)
@@ -173,7 +197,8 @@ def _tolerance_of(stress: dict, a: str, b: str) -> str:
         top = next(r for r in causes["factors"] if r["factor"] == causes["largest"])
         text += (
             f"; on the unchanged digits, normalizing {causes['largest']} fixes {top['fixed']} "
-            f"of the {causes['n_gap']} images only `{b}` gets right"
+            f"of the {causes['n_gap']} images only `{b}` gets right ({top['net']} more than "
+            "the opposite change of the same size)"
         )
     return text + " (see *What each architecture tolerates*)."
 

@@ -103,10 +103,10 @@ def count_causes(correct: dict[str, dict[str, torch.Tensor]], a: str, b: str) ->
     gap, A right after), "share" (fixed / n_gap), "fixed_indices" (up to EXAMPLES),
     "b_kept" (of the gap, B still right after), "fixed_both_wrong" (of the images both
     get wrong, A right after), "opposite_fixed" (of the gap, A right after the opposite
-    change of the same size; None for "all"), "broken" (of the images A gets right, A
-    wrong after),
-    "a_accuracy_after" (A on every normalized image)}], "largest" (the single factor
-    with the largest share; None if none fixes any)}.
+    change of the same size; None for "all"), "net" (fixed - opposite_fixed), "broken"
+    (of the images A gets right, A wrong after), "a_accuracy_after" (A on every
+    normalized image)}], "largest" (the factor with the
+    largest net count; None if for none taking it away fixes more than the opposite)}.
     """
     a_right, b_right = correct[a]["clean"], correct[b]["clean"]
     gap = b_right & ~a_right
@@ -117,6 +117,8 @@ def count_causes(correct: dict[str, dict[str, torch.Tensor]], a: str, b: str) ->
             continue
         a_after, b_after = correct[a][factor], correct[b][factor]
         fixed = gap & a_after
+        control = correct[a].get((factor, "opposite"))
+        opposite = None if control is None else int((gap & control).sum())
         rows.append(
             {
                 "factor": factor,
@@ -126,17 +128,16 @@ def count_causes(correct: dict[str, dict[str, torch.Tensor]], a: str, b: str) ->
                 "b_kept": int((gap & b_after).sum()),
                 # the same-sized change the other way: if it fixes as many, the factor
                 # is not what matters, any change of the digit is
-                "opposite_fixed": (
-                    int((gap & correct[a][factor, "opposite"]).sum())
-                    if (factor, "opposite") in correct[a]
-                    else None
-                ),
+                "opposite_fixed": opposite,
+                "net": None if opposite is None else int(fixed.sum()) - opposite,
                 "fixed_both_wrong": int((both_wrong & a_after).sum()),
                 "broken": int((a_right & ~a_after).sum()),
                 "a_accuracy_after": float(a_after.float().mean()),
             }
         )
-    single = [r for r in rows if r["factor"] != "all" and r["fixed"]]
+    # a factor explains the gap as far as taking it away fixes more than the opposite
+    # change of the same size does (which any change of the digit might)
+    single = [r for r in rows if r["opposite_fixed"] is not None and r["net"] > 0]
     return {
         "a": a,
         "b": b,
@@ -147,7 +148,7 @@ def count_causes(correct: dict[str, dict[str, torch.Tensor]], a: str, b: str) ->
         "n_a_right": int(a_right.sum()),
         "a_accuracy": float(a_right.float().mean()),
         "factors": rows,
-        "largest": max(single, key=lambda r: r["share"])["factor"] if single else None,
+        "largest": max(single, key=lambda r: r["net"])["factor"] if single else None,
     }
 
 
@@ -183,11 +184,26 @@ def sentence(found: dict) -> str:
         f"{a}'s answer as follows: {', '.join(parts)}."
     )
     if found["largest"] is None:
-        return text + " No single factor accounts for any of the gap."
+        return text + (
+            " For no factor does taking it away fix more than the opposite change of the "
+            "same size: none of them explains the gap."
+        )
     top = next(r for r in found["factors"] if r["factor"] == found["largest"])
-    return text + (
-        f" The largest share is {top['factor']} ({top['share']:.0%} of the gap), where the "
-        f"opposite change of the same size fixes {top['opposite_fixed']}; the same "
-        f"normalization fixes {top['fixed_both_wrong']} of the {found['n_both_wrong']} images "
-        f"both get wrong and breaks {top['broken']} of the {found['n_a_right']:,} {a} got right."
+    alike = [
+        r["factor"]
+        for r in found["factors"]
+        if r["net"] is not None and r["net"] <= 0 and r["fixed"] > 0
+    ]
+    text += (
+        f" The factor that explains most is {top['factor']}: taking it away fixes "
+        f"{top['fixed']} ({top['share']:.0%} of the gap), {top['net']} more than the opposite "
+        f"change of the same size; it also fixes {top['fixed_both_wrong']} of the "
+        f"{found['n_both_wrong']} images both get wrong and breaks {top['broken']} of the "
+        f"{found['n_a_right']:,} {a} got right."
     )
+    if alike:
+        text += (
+            f" For {', '.join(alike)} the opposite change fixes as many: any change of the "
+            "digit would, so it is not a cause."
+        )
+    return text
