@@ -25,6 +25,7 @@ from mnistlens.perturb.causes import gap_causes, normalize_for, sentence
 from mnistlens.perturb.invariance import invariance
 from mnistlens.perturb.normalize import FACTORS
 from mnistlens.perturb.registry import with_severities
+from mnistlens.perturb.stress import combine
 
 from conftest import assert_clean_error
 
@@ -290,3 +291,30 @@ def test_the_invariance_strip_gives_each_copy_the_models_answer(models, digits):
         sum(c["prediction"] == strip.changes[0]["prediction"] for c in strip.changes[1:]) / 13
     )
     torch.testing.assert_close(strip.images[2], T.translate(image, 4, "right")[0])
+
+
+@pytest.mark.slow
+def test_stress_series_tests_every_member_in_order(run):
+    from mnistlens import series
+
+    result = run("stress", "--series", "--transforms", "rotate", "--limit", "200", "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    names = series.list_series()
+    assert [m["name"] for m in found["models"]] == names
+    pairs = [(p["a"], p["b"]) for p in found["pairs"]]
+    assert pairs[: len(names) - 1] == list(zip(names, names[1:], strict=False))
+
+
+@pytest.mark.slow
+def test_tables_of_models_tested_apart_combine_side_by_side(models, digits):
+    apart = [
+        evaluate({m: models[m]}, ["rotate"], *digits, progress=False).to_json() for m in models
+    ]
+    together = evaluate(models, ["rotate"], *digits, progress=False).to_json()
+    combined = combine(apart)
+    assert combined["models"] == together["models"]
+    assert combined["accuracy"] == together["accuracy"]
+    other = evaluate({"mlp": models["mlp"]}, ["rotate"], *digits, seed=3, progress=False)
+    with pytest.raises(MnistlensError, match="differ in seed"):
+        combine([apart[0], other.to_json()])

@@ -170,6 +170,8 @@ def plot_gap_causes(images: torch.Tensor, causes: dict, labels=None, title: str 
         for ax in row:
             ax.set_axis_off()
         name = f"{found['factor']}: {found['fixed']} of {causes['n_gap']}"
+        if found.get("opposite_fixed") is not None:
+            name += f"\n(the opposite change: {found['opposite_fixed']})"
         row[0].text(-0.15, 0.5, name, transform=row[0].transAxes, ha="right", va="center",
                     fontsize=8)  # fmt: skip
         indices = found["fixed_indices"]
