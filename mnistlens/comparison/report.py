@@ -22,6 +22,7 @@ TOLERANCE_FIGURES = {
     "curves": "Accuracy as each change grows",
     "corruptions": "Accuracy on MNIST-C's corruptions",
     "causes": "The gap's images that normalizing fixes",
+    "examples": "What each change does (the first test digits)",
 }
 
 
@@ -335,7 +336,7 @@ def markdown(
     ]
     if report.get("stress"):
         plots = report["stress"].get("plots", {})
-        shown = {TOLERANCE_FIGURES[k]: Path(v).name for k, v in plots.items() if k != "examples"}
+        shown = {TOLERANCE_FIGURES[k]: Path(v).name for k, v in plots.items()}
         lines += tolerance(report["stress"], shown)
     return "\n".join(lines)
 
