@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mnistlens import MnistlensError
 from mnistlens.data import gaussian_blur
 from mnistlens.metrics import predict_logits
+from mnistlens.perturb import normalize as Nz
 from mnistlens.perturb import transforms as T
 
 CHANGES = [
@@ -163,3 +164,25 @@ def test_convolution_tolerates_a_shift_the_mlp_does_not(shipped, digits):
         for name in ("mlp", "cnn")
     }
     assert accuracy["cnn"] > 0.9 and accuracy["cnn"] - accuracy["mlp"] > 0.05
+
+
+def test_rotation_and_shear_keep_the_ink_and_shear_adds_its_slant(digits):
+    images = digits[0]
+    mass = images.sum(dim=(1, 2, 3))
+    for changed in (T.rotate(images, 30), T.shear(images, 0.3)):
+        kept = changed.sum(dim=(1, 2, 3)) / mass
+        assert float(kept.median()) == pytest.approx(1.0, abs=0.03)
+    added = Nz.slant(T.shear(images, 0.3)) - Nz.slant(images)
+    assert float(added.median()) == pytest.approx(0.3, abs=0.03)
+
+
+def test_scale_resizes_the_ink_box_and_the_band_blacks_out_only_its_rows(digits):
+    images = digits[0]
+    size = torch.maximum(Nz.ink_height(images), Nz.ink_width(images))
+    shrunk = T.scale(images, 0.7)
+    ratio = torch.maximum(Nz.ink_height(shrunk), Nz.ink_width(shrunk)) / size
+    assert float(ratio.median()) == pytest.approx(0.7, abs=0.06)
+    banded = T.occlude_band(images, 6)
+    assert float(banded[..., 11:17, :].abs().max()) == 0.0
+    torch.testing.assert_close(banded[..., :11, :], images[..., :11, :])
+    torch.testing.assert_close(banded[..., 17:, :], images[..., 17:, :])
