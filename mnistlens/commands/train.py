@@ -29,6 +29,7 @@ examples:
   mnistlens train --arch linear --epochs 10 --no-augment --lr 1e-2 --out linear.pt
   mnistlens train --arch mlp --epochs 8 --snapshots 4 --out mlp.pt   # for TracIn
   mnistlens train --arch cnn --device cpu --out cnn.pt   # the CPU, even with a GPU
+  mnistlens train --arch autoencoder --epochs 5 --out checkpoints/autoencoder/autoencoder.pt
 """
 
 
@@ -41,7 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--arch", required=True, help="architecture name: linear, mlp or cnn")
+    p.add_argument(
+        "--arch",
+        required=True,
+        help="architecture name: linear, mlp or cnn (or autoencoder, for counterfactuals)",
+    )
     p.add_argument(
         "--arch-kwargs",
         nargs="+",
@@ -134,8 +139,13 @@ def run(args: argparse.Namespace) -> None:
     model, metadata = train(config, data_dir=args.data_dir, progress=not args.quiet, device=device)
     metadata["command"] = "mnistlens " + " ".join(args.argv)
     path = save_checkpoint(args.out, model, config.arch, config.arch_kwargs, metadata)
+    score = (
+        f"test accuracy {metadata['test_accuracy']:.2%}"
+        if "test_accuracy" in metadata
+        else f"test reconstruction error {metadata['test_reconstruction_error']:.4f} (MSE)"
+    )
     print(
-        f"test accuracy {metadata['test_accuracy']:.2%} after {metadata['train_seconds']:.0f} s "
+        f"{score} after {metadata['train_seconds']:.0f} s "
         f"of training on {metadata['device']} ({metadata['n_parameters']:,} parameters)"
     )
     if "snapshots" in metadata:

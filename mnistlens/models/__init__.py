@@ -2,6 +2,7 @@
 
 - `registry.py`: builders registered by name, `build("cnn", ...)`, `list_models()`;
 - `architectures.py`: the reference networks (linear, mlp, cnn) and `Normalize`;
+- `autoencoder.py`: the MNIST autoencoder (what a plausible digit looks like);
 - `runtime.py`: layers by name, eval mode without side effects (`evaluating`), and the
   fast copy for forward passes over many images (`for_inference`).
 
@@ -11,10 +12,11 @@
     >>> net = models.build("mlp", hidden=(256,))
 """
 
-from mnistlens.models.registry import build, list_models, register
+from mnistlens.models.registry import build, list_models, register, task_of
 
 # isort: split
 from mnistlens.models.architectures import Normalize, cnn, linear, mlp
+from mnistlens.models.autoencoder import Autoencoder
 from mnistlens.models.runtime import (
     COPY_FROM_ROWS,
     FAST_ROWS,
@@ -26,6 +28,7 @@ from mnistlens.models.runtime import (
 )
 
 __all__ = [
+    "Autoencoder",
     "COPY_FROM_ROWS",
     "FAST_ROWS",
     "Normalize",
@@ -40,4 +43,5 @@ __all__ = [
     "list_models",
     "mlp",
     "register",
+    "task_of",
 ]
