@@ -36,6 +36,7 @@ COMMANDS = (
     "series",
     "compare",
     "stress",
+    "counterfactual",
     "app",
 )
 
