@@ -12,7 +12,8 @@
 - `figures.py`: the severity curves, the corruption heatmap, the examples.
 - `pipeline.py`: all of it as `mnistlens stress` runs it (`run`).
 
-Counterfactuals (the smallest plausible change that changes the answer) are to come here.
+The smallest plausible change that changes the answer (counterfactuals) has its own
+room, `mnistlens.counterfactual`.
 """
 
 from mnistlens.perturb.pipeline import default_pairs, run
