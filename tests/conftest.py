@@ -184,6 +184,14 @@ class WritesAFile:
         return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
 
 
+@pytest.fixture()
+def apps_on_path(monkeypatch):
+    """apps/ on sys.path for the test, as Streamlit puts it for the app's runs: its
+    modules (and those they import by bare name, as warm.py does) are then the objects
+    those runs import (sys.modules keeps them)."""
+    monkeypatch.syspath_prepend(str(ROOT / "apps"))
+
+
 # ---------------------------------------------------------------- the command line, in process
 
 

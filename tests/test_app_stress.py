@@ -48,7 +48,7 @@ def accuracies(caption: str) -> dict[str, float]:
     return {m: float(p.rstrip("%")) / 100 for m, p in (a.split() for a in listed.split(", "))}
 
 
-def test_the_warm_up_computes_the_compare_pages_stress_test(monkeypatch):
+def test_the_warm_up_computes_the_compare_pages_stress_test(apps_on_path, monkeypatch):
     """A fresh server computes the default models' stress test, its figures and its first
     examples before anyone asks (apps/warm.py), as the page's own cache entries: the
     Compare page's first view then changes no digit and draws no stress figure."""

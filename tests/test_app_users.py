@@ -112,13 +112,6 @@ def test_users_changing_digits_at_once_each_end_on_their_own(served_app, test_se
     assert len(wrong) == USERS * ROUNDS
 
 
-@pytest.fixture()
-def apps_on_path(monkeypatch):
-    """apps/ on sys.path for the test, as Streamlit puts it for the app's runs: its
-    modules are then the objects those runs import (sys.modules keeps them)."""
-    monkeypatch.syspath_prepend(str(APPS))
-
-
 @pytest.mark.slow
 def test_a_randomization_check_does_not_depend_on_other_sessions(
     apps_on_path, tmp_path, monkeypatch
