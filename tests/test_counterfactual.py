@@ -186,3 +186,28 @@ def test_counterfactual_cli_errors_are_one_line(run, args, fragment):
     assert_clean_error(
         run("counterfactual", "--model", "mlp.pt", "--mode", "plain", *args), fragment
     )
+
+
+@pytest.mark.slow
+def test_the_measures_are_the_counterfactuals_own_numbers(shipped, digits):
+    from mnistlens.counterfactual.measures import measure
+
+    mlp, cnn = shipped["mlp"][0], shipped["cnn"][0]
+    images = digits[0][:8]
+    table = measure(mlp, images, {"cnn": cnn}, modes=("plain",))
+    found = counterfactuals(mlp, images, mode="plain")  # deterministic: the same search
+    row = table["plain"]
+    assert row["valid"] == pytest.approx(float(found.valid.float().mean()))
+    assert row["l1_median"] == pytest.approx(float(found.l1.median()))
+    said = predict_logits(cnn, found.images).argmax(1)
+    expected = float((said == found.target)[found.valid].float().mean())
+    assert row["agreement"]["cnn"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_measure_counterfactuals_from_the_command_line(run):
+    result = run("measure", "--model", "mlp.pt", "--counterfactuals", "--n", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    table = json.loads(result.stdout)["counterfactuals"]
+    assert set(table) == {"proto", "plain"}
+    assert set(table["proto"]["agreement"]) == {"cnn", "lenet"}  # the judges, not itself
