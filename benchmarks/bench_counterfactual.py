@@ -18,7 +18,7 @@ import torch
 
 from mnistlens import load_mnist, load_model
 from mnistlens.counterfactual import MODES, counterfactuals, load_autoencoder
-from mnistlens.metrics import predict_logits
+from mnistlens.counterfactual.measures import measure
 from mnistlens.series import checkpoint_path
 
 
@@ -38,21 +38,16 @@ def main() -> None:
     )
     for name, model in shipped.items():
         others = {n: m for n, m in shipped.items() if n != name} | {"lenet": lenet}
-        for mode in MODES:
-            found = counterfactuals(model, digits, mode=mode, autoencoder=ae)
+        table = measure(model, digits, others, MODES, autoencoder=ae)
+        for mode, row in table.items():
             start = time.perf_counter()
             counterfactuals(model, digits[:1], mode=mode, autoencoder=ae)
             one = time.perf_counter() - start
-            agree = []
-            for other, net in others.items():
-                said = predict_logits(net, found.images).argmax(1)
-                share = (said == found.target)[found.valid].float().mean()
-                agree.append(f"{other} {float(share):.0%}")
+            agree = ", ".join(f"{n} {a:.0%}" for n, a in row["agreement"].items())
             print(
-                f"{name:<6}{mode:<20}{float(found.valid.float().mean()):>7.0%}"
-                f"{float(found.l1.median()):>7.1f}{int(found.l0.median()):>6}"
-                f"{float(found.plausibility.median()):>8.4f}{', '.join(agree):>22}"
-                f"{found.seconds:>7.1f}{one:>7.2f}"
+                f"{name:<6}{mode:<20}{row['valid']:>7.0%}{row['l1_median']:>7.1f}"
+                f"{row['l0_median']:>6}{row['plausibility_median']:>8.4f}{agree:>22}"
+                f"{row['seconds_per_digit'] * len(digits):>7.1f}{one:>7.2f}"
             )
 
 
