@@ -69,6 +69,17 @@ def device_of(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device)
 
 
+def add_models_options(parser: argparse.ArgumentParser, how_many: str) -> None:
+    """Declare `--models A,B,...` or `--series` (one of them required) and
+    `--series-dir`; `how_many` says how many models the command takes ("two or more")."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--models", metavar="A,B,...", help=f"{how_many} model files or names")
+    which.add_argument("--series", action="store_true", help="every model of the series")
+    parser.add_argument(
+        "--series-dir", metavar="DIR", help="the series' checkpoints (checkpoints/series)"
+    )
+
+
 def add_json_option(parser: argparse.ArgumentParser) -> None:
     """Declare `--json` (print one JSON object instead of text)."""
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")

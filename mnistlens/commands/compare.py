@@ -8,6 +8,7 @@ from mnistlens.commands._common import (
     Parents,
     add_device_option,
     add_json_option,
+    add_models_options,
     device_of,
     print_json,
     split_list,
@@ -38,12 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         "  mnistlens compare --series --out compare/\n"
         "  mnistlens compare --series --report docs/",
     )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--models", metavar="A,B,...", help="two or more model files or names")
-    which.add_argument("--series", action="store_true", help="every model of the series")
-    p.add_argument(
-        "--series-dir", metavar="DIR", help="the series' checkpoints (checkpoints/series)"
-    )
+    add_models_options(p, "two or more")
     p.add_argument("--out", metavar="DIR", help="write the comparison plots (PNG) here")
     p.add_argument(
         "--report", metavar="DIR", help="write DIR/architectures.md and its figures (the report)"

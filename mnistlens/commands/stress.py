@@ -8,6 +8,7 @@ from mnistlens.commands._common import (
     Parents,
     add_device_option,
     add_json_option,
+    add_models_options,
     device_of,
     print_json,
     split_list,
@@ -37,12 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         "  mnistlens stress --series --out stress/\n"
         "  mnistlens stress --models mlp.pt,cnn.pt --severities rotate=0,10,20,30 --json",
     )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--models", metavar="A,B,...", help="one or more model files or names")
-    which.add_argument("--series", action="store_true", help="every model of the series")
-    p.add_argument(
-        "--series-dir", metavar="DIR", help="the series' checkpoints (checkpoints/series)"
-    )
+    add_models_options(p, "one or more")
     p.add_argument(
         "--transforms",
         metavar="NAME,...",
