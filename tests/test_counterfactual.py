@@ -211,3 +211,23 @@ def test_measure_counterfactuals_from_the_command_line(run):
     table = json.loads(result.stdout)["counterfactuals"]
     assert set(table) == {"proto", "plain"}
     assert set(table["proto"]["agreement"]) == {"cnn", "lenet"}  # the judges, not itself
+
+
+@pytest.mark.slow
+def test_counterfactual_of_your_own_picture(run, tmp_path, test_set, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # the figure's default place
+    pixels = (test_set[0][42, 0].numpy() * 255).astype("uint8")  # a 4
+    Image.fromarray(pixels).resize((140, 140)).save(tmp_path / "mine.png")
+    result = run(
+        "counterfactual", "--model", "cnn.pt", "--image", tmp_path / "mine.png",
+        "--mode", "plain", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["image"] == str(tmp_path / "mine.png") and found["index"] is None
+    assert found["before"] == 4 and found["valid"] and found["prediction"] == found["target"]
+    assert found["png"] == "counterfactual_mine.png" or found["png"].endswith(
+        "counterfactual_mine.png"
+    )

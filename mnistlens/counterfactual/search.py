@@ -54,6 +54,7 @@ LR = 0.01  # per pixel; the code's steps in proto mode are ten times larger
 C = 1.0
 BETA = 0.1
 THETA = 3.0
+GAMMA = 1.0  # pertinent negatives: the weight of the autoencoder's reconstruction error
 KAPPA = 3.0
 ROUNDS = 3  # a round with c ten times larger for images not yet changed
 
@@ -150,6 +151,7 @@ def counterfactuals(
     c: float = C,
     beta: float = BETA,
     theta: float = THETA,
+    gamma: float = GAMMA,
     kappa: float = KAPPA,
     rounds: int = ROUNDS,
     device: Device = "auto",
@@ -164,7 +166,8 @@ def counterfactuals(
             shipped one, `prototypes.load_autoencoder()`; plain mode runs without one,
             then with no plausibility).
         steps, lr: Adam steps and rate per round; c, beta, theta, kappa: the
-            objective's weights and margin (module docstring).
+            objective's weights and margin (module docstring); gamma: the weight of
+            the autoencoder's reconstruction error in a pertinent negative's search.
         device: where to search; results on the CPU. Deterministic: no random draws.
     """
     from mnistlens.counterfactual.prototypes import load_autoencoder, prototypes
@@ -248,6 +251,9 @@ def counterfactuals(
                 if mode == "proto":
                     loss = loss + beta * (x - x_start).abs().flatten(1).sum(dim=1)
                     loss = loss + theta * (free - proto[todo]).pow(2).sum(dim=1)
+                if mode == "pertinent-negative" and ae is not None and gamma:
+                    # CEM's autoencoder term: the ink added should leave a digit it knows
+                    loss = loss + gamma * (x - ae(x)).pow(2).flatten(1).sum(dim=1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 optimizer.step()
