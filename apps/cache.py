@@ -29,6 +29,8 @@ import torch
 
 from mnistlens import attribution, explain, faithfulness
 from mnistlens.comparison import figures, maps, stats
+from mnistlens.counterfactual import Counterfactuals, counterfactuals
+from mnistlens.counterfactual.figures import plot_counterfactual
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
 from mnistlens.influence import model_key
@@ -144,6 +146,30 @@ def invariance_strip(model_name: str, digit: str, _image: torch.Tensor) -> Strip
     holds no view of the test set."""
     model, _ = get_model(model_name)
     return invariance(model, _image)
+
+
+@st.cache_data(
+    show_spinner="Searching for the smallest change that changes the answer ...", max_entries=256
+)
+def counterfactual(
+    model_name: str, digit: str, _image: torch.Tensor, target: int | None, mode: str
+) -> tuple[Counterfactuals, bytes]:
+    """One digit's counterfactual (`counterfactuals(model, image[None], target,
+    mode=mode)`; target None in pertinent-positive mode) and the library's figure of it
+    as PNG: -> (Counterfactuals of one image, PNG). Keyed by `digit` as `explanation`
+    is. The figure is drawn here, once per entry: drawing it takes about as long as the
+    search, and the download sends the same PNG. The first call in a process also
+    encodes the 60,000 training digits for the prototypes (the library keeps them)."""
+    model, _ = get_model(model_name)
+    found = counterfactuals(model, _image[None], target, mode=mode)
+    before = predict_logits(model, found.original).softmax(dim=1)[0]  # (10,)
+    after = predict_logits(model, found.images).softmax(dim=1)[0]
+    record = found.record(0)
+    if mode == "pertinent-positive":
+        title = f"{model_name}: the least of its ink that keeps it a {record['before']}"
+    else:
+        title = f"{model_name}: what would make it a {record['target']}? ({mode})"
+    return found, charts.png_bytes(plot_counterfactual(found, 0, before, after, title))
 
 
 def sanity_options(method: str) -> dict:
@@ -379,6 +405,35 @@ def disagreement_grid(names: tuple[str, ...], index: int) -> bytes:
     }
     grid = {n: {m: r.maps[m][0] for m in shown} for n, r in results.items()}
     return charts.png_bytes(figures.plot_model_grid(image, grid, titles, f"test image {index}"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def test_probabilities(names: tuple[str, ...], index: int) -> dict[str, list[float]]:
+    """Each model's probabilities for test image `index`: name -> [10]."""
+    image = get_test_set()[0][index : index + 1]  # (1, 1, 28, 28); nothing of it is kept
+    return {
+        name: predict_logits(model, image).softmax(dim=1)[0].tolist()
+        for name, (model, _) in compared_models(names).items()
+    }
+
+
+@st.cache_data(
+    show_spinner="Searching each model's smallest change that changes its answer ...",
+    max_entries=256,
+)
+def model_counterfactual(name: str, index: int, target: int) -> dict:
+    """One model's proto counterfactual of test image `index` to `target`: ->
+    {"image": (1, 28, 28) the counterfactual, "record": `Counterfactuals.record(0)`},
+    or, where the model already says `target`, the image itself and record None (there
+    is nothing to change). One entry per model, so a model added to the comparison
+    computes that model alone."""
+    # A copy: the entry keeps the image, and a view would pickle the whole test set.
+    image = get_test_set()[0][index].clone()  # (1, 28, 28)
+    model, _ = get_model(name)
+    if int(predict_logits(model, image[None]).argmax()) == target:
+        return {"image": image, "record": None}
+    found = counterfactuals(model, image[None], target, mode="proto")
+    return {"image": found.images[0], "record": found.record(0)}
 
 
 @st.cache_data(show_spinner="Stress-testing on changed test images ...", max_entries=32)

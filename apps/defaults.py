@@ -16,6 +16,8 @@ EXPLAIN_CANDIDATES = ("saliency", "integrated_gradients", "grad_cam")
 EXPLAIN_TARGET = "predicted"
 EXPLAIN_BASELINE = "black"
 EXPLAIN_STEPS = 50
+# Its counterfactual panel: this mode, to the model's runner-up (`explain_cf_target`).
+EXPLAIN_CF_MODE = "proto"
 
 # Per-digit maps.
 CLASS_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "grad_cam")
@@ -35,3 +37,23 @@ TRUST_IMAGES = 100
 COMPARE_MODELS = ("linear", "mlp", "lenet", "cnn")
 # Its stress examples: this transform, at its hardest severity.
 COMPARE_TRANSFORM = "translate"
+# Its counterfactuals start from `compare_cf_target` below (proto mode, the only one there).
+
+
+def explain_cf_target(probs) -> int:
+    """The class the Explain page's counterfactual starts from, for a digit: the model's
+    runner-up, from its (10,) probabilities (the library's default target)."""
+    return int(probs.topk(2).indices[1])
+
+
+def compare_cf_target(probabilities: dict[str, list[float]]) -> int:
+    """The class the Compare page's counterfactuals start from, from each model's (10,)
+    probabilities (the first model first): the first model's runner-up, unless a chosen
+    model already says it, then the first model's next class that none says: on a
+    disagreement the first model's runner-up is often what another model says (test
+    image 2044: the linear model says 7, its runner-up 2 is the other three's answer),
+    and a model that says it already needs no change to compare."""
+    first = next(iter(probabilities.values()))
+    said = {max(range(10), key=p.__getitem__) for p in probabilities.values()}
+    ranked = sorted(range(10), key=lambda d: -first[d])  # the first model's own answer first
+    return next((d for d in ranked[1:] if d not in said), ranked[1])

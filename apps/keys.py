@@ -31,6 +31,8 @@ CHOICE = "_choice"  # this run's sidebar.Choice, which the pages read (`sidebar.
 URL_READ = "_url_read"  # the URL was read into the state (once, on the session's first run)
 MODEL_COPIES = "_models"  # name -> this session's own copy of a shipped model (session.py)
 UPLOADS = "uploads"  # name -> (model, meta) this session's user uploaded (session.py)
+CF_FOR = "_cf_for"  # (model, digit) whose runner-up CF_TARGET was set to
+COMPARE_CF_FOR = "_compare_cf_for"  # (models, test index) COMPARE_CF_TARGET was set for
 
 # Explain page: its sidebar options.
 TARGET = "target"
@@ -38,6 +40,10 @@ BASELINE = "baseline"
 STEPS = "steps"
 SHARED_SCALE = "shared"
 CONTRAST = "contrast"
+# Explain page: its counterfactual panel (explain_counterfactual.py).
+CF_TARGET = "cf_target"  # the class to reach
+CF_MODE = "cf_mode"  # one of mnistlens.counterfactual.MODES
+CF_ON = "cf_on"  # search counterfactuals on the Explain page (off until asked)
 
 # Inside the network.
 LAYER = "layer"
@@ -56,6 +62,7 @@ COMPARE_B = "compare_b"
 COMPARE_IMAGE = "compare_image"
 COMPARE_TRANSFORM = "compare_transform"  # the stress examples' transform
 COMPARE_SEVERITY = "compare_severity"  # and its severity
+COMPARE_CF_TARGET = "compare_cf_target"  # the class every model's counterfactual reaches
 
 # Your model.
 YOURS_KIND = "yours_kind"

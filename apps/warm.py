@@ -5,10 +5,10 @@ first run (runtime.configure), or earlier, as soon as the server starts, when it
 served by `mnistlens app` or `serve_app` (mnistlens/app_server.py, which also imports
 the heavy modules while Streamlit starts: `preload`). The thread calls the same cached
 functions as the pages, with the pages' defaults (defaults.py), in the order a visitor
-meets them: the Explain page's test image 42 (its sanity verdicts, maps and invariance
-strip), Trust, Compare models (its stress test too), then Inside the network and
-Per-digit maps. A first visit then finds its results in the caches
-(benchmarks/README.md, "Many users at once", has the times).
+meets them: the Explain page's test image 42 (its sanity verdicts, maps, invariance
+strip and counterfactual), Trust, Compare models (its counterfactuals and stress test
+too), then Inside the network and Per-digit maps. A first visit then finds its results
+in the caches (benchmarks/README.md, "Many users at once", has the times).
 
 It never makes a user wait for it: it holds no lock of its own, and before each step it
 waits until no session's script has run for a moment (`runtime.wait_until_idle`), at
@@ -49,6 +49,8 @@ PRELOAD = (
     "mnistlens.comparison.figures",
     "mnistlens.comparison.maps",
     "mnistlens.comparison.stats",
+    "mnistlens.counterfactual",
+    "mnistlens.counterfactual.figures",
     "mnistlens.metrics",
     "mnistlens.perturb.corruptions",
     "mnistlens.perturb.figures",
@@ -153,7 +155,8 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     digit = sidebar.Choice(name, model, meta, images[index].clone(), int(labels[index]), index, "")
 
     # Explain a digit: the verdicts that choose the methods, their maps, the invariance
-    # strip.
+    # strip, the counterfactual (the first in the process also encodes the training
+    # digits for the prototypes, which the library keeps for every later one).
     usable = [m for m in cache.all_methods() if cache.why_not(name, m) is None]
     candidates = [m for m in defaults.EXPLAIN_CANDIDATES if m in usable]
     for method in candidates:
@@ -176,6 +179,12 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         f"invariance {digit.digit}",
         lambda: cache.invariance_strip(name, digit.digit, digit.image),
     )
+    probs = predict_logits(model, digit.image[None]).softmax(dim=1)[0]
+    reach, mode = defaults.explain_cf_target(probs), defaults.EXPLAIN_CF_MODE
+    yield (
+        f"counterfactual {digit.digit} to {reach}",
+        lambda: cache.counterfactual(name, digit.digit, digit.image, reach, mode),
+    )
 
     # Trust: each method measured, its whole randomization cascade, the figures.
     chosen = cache.in_order([m for m in defaults.TRUST_METHODS if m in usable], usable)
@@ -196,9 +205,15 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         a, b = stats.default_pair(result) or (names[0], names[-1])
         if a != b:
             yield f"compare {a} vs {b}", lambda: cache.pair_maps(names, a, b)
+        first = result["disagreements"][0]["index"] if result["disagreements"] else 0
         if result["disagreements"]:
-            first = result["disagreements"][0]["index"]
             yield f"compare grid {first}", lambda: cache.disagreement_grid(names, first)
+        common = defaults.compare_cf_target(cache.test_probabilities(names, first))
+        for member in names:
+            yield (
+                f"compare counterfactual {member} {first} to {common}",
+                lambda m=member: cache.model_counterfactual(m, first, common),
+            )
         # What each model tolerates: the stress table (the page's slowest entry: some
         # forty changed sets through every model), its figures, the first examples.
         for member in names:
@@ -215,7 +230,7 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     _, hidden = cache.layers(name)
     if hidden:
         yield f"profile {hidden[-1]}", lambda: cache.unit_activations(name, hidden[-1])
-    predicted = int(predict_logits(model, digit.image[None]).argmax())
+    predicted = int(probs.argmax())
     yield f"dream {predicted}", lambda: cache.dream(name, predicted)
 
     # Per-digit maps.

@@ -68,7 +68,8 @@ def test_explain_page_explains_test_digit_42(app):
     """The default page explains test image 42 (a 4): three maps, numbers, sanity verdicts."""
     metric = app.metric[0]
     assert metric.label == "True label 4" and metric.value == "predicted 4"
-    assert len(main_images(app)) == 5  # the digit, three maps, the invariance strip
+    # the digit, three maps, the invariance strip (no counterfactual until asked for)
+    assert len(main_images(app)) == 5
     assert any("deletion area" in c.value for c in app.caption)
     verdicts = [c for c in app.caption if c.value.startswith("sanity:")]
     assert len(verdicts) == 3 and all("**pass**" in c.value for c in verdicts)

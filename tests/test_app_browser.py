@@ -92,13 +92,14 @@ def settled(page, text: str) -> None:
 
 
 def test_digit_42_then_the_index_typed_in_then_a_drawing(page, tmp_path):
-    """One visit: the served page shows the verdict for test image 42 and its maps
-    (screenshot kept); typing index 0 explains a 7, and the address bar holds the new
-    view; then a vertical stroke drawn with the mouse on the canvas is read as a 1 and
-    explained."""
+    """One visit: the served page shows the verdict for test image 42, its maps and its
+    counterfactual (screenshot kept); typing index 0 explains a 7, and the address bar
+    holds the new view; then a vertical stroke drawn with the mouse on the canvas is
+    read as a 1 and explained."""
     settled(page, "sanity: ")
     assert page.get_by_text("True label 4").count() >= 1
-    # the digit, three maps, the invariance strip: the digit and its changed copies
+    # the digit, three maps, the invariance strip (the digit and its changed copies);
+    # no counterfactual until asked for
     strip = 1 + len(invariance.STRIP)
     assert page.locator("[data-testid='stMain'] img").count() == 4 + strip
     shot = tmp_path / "explore.png"

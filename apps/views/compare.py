@@ -4,9 +4,11 @@
 trained series members) and its plots; for a chosen pair, both models' maps on the
 images B gets right and A wrong (`maps.where_b_beats_a`); then one disagreement image
 through every model (`maps.explain_models`), maps side by side with one colour scale
-per method (`figures.plot_model_grid`); last, what each model tolerates: its stress
-test's curves and MNIST-C heatmap, and a few digits changed one way with every model's
-answer (compare_stress.py). Each is computed and drawn once per set of models (and
+per method (`figures.plot_model_grid`); how much ink each model needs to change its
+mind on that image: every model's proto counterfactual to one class
+(`counterfactual.counterfactuals`), side by side; last, what each model tolerates: its
+stress test's curves and MNIST-C heatmap, and a few digits changed one way with every
+model's answer (compare_stress.py). Each is computed and drawn once per set of models (and
 pair, image, or transform and severity) and kept (cache.py, where the warm-up finds
 them too), so a rerun that changes none of them (another widget, a download, a page
 visit) computes nothing.
@@ -26,6 +28,16 @@ import charts
 import defaults
 import keys
 from views import compare_stress
+
+
+def cf_caption(name: str, record: dict | None, target: int) -> str:
+    """Under a model's counterfactual: the ink it needed (L1) and its new answer."""
+    if record is None:
+        return f"{name} already says {target}"
+    if not record["valid"]:
+        return f"{name}: L1 {record['l1']:.1f}, not reached (says {record['prediction']})"
+    return f"{name}: L1 {record['l1']:.1f}, says {target} ({record['probability']:.0%})"
+
 
 st.header("Compare models")
 choices = catalog.compare_choices()
@@ -112,5 +124,35 @@ else:
         lambda: grid_png,
         lambda: {"report": {k: v for k, v in result.items() if k != "disagreements"}},
     )
+
+st.subheader("How much ink changes each model's mind?")
+index = record["index"] if records else 0  # the disagreement shown, else the first image
+state = st.session_state
+if state.get(keys.COMPARE_CF_FOR) != (names, index) or keys.COMPARE_CF_TARGET not in state:
+    # new models or a new image: their own default class, not the last one's
+    state[keys.COMPARE_CF_TARGET] = defaults.compare_cf_target(
+        cache.test_probabilities(names, index)
+    )
+    state[keys.COMPARE_CF_FOR] = (names, index)
+target = st.selectbox(
+    "Make it a",
+    list(range(10)),
+    key=keys.COMPARE_CF_TARGET,
+    help="Default: the first model's runner-up, or its next class no model says already.",
+)
+changed = {name: cache.model_counterfactual(name, index, target) for name in names}
+original = catalog.get_test_set()[0][index]
+st.image(
+    [charts.digit_rgb(original, 4)] + [charts.digit_rgb(c["image"], 4) for c in changed.values()],
+    caption=[f"test image {index}"]
+    + [cf_caption(n, c["record"], target) for n, c in changed.items()],
+    output_format="PNG",
+)
+st.caption(
+    f"Test image {index}, then each model's proto counterfactual to {target}: the "
+    "smallest change, drawn by the shipped autoencoder towards real digits of that "
+    f"class, that makes the model say {target}. L1: the ink changed, summed over the "
+    "pixels; the more a model needs, the further the digit lies from its boundary."
+)
 
 compare_stress.draw(names)

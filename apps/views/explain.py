@@ -5,7 +5,8 @@ ranking, its completeness error where the method claims completeness
 (`explain.explain(measure=True)`), and the method's sanity verdict on this model
 (`faithfulness.randomization_check` + `sanity_verdict`, cached per model). Below,
 the digit shifted, turned, resized and re-stroked, and whether the model keeps its
-answer on each copy (`perturb.invariance`).
+answer on each copy (`perturb.invariance`), and what would make the model say another
+digit (explain_counterfactual.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import charts
 import defaults
 import keys
 import sidebar
+from views import explain_counterfactual
 
 COLUMNS = 4  # map tiles per row
 NO_CONTRAST = "(no contrast)"
@@ -147,6 +149,13 @@ def invariance_section(image) -> None:
     )
 
 
+def below_maps(where, image, probs) -> None:
+    """Under the maps: the invariance strip and what would make it another digit."""
+    with where:
+        invariance_section(image)
+        explain_counterfactual.draw(choice, image, probs)
+
+
 options = sidebar_options()
 st.header("Explain a digit")
 image = sidebar.require_digit(choice)
@@ -165,12 +174,11 @@ explained = prediction if target is None else target
 left, right = st.columns([1, 3])
 with left:
     verdict_left(image, probs, prediction)
-below = st.container()  # under both columns: the invariance strip, drawn after the maps
+below = st.container()  # under both columns: drawn after the maps
 with right:
     if not methods:
         st.warning("Choose at least one method in the sidebar.")
-        with below:
-            invariance_section(image)  # it needs no method
+        below_maps(below, image, probs)  # they need no method
         st.stop()
     results = {
         m: cache.explanation(
@@ -246,5 +254,4 @@ with right:
 
     stem = f"{choice.model_name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}"
     charts.save_buttons("explain", stem, figure, numbers)
-with below:
-    invariance_section(image)
+below_maps(below, image, probs)

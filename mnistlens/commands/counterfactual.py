@@ -25,6 +25,7 @@ pertinent-positive (the least of the digit's ink that keeps its class). Writes a
 (original, counterfactual, ink added and removed, probabilities before and after).
 """
 
+# counterfactual.MODES, spelled out: the command line imports no torch before run()
 MODES = ("proto", "plain", "pertinent-negative", "pertinent-positive")
 
 
