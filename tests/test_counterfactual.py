@@ -231,3 +231,10 @@ def test_counterfactual_of_your_own_picture(run, tmp_path, test_set, monkeypatch
     assert found["png"] == "counterfactual_mine.png" or found["png"].endswith(
         "counterfactual_mine.png"
     )
+
+
+def test_the_command_lines_modes_are_the_librarys():
+    from mnistlens.commands import counterfactual as command
+    from mnistlens.counterfactual import MODES
+
+    assert command.MODES == MODES  # spelled out there to keep torch out of --help
