@@ -139,13 +139,17 @@ def contrast(model_name: str, digit: str, _image: torch.Tensor, target: int, oth
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def invariance_strip(model_name: str, digit: str, _image: torch.Tensor) -> Strip:
+def invariance_strip(model_name: str, digit: str, _image: torch.Tensor) -> tuple[Strip, bytes]:
     """One digit (1, 28, 28) moved, turned, resized, thinned and thickened, with the
-    model's answer on each copy (`invariance`). Keyed by `digit` as `explanation` is; the
-    strip's images are its own (made by the library from the digit), so the cached value
-    holds no view of the test set."""
+    model's answer on each copy (`invariance`), and the copies side by side as one PNG:
+    one picture for the browser to load with every new digit, not fourteen (with eight
+    users at once, each picture's encoding and loading counted). Keyed by `digit` as
+    `explanation` is; the strip's images are its own (made by the library from the
+    digit), so the cached value holds no view of the test set."""
     model, _ = get_model(model_name)
-    return invariance(model, _image)
+    strip = invariance(model, _image)
+    sheet = charts.mosaic(strip.images[:, 0], len(strip.images), signed=False, scale=2, gap=3)
+    return strip, charts.png_bytes(sheet)
 
 
 @st.cache_data(

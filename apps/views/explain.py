@@ -132,16 +132,19 @@ def verdict_left(image, probs, prediction: int) -> None:
 
 def invariance_section(image) -> None:
     """The digit moved, turned, resized, thinned and thickened, with the model's answer
-    on each copy (`perturb.invariance`): small pictures with captions, not a figure, as
-    they come with every new digit."""
-    strip = cache.invariance_strip(choice.model_name, choice.digit, image)
+    on each copy (`perturb.invariance`): one picture of the copies, their answers in a
+    line below."""
+    strip, png = cache.invariance_strip(choice.model_name, choice.digit, image)
     changed = len(strip.changes) - 1  # the first is the digit itself
     st.subheader("Does the answer survive small changes?")
-    captions = [
-        f"{c['label']}: {c['prediction']} ({c['probability']:.0%})" + ("" if c["kept"] else " ✗")
-        for c in strip.changes
-    ]
-    st.image([charts.digit_rgb(x, 2) for x in strip.images], caption=captions, width=84)
+    st.image(png, output_format="PNG")
+    st.caption(
+        " · ".join(
+            f"{c['label']}: {c['prediction']} ({c['probability']:.0%})"
+            + ("" if c["kept"] else " ✗")
+            for c in strip.changes
+        )
+    )
     st.caption(
         f"{choice.model_name} kept its answer ({strip.changes[0]['prediction']}) on "
         f"{strip.n_kept} of {changed} changed copies of {choice.what} "
