@@ -33,7 +33,7 @@ def main() -> None:
         f"{len(digits)} test digits, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(
-        f"{'model':<6}{'mode':<20}{'valid':>7}{'L1':>7}{'L0':>6}{'plaus.':>8}"
+        f"{'model':<6}{'mode':<20}{'valid':>7}{'L1':>7}{'L0':>6}{'plaus.':>8}{'IM1':>6}{'IM2':>6}"
         f"{'others agree':>22}{'s/100':>7}{'s/one':>7}"
     )
     for name, model in shipped.items():
@@ -46,7 +46,8 @@ def main() -> None:
             agree = ", ".join(f"{n} {a:.0%}" for n, a in row["agreement"].items())
             print(
                 f"{name:<6}{mode:<20}{row['valid']:>7.0%}{row['l1_median']:>7.1f}"
-                f"{row['l0_median']:>6}{row['plausibility_median']:>8.4f}{agree:>22}"
+                f"{row['l0_median']:>6}{row['plausibility_median']:>8.4f}"
+                f"{row['im1_median']:>6.2f}{row['im2_median']:>6.2f}{agree:>22}"
                 f"{row['seconds_per_digit'] * len(digits):>7.1f}{one:>7.2f}"
             )
 

@@ -76,6 +76,9 @@ class TrainConfig:
     # TracIn sums over checkpoints of training (Pruthi et al. 2020): keep this many evenly
     # spaced end-of-epoch snapshots, the last epoch always among them (`snapshot_epochs`)
     snapshots: int = 0
+    # an autoencoder of some digits only (counterfactuals' IM1/IM2 compare how well the
+    # autoencoders of two classes rebuild an image): train and test on these classes
+    classes: list[int] | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -108,6 +111,15 @@ class TrainConfig:
             raise MnistlensError(
                 f"zero_init only suits the 'linear' model (no hidden units), not {self.arch!r}"
             )
+        if self.classes is not None:
+            if models.task_of(self.arch) != "reconstruct":
+                raise MnistlensError(
+                    f"classes keeps some digits only: for an autoencoder, not {self.arch!r}"
+                )
+            if not self.classes or not all(
+                isinstance(c, int) and 0 <= c <= 9 for c in self.classes
+            ):
+                raise MnistlensError(f"classes must be digits 0 to 9, got {self.classes!r}")
         if (
             isinstance(self.snapshots, bool)
             or not isinstance(self.snapshots, int)
@@ -319,6 +331,9 @@ def train(
     images, labels = all_images, all_labels
     if config.train_subset is not None:
         images, labels = images[: config.train_subset], labels[: config.train_subset]
+    if config.classes is not None:
+        keep = torch.isin(labels, torch.tensor(config.classes))
+        images, labels = images[keep], labels[keep]
     if config.shuffle_labels:  # a fixed permutation, seeded apart from the training draws
         shuffle = torch.Generator().manual_seed(config.seed + 1_000_003)
         labels = labels[torch.randperm(len(labels), generator=shuffle)]
@@ -343,6 +358,9 @@ def train(
         train_seconds = time.perf_counter() - start
 
     test_images, test_labels = load_mnist("test", data_dir)
+    if config.classes is not None:
+        keep = torch.isin(test_labels, torch.tensor(config.classes))
+        test_images, test_labels = test_images[keep], test_labels[keep]
     model.to("cpu")  # a checkpoint of CPU tensors loads on any machine
     metadata = {
         **_scores(model, config, test_images, test_labels, all_images, all_labels),

@@ -209,7 +209,7 @@ def test_measure_counterfactuals_from_the_command_line(run):
     result = run("measure", "--model", "mlp.pt", "--counterfactuals", "--n", "4", "--json")
     assert result.returncode == 0, result.stderr
     table = json.loads(result.stdout)["counterfactuals"]
-    assert set(table) == {"proto", "plain"}
+    assert set(table) == {"proto", "plain"} and table["proto"]["im1_median"] is not None
     assert set(table["proto"]["agreement"]) == {"cnn", "lenet"}  # the judges, not itself
 
 
@@ -238,3 +238,51 @@ def test_the_command_lines_modes_are_the_librarys():
     from mnistlens.counterfactual import MODES
 
     assert command.MODES == MODES  # spelled out there to keep torch out of --help
+
+
+# ---------------------------------------------------------------- IM1 and IM2
+
+
+@pytest.fixture(scope="module")
+def by_class():
+    from mnistlens.counterfactual.prototypes import load_class_autoencoders
+
+    return load_class_autoencoders()
+
+
+def test_a_digit_is_rebuilt_best_by_its_own_class_autoencoder(test_set, by_class):
+    # IM1 of real digits, asked as if each were a counterfactual from another class to
+    # its own: its own class's autoencoder rebuilds it better, so IM1 is below 1.
+    from types import SimpleNamespace
+
+    from mnistlens.counterfactual.measures import im1
+
+    images, labels = test_set[0][:300], test_set[1][:300]
+    posed = SimpleNamespace(images=images, target=labels, before=(labels + 1) % 10)
+    ratio = im1(posed, by_class)
+    assert float(ratio.median()) < 0.6 and float((ratio < 1).float().mean()) > 0.9
+    flipped = SimpleNamespace(images=images, target=(labels + 1) % 10, before=labels)
+    torch.testing.assert_close(im1(flipped, by_class), 1 / ratio, rtol=1e-3, atol=0)
+
+
+@pytest.mark.slow
+def test_proto_counterfactuals_look_more_like_their_target_class(cnn, digits, proto, by_class):
+    from mnistlens.counterfactual.measures import im1, im2
+
+    plain = counterfactuals(cnn, digits[0], mode="plain")
+    both = proto.valid & plain.valid
+    assert float(im1(proto, by_class)[both].median()) < float(im1(plain, by_class)[both].median())
+    ae = load_autoencoder()
+    assert float(im2(proto, by_class, ae)[both].median()) < float(
+        im2(plain, by_class, ae)[both].median()
+    )
+
+
+def test_classes_are_for_autoencoders_and_digits_only():
+    from mnistlens.train import TrainConfig
+
+    with pytest.raises(MnistlensError, match="for an autoencoder, not 'cnn'"):
+        TrainConfig(arch="cnn", classes=[3]).validate()
+    with pytest.raises(MnistlensError, match="digits 0 to 9"):
+        TrainConfig(arch="autoencoder", classes=[12]).validate()
+    TrainConfig(arch="autoencoder", classes=[3]).validate()

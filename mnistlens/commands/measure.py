@@ -145,14 +145,15 @@ def measure_counterfactuals(args: argparse.Namespace, model, meta: dict, device)
         return
     print(f"{meta['path']}: counterfactuals of the first {len(images)} test images, each to "
           "its runner-up class")  # fmt: skip
-    print(f"{'mode':8s} {'valid':>6s} {'L1':>6s} {'L0':>5s} {'plausib.':>9s} {'s/digit':>8s}  "
-          "other models that agree")  # fmt: skip
+    print(f"{'mode':8s} {'valid':>6s} {'L1':>6s} {'L0':>5s} {'plausib.':>9s} {'IM1':>6s} "
+          f"{'IM2':>6s} {'s/digit':>8s}  other models that agree")  # fmt: skip
     for mode, row in table.items():
         agree = ", ".join(
             f"{n} {'-' if a is None else f'{a:.0%}'}" for n, a in row["agreement"].items()
         )
         plaus = "-" if row["plausibility_median"] is None else f"{row['plausibility_median']:.4f}"
+        im = [("-" if row[k] is None else f"{row[k]:.2f}") for k in ("im1_median", "im2_median")]
         print(
             f"{mode:8s} {row['valid']:6.0%} {row['l1_median']:6.1f} {row['l0_median']:5d} "
-            f"{plaus:>9s} {row['seconds_per_digit']:8.2f}  {agree}"
+            f"{plaus:>9s} {im[0]:>6s} {im[1]:>6s} {row['seconds_per_digit']:8.2f}  {agree}"
         )

@@ -78,6 +78,11 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         help="train on randomly permuted labels (the data-randomization sanity check)",
     )
     p.add_argument(
+        "--classes",
+        metavar="D,...",
+        help="train an autoencoder of these digits only (e.g. 3), for counterfactuals' IM1/IM2",
+    )
+    p.add_argument(
         "--snapshots",
         type=int,
         default=0,
@@ -91,6 +96,16 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         "--force", action="store_true", help="overwrite --out if it exists (a shipped model too)"
     )
     p.set_defaults(run=run)
+
+
+def _digits(text: str | None) -> list[int] | None:
+    """--classes '3' or '0,1' -> [3] or [0, 1] (checked by TrainConfig.validate)."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise MnistlensError(f"--classes takes digits like 3 or 0,1, got {text!r}") from None
 
 
 def _check_arch(arch: str, kwargs: dict) -> None:
@@ -129,6 +144,7 @@ def run(args: argparse.Namespace) -> None:
         zero_init=args.zero_init,
         shuffle_labels=args.shuffle_labels,
         snapshots=args.snapshots,
+        classes=_digits(args.classes),
     )
     if Path(args.out).exists() and not args.force:
         raise MnistlensError(

@@ -25,6 +25,45 @@ from mnistlens.device import Device
 DEFAULT_MODES = ("proto", "plain")  # what the prototype buys: the two side by side
 
 
+EPS = 1e-8
+
+
+@torch.no_grad()
+def _rebuilt_error(images: torch.Tensor, classes: torch.Tensor, by_class: dict) -> torch.Tensor:
+    """(N,) squared error of each image rebuilt by the autoencoder of its class in
+    `classes` (N,)."""
+    error = torch.empty(len(images))
+    for digit in classes.unique().tolist():
+        rows = (classes == digit).nonzero().squeeze(1)
+        x = images[rows]
+        error[rows] = (x - by_class[digit](x)).pow(2).flatten(1).sum(dim=1)
+    return error
+
+
+@torch.no_grad()
+def im1(found, by_class: dict[int, nn.Module]) -> torch.Tensor:
+    """IM1 (Van Looveren & Klaise 2019) of each counterfactual: its reconstruction error
+    by the target class's autoencoder over that by the original class's, (N,); below 1
+    the counterfactual looks more like a digit of the target class than of its own."""
+    target = _rebuilt_error(found.images, found.target, by_class)
+    original = _rebuilt_error(found.images, found.before, by_class)
+    return target / (original + EPS)
+
+
+@torch.no_grad()
+def im2(found, by_class: dict[int, nn.Module], autoencoder: nn.Module) -> torch.Tensor:
+    """IM2 of each counterfactual: how far apart the target class's autoencoder and the
+    all-digit autoencoder rebuild it, over its ink, (N,); small when the counterfactual
+    is a typical digit of the target class."""
+    x = found.images
+    rebuilt = torch.empty_like(x)
+    for digit in found.target.unique().tolist():
+        rows = (found.target == digit).nonzero().squeeze(1)
+        rebuilt[rows] = by_class[digit](x[rows])
+    apart = (rebuilt - autoencoder(x)).pow(2).flatten(1).sum(dim=1)
+    return apart / (x.abs().flatten(1).sum(dim=1) + EPS)
+
+
 def agreement(found, model: nn.Module, device: Device = "auto") -> float | None:
     """Share of the valid counterfactuals that `model` also calls the target (None if
     none is valid)."""
@@ -43,10 +82,22 @@ def measure(
     modes: Sequence[str] = DEFAULT_MODES,
     *,
     autoencoder: nn.Module | None = None,
+    class_autoencoders: dict[int, nn.Module] | None = None,
     device: Device = "auto",
 ) -> dict:
-    """mode -> {"valid", "l1_median", "l0_median", "plausibility_median", "agreement":
-    {name: share}, "seconds_per_digit"} on (N, 1, 28, 28) images, JSON-ready."""
+    """mode -> {"valid", "l1_median", "l0_median", "plausibility_median", "im1_median",
+    "im2_median" (over the valid ones; None without `class_autoencoders`, default the
+    shipped ones if present), "agreement": {name: share}, "seconds_per_digit"} on
+    (N, 1, 28, 28) images, JSON-ready."""
+    from mnistlens.counterfactual.prototypes import load_autoencoder, load_class_autoencoders
+    from mnistlens.errors import MnistlensError
+
+    autoencoder = autoencoder or load_autoencoder()
+    if class_autoencoders is None:
+        try:
+            class_autoencoders = load_class_autoencoders()
+        except MnistlensError:  # not trained here: IM1 and IM2 are left out
+            class_autoencoders = {}
     table = {}
     for mode in modes:
         found = counterfactuals(model, images, mode=mode, autoencoder=autoencoder, device=device)
@@ -56,9 +107,22 @@ def measure(
             "l1_median": float(found.l1.median()),
             "l0_median": int(found.l0.median()),
             "plausibility_median": None if plausibility is None else float(plausibility.median()),
+            **_interpretability(found, class_autoencoders, autoencoder),
             "agreement": {
                 name: agreement(found, other, device) for name, other in (others or {}).items()
             },
             "seconds_per_digit": found.seconds / len(images),
         }
     return table
+
+
+def _interpretability(found, by_class: dict, autoencoder: nn.Module) -> dict:
+    """Median IM1 and IM2 over the valid counterfactuals (None if none is, or without
+    the class autoencoders)."""
+    if not by_class or not bool(found.valid.any()):
+        return {"im1_median": None, "im2_median": None}
+    valid = found.valid
+    return {
+        "im1_median": float(im1(found, by_class)[valid].median()),
+        "im2_median": float(im2(found, by_class, autoencoder)[valid].median()),
+    }

@@ -50,6 +50,14 @@ def load_autoencoder(path: str | os.PathLike | None = None) -> nn.Module:
     return model.eval()
 
 
+def load_class_autoencoders(folder: str | os.PathLike | None = None) -> dict[int, nn.Module]:
+    """digit -> the autoencoder trained on that digit alone (`class-D.pt` beside the
+    shipped autoencoder, made by `mnistlens train --arch autoencoder --classes D`): how
+    well each rebuilds an image says which class's digits it is like (IM1, IM2)."""
+    folder = Path(folder) if folder else (checkpoint_dir() / AUTOENCODER).parent
+    return {d: load_autoencoder(folder / f"class-{d}.pt") for d in range(10)}
+
+
 def weights_key(model: nn.Module) -> str:
     """A hash of the model's weights: two loads of one file share their codes."""
     digest = hashlib.blake2b(digest_size=12)
