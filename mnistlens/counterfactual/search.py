@@ -23,7 +23,9 @@ iterates that reach the margin, the one with the least L1 change is kept; images
 none get a ten times larger `c` and another round.
 
 Contrastive mode (Dhurandhar et al. 2018, CEM): "pertinent-negative" only adds ink, the
-least that makes the model say another class (`target` if given, else any);
+least that makes the model say another class (`target` if given, else any), first drawn
+by the decoder (x0 + relu(decode(z) - decode(z0))), then, for the digits not reached,
+pixel by pixel with CEM's autoencoder term;
 "pertinent-positive" keeps the least of the digit's own ink for which the model still
 says its class.
 
@@ -214,15 +216,23 @@ def counterfactuals(
         moved = x if mode == "pertinent-positive" else x - start  # kept ink, or the change
         return moved.abs().flatten(1).sum(dim=1)
 
+    negative = mode == "pertinent-negative"
     best = x0.clone()
     best_l1 = torch.full((len(x0),), float("inf"), device=dev)
     weight = torch.full((len(x0),), float(c), device=dev)
     todo = torch.arange(len(x0), device=dev)
     with evaluating(net, freeze=True), evaluating(ae or nn.Identity(), freeze=True):
-        for _ in range(max(1, rounds)):
+        # The rounds: proto mode draws its change with the autoencoder's decoder; a
+        # pertinent negative first draws its ink so, then, for the digits not reached,
+        # searches the pixels (with CEM's autoencoder term).
+        drawn_rounds = max(1, rounds) if mode == "proto" or (negative and ae is not None) else 0
+        plan = [True] * drawn_rounds + [False] * (max(1, rounds) if mode != "proto" else 0)
+        for k, drawn in enumerate(plan):
+            if k == drawn_rounds:  # from drawn to pixels: the weights start again
+                weight[todo] = float(c)
             x_start, goal, w = x0[todo], target[todo], weight[todo]
-            if mode == "proto":
-                # the change is made in the autoencoder's code: x0 + decode(z) - decode(z0),
+            if drawn:
+                # the change is made in the autoencoder's code: decode(z) - decode(z0),
                 # strokes the decoder can draw, not pixel speckle only this model reads
                 with torch.no_grad():
                     z0 = ae.encode(x_start)
@@ -231,9 +241,12 @@ def counterfactuals(
             else:
                 free = torch.zeros_like(x_start)
             free.requires_grad_(True)
-            optimizer = torch.optim.Adam([free], lr=lr * (10 if mode == "proto" else 1))
+            optimizer = torch.optim.Adam([free], lr=lr * (10 if drawn else 1))
             for _ in range(steps):
-                if mode == "proto":
+                if drawn and negative:  # only the ink the decoder adds
+                    added = _passing(ae.decode(free) - drawn0, 0, None)
+                    x = x_start + added * (1 - x_start)
+                elif drawn:
                     x = (x_start + ae.decode(free) - drawn0).clamp(0, 1)
                 else:
                     x = changed(free, x_start)
@@ -248,16 +261,17 @@ def counterfactuals(
                     loss = loss + beta * x.flatten(1).sum(dim=1) + x.pow(2).flatten(1).sum(dim=1)
                 else:
                     loss = loss + (x - x_start).pow(2).flatten(1).sum(dim=1)
-                if mode == "proto":
+                if drawn:  # no proximal step on a code: the L1 term as a loss
                     loss = loss + beta * (x - x_start).abs().flatten(1).sum(dim=1)
+                if mode == "proto":
                     loss = loss + theta * (free - proto[todo]).pow(2).sum(dim=1)
-                if mode == "pertinent-negative" and ae is not None and gamma:
+                if negative and not drawn and ae is not None and gamma:
                     # CEM's autoencoder term: the ink added should leave a digit it knows
                     loss = loss + gamma * (x - ae(x)).pow(2).flatten(1).sum(dim=1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 optimizer.step()
-                if mode in ("plain", "pertinent-negative"):
+                if not drawn and mode in ("plain", "pertinent-negative"):
                     with torch.no_grad():  # the L1 term's proximal step: shrink towards 0
                         free.copy_(free.sign() * (free.abs() - lr * beta).clamp(min=0))
             todo = todo[~torch.isfinite(best_l1[todo])]
