@@ -166,14 +166,12 @@ def counterfactual(
     encodes the 60,000 training digits for the prototypes (the library keeps them)."""
     model, _ = get_model(model_name)
     found = counterfactuals(model, _image[None], target, mode=mode)
-    before = predict_logits(model, found.original).softmax(dim=1)[0]  # (10,)
-    after = predict_logits(model, found.images).softmax(dim=1)[0]
     record = found.record(0)
     if mode == "pertinent-positive":
         title = f"{model_name}: the least of its ink that keeps it a {record['before']}"
     else:
         title = f"{model_name}: what would make it a {record['target']}? ({mode})"
-    return found, charts.png_bytes(plot_counterfactual(found, 0, before, after, title))
+    return found, charts.png_bytes(plot_counterfactual(found, 0, title))
 
 
 def sanity_options(method: str) -> dict:

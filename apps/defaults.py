@@ -43,7 +43,9 @@ COMPARE_TRANSFORM = "translate"
 def explain_cf_target(probs) -> int:
     """The class the Explain page's counterfactual starts from, for a digit: the model's
     runner-up, from its (10,) probabilities (the library's default target)."""
-    return int(probs.topk(2).indices[1])
+    from mnistlens.counterfactual import runner_up
+
+    return int(runner_up(probs[None])[0])
 
 
 def compare_cf_target(probabilities: dict[str, list[float]]) -> int:

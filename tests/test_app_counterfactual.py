@@ -14,7 +14,7 @@ from mnistlens.counterfactual import counterfactuals
 from mnistlens.metrics import predict_logits
 
 pytest.importorskip("streamlit")
-from test_app import APPS, apps_module, open_app, section  # noqa: E402
+from test_app import apps_module, open_app, section  # noqa: E402
 
 # The Explain page reads the sanity verdicts from the run's cache.
 pytestmark = pytest.mark.usefixtures("explorer_cache")
@@ -173,11 +173,10 @@ def test_compare_page_shows_the_ink_each_model_needs(test_set):
 
 
 @pytest.mark.slow
-def test_the_warm_up_computes_the_explain_pages_counterfactual(monkeypatch):
+def test_the_warm_up_computes_the_explain_pages_counterfactual(apps_on_path, monkeypatch):
     """A fresh server computes the Explain page's default counterfactual (test image
     42 to its runner-up, proto) before anyone asks (apps/warm.py), as the page's own
     cache entry: the page's first view then searches nothing."""
-    monkeypatch.syspath_prepend(str(APPS))  # warm.steps imports the app's modules by name
     cache, warm = apps_module("cache"), apps_module("warm")
     cache.counterfactual.clear()
     step = next(step for name, step in warm.steps() if name.startswith("counterfactual"))

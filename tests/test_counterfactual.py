@@ -42,6 +42,8 @@ def test_every_field_is_what_the_images_say(cnn, digits, proto):
     assert torch.equal(proto.prediction, probs.argmax(1))
     assert torch.equal(proto.valid, probs.argmax(1) == proto.target)
     torch.testing.assert_close(proto.probability, probs.gather(1, proto.target[:, None])[:, 0])
+    torch.testing.assert_close(proto.probabilities, probs)
+    torch.testing.assert_close(proto.probabilities_before, logits0.softmax(dim=1))
     change = proto.images - images
     torch.testing.assert_close(proto.l1, change.abs().flatten(1).sum(1))
     assert torch.equal(proto.l0, (change.abs() > 1e-3).flatten(1).sum(1))

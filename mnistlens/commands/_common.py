@@ -113,6 +113,17 @@ def model_name(meta: dict) -> str:
     return Path(meta["path"]).name
 
 
+def the_digit(args: argparse.Namespace):
+    """The digit --index or --image names: -> ((1, 28, 28) image, its label or None, how
+    to name it: "test image 42" or "mine.png")."""
+    from mnistlens.data import get_test_image, load_digit_image
+
+    if args.image:
+        return load_digit_image(args.image), None, Path(args.image).name
+    image, label = get_test_image(args.index, args.data_dir)
+    return image, label, f"test image {args.index}"
+
+
 def load_model(args: argparse.Namespace):
     """The model named by --model (any supported format: `mnistlens.load`), adapted to
     the library's conventions, with --model-code/--arch/--arch-kwargs/--input for a

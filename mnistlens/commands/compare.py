@@ -62,15 +62,16 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     p.set_defaults(run=run)
 
 
-def load_models(args: argparse.Namespace) -> dict:
-    """name -> (model, meta), in the order given (or the series' order)."""
+def load_models(args: argparse.Namespace, at_least: int = 2) -> dict:
+    """name -> (model, meta), in the order given (or the series' order); --models names
+    `at_least` of them."""
     if args.series:
         from mnistlens import series
 
         return series.load_series(args.series_dir)
     from mnistlens.comparison import load_models
 
-    return load_models(split_list(args.models), data_dir=args.data_dir)
+    return load_models(split_list(args.models), data_dir=args.data_dir, at_least=at_least)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from mnistlens.commands._common import (
     device_of,
     load_model,
     print_json,
+    the_digit,
 )
 
 DESCRIPTION = """\
@@ -52,11 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
-
     from mnistlens.counterfactual import counterfactuals
     from mnistlens.counterfactual.figures import plot_counterfactual
-    from mnistlens.data import get_test_image, load_digit_image
     from mnistlens.errors import MnistlensError
     from mnistlens.plots import save_figure
 
@@ -64,19 +62,13 @@ def run(args: argparse.Namespace) -> None:
     if args.to is not None and not 0 <= args.to <= 9:
         raise MnistlensError(f"--to takes a digit from 0 to 9, got {args.to}")
     model, _ = load_model(args)
-    if args.image:
-        image, label, stem = load_digit_image(args.image), None, Path(args.image).stem
-    else:
-        image, label = get_test_image(args.index, args.data_dir)
-        stem = str(args.index)
+    image, label, what = the_digit(args)
+    stem = str(args.index) if args.image is None else Path(args.image).stem
     found = counterfactuals(model, image[None], args.to, mode=args.mode, device=device)
-    with torch.no_grad():
-        before = model(found.original).softmax(dim=1)[0]
-        after = model(found.images).softmax(dim=1)[0]
+    before = found.probabilities_before[0]  # (10,)
     record = found.record(0)
-    what = f"test image {args.index}" if args.image is None else Path(args.image).name
     fig = plot_counterfactual(
-        found, 0, before, after, f"{what}: what would make it a {record['target']}? ({args.mode})"
+        found, 0, f"{what}: what would make it a {record['target']}? ({args.mode})"
     )
     png = save_figure(fig, args.out or f"counterfactual_{stem}.png")
     result = {

@@ -16,6 +16,7 @@ from mnistlens.commands._common import (
     print_json,
     resolve_methods,
     split_list,
+    the_digit,
     top3_line,
 )
 from mnistlens.errors import MnistlensError
@@ -116,16 +117,6 @@ def _explain_all(model, args: argparse.Namespace, device) -> None:
     print(f"wrote {out}")
 
 
-def _the_digit(args: argparse.Namespace):
-    """The digit asked for: -> ((1, 28, 28) image, its label or None, how to name it)."""
-    from mnistlens.data import get_test_image, load_digit_image
-
-    if args.image:
-        return load_digit_image(args.image), None, Path(args.image).name
-    image, label = get_test_image(args.index, args.data_dir)
-    return image, label, f"test image {args.index}"
-
-
 def _explain_models(args: argparse.Namespace) -> None:
     """--model a.pt,b.pt,...: one digit through several models, a models x methods grid."""
     from mnistlens.comparison.figures import plot_model_grid
@@ -137,7 +128,7 @@ def _explain_models(args: argparse.Namespace) -> None:
     paths = split_list(args.model)
     models = {Path(p).stem: load(p, data_dir=args.data_dir)[0] for p in paths}
     methods = resolve_methods(args.methods or "saliency,ig,gradcam")
-    image, label, what = _the_digit(args)
+    image, label, what = the_digit(args)
     results = explain_models(
         models,
         image.unsqueeze(0),
@@ -236,7 +227,7 @@ def _run(args: argparse.Namespace) -> None:
     else:
         with_cam = why_not("grad_cam", model) is None  # not without a conv layer
         methods = ["saliency", "integrated_gradients"] + (["grad_cam"] if with_cam else [])
-    image, label, what = _the_digit(args)
+    image, label, what = the_digit(args)
     result = explain(
         model,
         image.unsqueeze(0),

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
     device = device_of(args)
     transforms = [t.name for t in resolve_transforms(split_list(args.transforms))]
     severities = parse_severities(" ".join(args.severities)) if args.severities else None
-    models = load_models(args) if args.series or "," in args.models else _one(args)
+    models = load_models(args, at_least=1)  # a stress test needs no second model
     found = stress(
         models,
         transforms,
@@ -100,15 +100,6 @@ def run(args: argparse.Namespace) -> None:
         print_json(found)
         return
     _print_table(found)
-
-
-def _one(args: argparse.Namespace) -> dict:
-    """A single model, by the file's stem (a stress test needs no second one)."""
-    from pathlib import Path
-
-    from mnistlens.loading import load
-
-    return {Path(args.models).stem: load(args.models, data_dir=args.data_dir)}
 
 
 def causes_line(causes: dict) -> str:

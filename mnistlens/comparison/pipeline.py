@@ -37,13 +37,15 @@ PLOTS = {
 Models = dict[str, tuple[nn.Module, dict]]
 
 
-def load_models(paths: Sequence[str | os.PathLike], data_dir=None) -> Models:
+def load_models(paths: Sequence[str | os.PathLike], data_dir=None, at_least: int = 2) -> Models:
     """name (the file's stem) -> (model, metadata), in the order given, each loaded with
-    `mnistlens.load`; two or more models, no two with the same name."""
+    `mnistlens.load`; `at_least` models (a comparison's two; a stress test's one), no two
+    with the same name."""
     from mnistlens.loading import load
 
-    if len(paths) < 2:
-        raise MnistlensError(f"a comparison needs two or more models, got {len(paths)}")
+    if len(paths) < at_least:
+        wanted = "two or more models" if at_least == 2 else f"at least {at_least} model(s)"
+        raise MnistlensError(f"a comparison needs {wanted}, got {len(paths)}")
     models: Models = {}
     for path in paths:
         name = Path(path).stem

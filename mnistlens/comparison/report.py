@@ -186,8 +186,7 @@ def _tolerance_of(stress: dict, a: str, b: str) -> str:
     pair = next((p for p in stress["pairs"] if (p["a"], p["b"]) == (a, b)), None)
     if pair is None or pair["transform"] is None:
         return ""
-    spec = next(t for t in stress["transforms"] if t["name"] == pair["transform"])
-    at = _severity(spec, pair["severity"])
+    at = _severity(_spec(stress, pair["transform"]), pair["severity"])
     text = (
         f"Changed digits widen the lead most under {pair['transform']} {at}: "
         f"`{b}` {_at(stress, b, pair['transform'], pair['severity']):.1%} against `{a}` "
@@ -204,9 +203,14 @@ def _tolerance_of(stress: dict, a: str, b: str) -> str:
     return text + " (see *What each architecture tolerates*)."
 
 
+def _spec(stress: dict, transform: str) -> dict | None:
+    """The stress table's entry of a transform (kind, unit, severities), None if not run."""
+    return next((t for t in stress["transforms"] if t["name"] == transform), None)
+
+
 def _at(stress: dict, model: str, transform: str, severity: float) -> float | None:
     """Accuracy of `model` under `transform` at `severity`, None if not measured."""
-    spec = next((t for t in stress["transforms"] if t["name"] == transform), None)
+    spec = _spec(stress, transform)
     if spec is None or severity not in spec["severities"]:
         return None
     return stress["accuracy"][model][transform][spec["severities"].index(severity)]
@@ -223,8 +227,8 @@ def _severity(spec: dict, severity: float) -> str:
 
 def _change(stress: dict, found: dict) -> str:
     """'translate 4 px (+23.90)': a transform at a severity and the gap there."""
-    spec = next(t for t in stress["transforms"] if t["name"] == found["transform"])
-    return f"{found['transform']} {_severity(spec, found['severity'])} ({100 * found['gap']:+.2f})"
+    at = _severity(_spec(stress, found["transform"]), found["severity"])
+    return f"{found['transform']} {at} ({100 * found['gap']:+.2f})"
 
 
 def pair_sentence(stress: dict, pair: dict) -> str:

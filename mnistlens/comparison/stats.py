@@ -32,6 +32,7 @@ from torch import nn
 from mnistlens.device import Device
 from mnistlens.errors import MnistlensError
 from mnistlens.metrics import confusion_matrix, per_class_accuracy, predict_logits
+from mnistlens.models import is_convolutional
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 ECE_BINS = 15  # as in Guo et al. 2017
@@ -278,7 +279,7 @@ def compare_models(
         parameters = sum(p.numel() for p in model.parameters())
         seconds = meta.get("train_seconds")
         row = model_summary(name, probs, labels, parameters, seconds, speed, train_accuracy)
-        row["convolutional"] = any(p.dim() == 4 for p in model.parameters())  # conv weights
+        row["convolutional"] = is_convolutional(model)
         rows.append(row)
         all_probs.append(probs)
     probs = torch.stack(all_probs)  # (M, N, 10)

@@ -13,7 +13,7 @@
 """
 
 from mnistlens.counterfactual.prototypes import load_autoencoder, prototypes, training_codes
-from mnistlens.counterfactual.search import MODES, Counterfactuals, counterfactuals
+from mnistlens.counterfactual.search import MODES, Counterfactuals, counterfactuals, runner_up
 
 __all__ = [
     "MODES",
@@ -21,5 +21,6 @@ __all__ = [
     "counterfactuals",
     "load_autoencoder",
     "prototypes",
+    "runner_up",
     "training_codes",
 ]

@@ -17,12 +17,11 @@ def _ink_change(change: torch.Tensor) -> np.ndarray:
     return (white - added * (1 - orange) - removed * (1 - blue)).clip(0, 1)
 
 
-def plot_counterfactual(
-    found, i: int, before: torch.Tensor, after: torch.Tensor, title: str = ""
-) -> Figure:
+def plot_counterfactual(found, i: int, title: str = "") -> Figure:
     """Image i of a `Counterfactuals`: original | counterfactual | ink added and removed |
-    the probabilities before and after (`before`, `after`: (10,) each)."""
+    the model's probabilities before and after."""
     record = found.record(i)
+    before, after = found.probabilities_before[i], found.probabilities[i]
     fig = Figure(figsize=(10.5, 2.8), layout="constrained")
     axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.6])
     axes[0].imshow(found.original[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)

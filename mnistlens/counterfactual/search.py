@@ -69,6 +69,8 @@ class Counterfactuals:
     answer on the original), prediction (on the counterfactual) (N,) int64; valid (N,)
     bool: the model now says the target (pertinent-negative without a target: any other
     class; pertinent-positive: still its class); probability (N,) of the target;
+    probabilities_before, probabilities (N, 10): the model's on the original and on the
+    counterfactual;
     l1, l0 (N,): the change's absolute sum and how many pixels changed (> 1e-3);
     plausibility (N,): the autoencoder's reconstruction error of the counterfactual
     (mean squared, per pixel; lower = more like the digits it was trained on; None
@@ -82,6 +84,8 @@ class Counterfactuals:
     prediction: torch.Tensor
     valid: torch.Tensor
     probability: torch.Tensor
+    probabilities_before: torch.Tensor
+    probabilities: torch.Tensor
     l1: torch.Tensor
     l0: torch.Tensor
     plausibility: torch.Tensor | None
@@ -113,19 +117,29 @@ def _hinge(logits: torch.Tensor, target: torch.Tensor, kappa: float, away: bool)
     return (gap + kappa).clamp(min=0)
 
 
-def _check_target(target, before: torch.Tensor, mode: str) -> tuple[torch.Tensor, bool]:
-    """-> (N,) target classes and whether any other class will do (a pertinent negative
-    without a target)."""
+def runner_up(scores: torch.Tensor) -> torch.Tensor:
+    """Each image's second most likely class, the default target: (N, 10) logits or
+    probabilities -> (N,) int64."""
+    return scores.topk(2, dim=1).indices[:, 1]
+
+
+def _goal(target, logits: torch.Tensor, mode: str) -> tuple[torch.Tensor, bool]:
+    """The class each image is searched towards, checked, from the model's (N, 10) logits
+    on the originals: -> ((N,) classes, away). away: the search leaves that class for any
+    other (a pertinent negative without a target: the image's own class)."""
+    before = logits.argmax(dim=1)
     n = len(before)
     if mode == "pertinent-positive":
-        if target is not None and not torch.equal(torch.as_tensor(target).expand(n), before):
+        if target is not None and not torch.equal(
+            torch.as_tensor(target, device=before.device).expand(n), before
+        ):
             raise MnistlensError(
                 "a pertinent positive keeps the model's own answer: give no target (--to)"
             )
-        return before.clone(), False
+        return before, False
     if target is None:
-        return before.clone(), True  # placeholder; replaced by the runner-up below if needed
-    target = torch.as_tensor(target, dtype=torch.long).flatten()
+        return (before, True) if mode == "pertinent-negative" else (runner_up(logits), False)
+    target = torch.as_tensor(target, dtype=torch.long).flatten().to(before.device)
     if len(target) == 1:
         target = target.expand(n).clone()
     if len(target) != n:
@@ -193,13 +207,7 @@ def counterfactuals(
     ae = None if ae is None else model_on(ae, dev)
     with evaluating(net, freeze=True), torch.no_grad():
         logits0 = net(x0)
-    before = logits0.argmax(dim=1)
-    target, anything_else = _check_target(target, before.cpu(), mode)
-    target = target.to(dev)
-    if mode in ("proto", "plain") and anything_else:
-        target = logits0.scatter(1, before[:, None], float("-inf")).argmax(dim=1)  # runner-up
-        anything_else = False
-    away = mode == "pertinent-negative" and anything_else  # any class but its own
+    target, away = _goal(target, logits0, mode)
     proto = None
     if mode == "proto":
         with torch.no_grad(), evaluating(ae, freeze=True):
@@ -278,7 +286,7 @@ def counterfactuals(
             if not len(todo):
                 break
             weight[todo] *= 10  # not reached yet: weigh the prediction more
-    return _result(net, ae, x0, best, target, before, away, mode, start)
+    return _result(net, ae, x0, best, target, logits0, away, mode, start)
 
 
 def _passing(x: torch.Tensor, low: float | None, high: float | None) -> torch.Tensor:
@@ -295,10 +303,11 @@ def _reached(logits: torch.Tensor, goal: torch.Tensor, away: bool) -> torch.Tens
 
 
 @torch.no_grad()
-def _result(net, ae, x0, best, target, before, away, mode, start) -> Counterfactuals:
+def _result(net, ae, x0, best, target, logits0, away, mode, start) -> Counterfactuals:
     """The kept counterfactuals (an image never changed keeps the original) and their
-    numbers, on the CPU."""
+    numbers, on the CPU; logits0: the model's on the originals."""
     logits = net(best)
+    probabilities = F.softmax(logits, dim=1)
     prediction = logits.argmax(dim=1)
     valid = _reached(logits, target, away)
     if mode == "pertinent-negative" and away:
@@ -311,10 +320,12 @@ def _result(net, ae, x0, best, target, before, away, mode, start) -> Counterfact
         images=best.cpu(),
         original=x0.cpu(),
         target=target.cpu(),
-        before=before.cpu(),
+        before=logits0.argmax(dim=1).cpu(),
         prediction=prediction.cpu(),
         valid=valid.cpu(),
-        probability=F.softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1).cpu(),
+        probability=probabilities.gather(1, target[:, None]).squeeze(1).cpu(),
+        probabilities_before=F.softmax(logits0, dim=1).cpu(),
+        probabilities=probabilities.cpu(),
         l1=change.abs().flatten(1).sum(dim=1).cpu(),
         l0=(change.abs() > 1e-3).flatten(1).sum(dim=1).cpu(),
         plausibility=plausibility,

@@ -24,7 +24,9 @@ from mnistlens.models.runtime import (
     evaluating,
     for_inference,
     get_layer,
+    is_convolutional,
     layer_names,
+    modules_of,
 )
 
 __all__ = [
@@ -38,10 +40,12 @@ __all__ = [
     "evaluating",
     "for_inference",
     "get_layer",
+    "is_convolutional",
     "layer_names",
     "linear",
     "list_models",
     "mlp",
+    "modules_of",
     "register",
     "task_of",
 ]

@@ -24,6 +24,17 @@ def conv_layer_names(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def is_convolutional(model: nn.Module) -> bool:
+    """Whether the model has a convolution's weight (a 4-D parameter) anywhere."""
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def modules_of(models: dict) -> dict[str, nn.Module]:
+    """name -> module, from name -> module or name -> (module, metadata) as
+    `mnistlens.load` returns them."""
+    return {name: m[0] if isinstance(m, tuple) else m for name, m in models.items()}
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called `name`; an unknown name lists the valid ones."""
     try:

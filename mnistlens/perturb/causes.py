@@ -75,11 +75,12 @@ def normalized_correct(
     """
     from mnistlens.data import check_images
     from mnistlens.metrics import check_labels, predict_logits
+    from mnistlens.models import modules_of
 
     images, labels = check_images(images), check_labels(labels)
     if len(images) != len(labels):
         raise MnistlensError(f"{len(images)} images but {len(labels)} labels; give one each")
-    modules = {n: m[0] if isinstance(m, tuple) else m for n, m in models.items()}
+    modules = modules_of(models)
     factors = factors or {**FACTORS, "all": _all_factors}
     sets = {"clean": images, **{f: normalize(images) for f, normalize in factors.items()}}
     for f in factors:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mnistlens.device import Device
 from mnistlens.errors import MnistlensError
+from mnistlens.models import is_convolutional, modules_of
 from mnistlens.perturb.registry import resolve_transforms, with_severities
 from mnistlens.perturb.stress import StressResult, evaluate
 
@@ -30,11 +31,6 @@ FIGURES = {
 }
 
 
-def is_convolutional(model) -> bool:
-    """A model with a 4-D weight (a convolution's) anywhere."""
-    return any(p.dim() == 4 for p in model.parameters())
-
-
 def default_pairs(models: dict, clean: dict[str, float]) -> list[tuple[str, str]]:
     """The pairs whose gaps a stress test reports when none are named: each model with
     the next (the series runs from simple to elaborate), and the most accurate model
@@ -42,7 +38,7 @@ def default_pairs(models: dict, clean: dict[str, float]) -> list[tuple[str, str]
     comparison explains)."""
     names = list(models)
     pairs = list(zip(names, names[1:], strict=False))
-    modules = {n: m[0] if isinstance(m, tuple) else m for n, m in models.items()}
+    modules = modules_of(models)
     dense = [n for n in names if not is_convolutional(modules[n])]
     convs = [n for n in names if is_convolutional(modules[n])]
     if dense and convs:

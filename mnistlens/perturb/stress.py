@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from mnistlens.device import Device, resolve_device
 from mnistlens.errors import MnistlensError
-from mnistlens.models import evaluating, for_inference
+from mnistlens.models import evaluating, for_inference, modules_of
 from mnistlens.perturb.registry import Transform, resolve_transforms
 
 
@@ -131,13 +130,6 @@ class StressResult:
         }
 
 
-def _as_models(models) -> dict[str, nn.Module]:
-    """name -> module, from name -> module or name -> (module, metadata)."""
-    if not models:
-        raise MnistlensError("a stress test needs at least one model")
-    return {name: m[0] if isinstance(m, tuple) else m for name, m in models.items()}
-
-
 def _predictions(prepared: dict, images: torch.Tensor, device: torch.device) -> dict:
     """name -> (N,) predicted class of each prepared (module, rows) on the images."""
     found = {}
@@ -177,7 +169,9 @@ def evaluate(
     from mnistlens.data import check_images, load_mnist
     from mnistlens.metrics import check_labels
 
-    modules = _as_models(models)
+    if not models:
+        raise MnistlensError("a stress test needs at least one model")
+    modules = modules_of(models)
     chosen = resolve_transforms(transforms)
     if images is None:
         images, labels = load_mnist("test", data_dir)
