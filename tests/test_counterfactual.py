@@ -177,6 +177,17 @@ def test_counterfactual_cli_writes_the_figure_and_the_numbers(run, tmp_path):
     assert found["valid"] and found["l1"] > 0
 
 
+@pytest.mark.slow
+def test_counterfactual_of_your_own_exported_model(run, mlp_program, shipped, test_set):
+    """A user's .pt2 (the shipped MLP, exported): the same search as on the checkpoint."""
+    result = run("counterfactual", "--model", mlp_program, "--index", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    mine = counterfactuals(shipped["mlp"][0], test_set[0][3:4])
+    assert found["valid"] and found["target"] == int(mine.target[0])
+    assert found["l1"] == pytest.approx(float(mine.l1[0]), rel=0.05)
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [

@@ -84,11 +84,12 @@ def measure(
     autoencoder: nn.Module | None = None,
     class_autoencoders: dict[int, nn.Module] | None = None,
     device: Device = "auto",
+    **options,
 ) -> dict:
     """mode -> {"valid", "l1_median", "l0_median", "plausibility_median", "im1_median",
     "im2_median" (over the valid ones; None without `class_autoencoders`, default the
     shipped ones if present), "agreement": {name: share}, "seconds_per_digit"} on
-    (N, 1, 28, 28) images, JSON-ready."""
+    (N, 1, 28, 28) images, JSON-ready; options go to `counterfactuals` (e.g. kappa)."""
     from mnistlens.counterfactual.prototypes import load_autoencoder, load_class_autoencoders
     from mnistlens.errors import MnistlensError
 
@@ -100,7 +101,9 @@ def measure(
             class_autoencoders = {}
     table = {}
     for mode in modes:
-        found = counterfactuals(model, images, mode=mode, autoencoder=autoencoder, device=device)
+        found = counterfactuals(
+            model, images, mode=mode, autoencoder=autoencoder, device=device, **options
+        )
         plausibility = found.plausibility
         table[mode] = {
             "valid": float(found.valid.float().mean()),
