@@ -9,8 +9,9 @@ Every method has one signature, after Captum's uniform `attribute()`:
     maps:   (N, 1, 28, 28) float32, one map per image
 
 Each method is Captum's (https://captum.ai); what Captum lacks is written here, with
-a comment saying why. Every method works for any `nn.Module` mapping such images to
-(N, C) scores, not only mnistlens models. While explaining, the model is in eval mode
+a comment saying why; LRP is Zennit's (`lrp.py` says why not Captum's). Every method
+works for any `nn.Module` mapping such images to (N, C) scores, not only mnistlens
+models. While explaining, the model is in eval mode
 and its parameters do not require gradients (so nothing writes into their .grad);
 both are restored after. Images go through in chunks of `batch_size`, so memory
 stays bounded for any N. Every method takes `device=` ("auto", the default: CUDA when
@@ -24,6 +25,8 @@ The package, one idea per file:
     reference.py     integrated gradients, DeepLIFT, GradientSHAP (completeness)
     perturbation.py  occlusion
     cam.py           Grad-CAM, Grad-CAM x input
+    lrp.py           layer-wise relevance propagation (Zennit's rules; conservation)
+    lrp_coverage.py  what LRP runs on, and whether a rule covers every layer
     smooth.py        SmoothGrad over any method
     fastig.py        integrated gradients to a completeness tolerance (what Captum lacks)
 
@@ -38,7 +41,7 @@ pulls in matplotlib.pyplot and IPython, which importing mnistlens (and `mnistlen
 """
 
 # Registration order is the order list_methods() shows: gradients first, then the
-# reference methods, perturbation, class activation maps, and SmoothGrad over them.
+# reference methods, perturbation, class activation maps, LRP, and SmoothGrad over them.
 from mnistlens.attribution.gradients import guided_backprop, input_x_gradient, saliency
 
 # isort: split
@@ -54,6 +57,9 @@ from mnistlens.attribution.perturbation import occlusion
 
 # isort: split
 from mnistlens.attribution.cam import default_cam_layer, grad_cam, grad_cam_x_input
+
+# isort: split
+from mnistlens.attribution.lrp import lrp
 
 # isort: split
 from mnistlens.attribution.smooth import smoothgrad
@@ -102,6 +108,7 @@ __all__ = [
     "input_x_gradient",
     "integrated_gradients",
     "list_methods",
+    "lrp",
     "make_baseline",
     "mean_image",
     "method_options",

@@ -3,7 +3,8 @@
 Each method module registers its functions with `register_method`, stating what the
 CLI, the app, `explain` and `measure` need to know: its aliases, whether its maps are
 signed, whether it claims completeness (maps sum to f(x) - f(baseline)), whether it
-needs a conv layer or ReLU modules, whether it is random (seeded per image), and
+needs a conv layer or ReLU modules (or passes a check of its own), whether it is
+random (seeded per image), and
 which of the shared options (baseline, n_steps, tol, data_dir) it takes. Every method
 takes `device=` (keyword only; see `mnistlens.device`) and returns its maps on the CPU.
 
@@ -48,6 +49,9 @@ class MethodSpec:
     # **options) -> (N,) the score the maps are measured from, f(baseline) (or its
     # expectation), on the CPU.
     reference: Callable[..., torch.Tensor] | None = None
+    # A method's own applicability test beyond the flags above: check(model) -> why it
+    # cannot explain `model` (one line), or None. E.g. LRP needs a rule for every layer.
+    check: Callable[[nn.Module], str | None] | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -134,6 +138,8 @@ def why_not(name: str, model: nn.Module) -> str | None:
             f"{spec.name} needs each ReLU as an nn.ReLU module, and this model cannot be "
             "traced by torch.fx to check or rewrite them"
         )
+    if spec.check is not None:
+        return spec.check(model)
     return None
 
 

@@ -27,7 +27,8 @@ from mnistlens.io import save_npy
 EPILOG = (
     "methods: saliency, input_x_gradient (ixg), integrated_gradients (ig), "
     "smoothgrad (sg), deeplift (dl), gradient_shap (shap), occlusion, grad_cam (gradcam), "
-    "grad_cam_x_input (gradcam_x_input, gcxi), guided_backprop (gbp)"
+    "grad_cam_x_input (gradcam_x_input, gcxi), guided_backprop (gbp), "
+    "lrp (layerwise_relevance)"
 )
 
 

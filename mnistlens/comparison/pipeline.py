@@ -67,12 +67,15 @@ def check_pair(pair: Sequence[str], models: Models, option: str = "pair") -> tup
 
 
 def map_faithfulness(models: Models, images, device: Device = "auto") -> dict[str, dict]:
-    """Per model: mean deletion AUC of IG and saliency maps and of a random ranking."""
+    """Per model: mean deletion AUC of IG and saliency maps, of LRP's where it applies
+    (`attribution.why_not`), and of a random ranking."""
+    from mnistlens.attribution import why_not
     from mnistlens.faithfulness import score_methods
 
     result = {}
     for name, (model, _) in models.items():
         methods = ["integrated_gradients", "saliency"]
+        methods += ["lrp"] if why_not("lrp", model) is None else []
         scored = score_methods(model, images, methods, n_steps=32, device=device)
         summary = {method: s.summary()["deletion_auc"] for method, (_, s) in scored.items()}
         summary["random"] = next(iter(scored.values()))[1].summary()["random_deletion_auc"]

@@ -142,8 +142,9 @@ def observations(
     )
     if faithfulness:
         rows = [
-            f"`{n}` IG {f['integrated_gradients']:.2f}, saliency {f['saliency']:.2f} "
-            f"(random {f['random']:.2f})"
+            f"`{n}` IG {f['integrated_gradients']:.2f}, saliency {f['saliency']:.2f}"
+            + (f", LRP {f['lrp']:.2f}" if "lrp" in f else "")
+            + f" (random {f['random']:.2f})"
             for n, f in faithfulness.items()
         ]
         ratio = {n: f["integrated_gradients"] / f["random"] for n, f in faithfulness.items()}

@@ -4,7 +4,8 @@
   (`analyze(model) -> ModelInfo`: Grad-CAM's layer, the hidden layers, the top-down
   order of the randomization check);
 - `rewrite.py`: functional ReLUs into modules, a final softmax removed, batch norm
-  folded, and the frozen fast copy the gradient methods run on.
+  folded, the frozen fast copy the gradient methods run on, and a torch.export
+  program's layers as modules (for LRP's rules).
 """
 
 from mnistlens.graph.analysis import Layer, ModelInfo, analyze, trace
@@ -12,6 +13,7 @@ from mnistlens.graph.rewrite import (
     fold_batchnorm,
     prepare_for_explanation,
     strip_output_softmax,
+    with_layer_modules,
     with_relu_modules,
 )
 
@@ -23,5 +25,6 @@ __all__ = [
     "prepare_for_explanation",
     "strip_output_softmax",
     "trace",
+    "with_layer_modules",
     "with_relu_modules",
 ]

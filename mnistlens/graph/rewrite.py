@@ -6,7 +6,9 @@
 - `fold_batchnorm`: batch norm folded into the convolution before it (at eval time it
   is an affine map per channel);
 - `prepare_for_explanation`: the fast frozen copy every gradient method runs on (batch
-  norm folded, channels-last, no parameter gradients).
+  norm folded, channels-last, no parameter gradients);
+- `with_layer_modules`: a torch.export program's functional layers become modules, for
+  rules that attach to modules (LRP).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mnistlens.errors import MnistlensError
 from mnistlens.graph.analysis import node_kind, trace
+from mnistlens.models import Normalize
 
 _aten = torch.ops.aten
 
@@ -159,3 +162,128 @@ def prepare_for_explanation(model: nn.Module) -> nn.Module:
         p.requires_grad_(False)
     _PREPARED.add(fast)
     return fast
+
+
+# ---------------------------------------------------------------- layers as modules
+
+
+def _constant(graph_module: fx.GraphModule, node) -> torch.Tensor | None:
+    """The tensor a get_attr node reads (the program's own weight), else None."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None
+    value = graph_module
+    for part in node.target.split("."):
+        value = getattr(value, part)
+    return value.detach() if isinstance(value, torch.Tensor) else None
+
+
+def _layer(graph_module: fx.GraphModule, node) -> nn.Module | None:
+    """The module an `aten.linear` / `aten.conv2d` call on constant weights computes."""
+    args = list(node.args)
+    weight = _constant(graph_module, args[1])
+    bias_arg = args[2] if len(args) > 2 else node.kwargs.get("bias")
+    bias = _constant(graph_module, bias_arg)
+    if weight is None or (bias_arg is not None and bias is None):
+        return None
+    if node.target == _aten.linear.default:
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    else:
+        defaults = [[1, 1], [0, 0], [1, 1], 1]  # stride, padding, dilation, groups
+        stride, padding, dilation, groups = (args[3:] + defaults[len(args) - 3 :])[:4]
+        layer = nn.Conv2d(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride=tuple(stride),
+            padding=tuple(padding),
+            dilation=tuple(dilation),
+            groups=groups,
+            bias=bias is not None,
+        )
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer.to(weight.device)
+
+
+def _folded_batchnorm(graph_module, node, layers: dict[str, nn.Module]) -> bool:
+    """Fold an eval-mode `aten.batch_norm` into the new conv module it follows."""
+    x, weight, bias, mean, var, training, _momentum, eps = node.args[:8]
+    conv = layers.get(x.target) if isinstance(x, fx.Node) and x.op == "call_module" else None
+    stats = [_constant(graph_module, a) for a in (weight, bias, mean, var)]
+    if training or not isinstance(conv, nn.Conv2d) or len(x.users) != 1 or None in stats:
+        return False
+    bn = nn.BatchNorm2d(conv.out_channels, eps=eps).eval().to(conv.weight.device)
+    with torch.no_grad():
+        targets = (bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        for tensor, value in zip(targets, stats, strict=True):
+            tensor.copy_(value)
+    layers[x.target] = fuse_conv_bn_eval(conv.eval(), bn)
+    node.replace_all_uses_with(x)
+    return True
+
+
+def _normalize(graph_module, node) -> Normalize | None:
+    """`(x - mean) / std` by scalar constants, as one Normalize module (the sub node)."""
+    users = list(node.users)
+    mean = _constant(graph_module, node.args[1])
+    if len(users) != 1 or users[0].target != _aten.div.Tensor or mean is None:
+        return None
+    std = _constant(graph_module, users[0].args[1])
+    if std is None or mean.numel() != 1 or std.numel() != 1:
+        return None
+    return Normalize(float(mean), float(std)).to(mean.device)
+
+
+def with_layer_modules(model: nn.Module) -> nn.Module:
+    """The same function with a torch.export program's layers as modules, for rules that
+    attach to modules (LRP's): each `aten.linear` / `aten.conv2d` call on the program's
+    own weights becomes an nn.Linear / nn.Conv2d (named after its weight: `fc1`), an
+    eval-mode `aten.batch_norm` right after such a conv is folded into it, and `(x -
+    mean) / std` by constants becomes `Normalize`. The modules are registered in the
+    order they run (rules for "the first layer" pick the first). Returns `model` itself
+    when nothing changes or it cannot be traced."""
+    graph_module = trace(model)
+    if graph_module is None:
+        return model
+    graph = graph_module.graph
+    layers: dict[str, nn.Module] = {}
+    taken = {node.target for node in graph.nodes if node.op == "call_module"}
+
+    def add(node, module: nn.Module, stem: str, inputs: tuple) -> None:
+        name = stem.replace(".", "_")
+        while name in layers or name in taken:
+            name += "_"
+        layers[name] = module
+        with graph.inserting_before(node):
+            replacement = graph.call_module(name, inputs)
+        node.replace_all_uses_with(replacement)
+        graph.erase_node(node)
+
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target in (_aten.linear.default, _aten.conv2d.default):
+            if (layer := _layer(graph_module, node)) is not None:
+                stem = node.args[1].target.rpartition(".")[0] or node.name
+                add(node, layer, stem, (node.args[0],))
+        elif node.target == _aten.batch_norm.default:
+            if _folded_batchnorm(graph_module, node, layers):
+                graph.erase_node(node)
+        elif node.target == _aten.sub.Tensor and (norm := _normalize(graph_module, node)):
+            divide = next(iter(node.users))
+            add(divide, norm, "norm", (node.args[0],))
+            graph.erase_node(node)
+    if not layers:
+        return model
+    graph.eliminate_dead_code()
+    graph.lint()
+    # Every module the graph calls, in the order it calls them (a dict root keeps it).
+    root: dict[str, object] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            root[node.target] = layers.get(node.target) or graph_module.get_submodule(node.target)
+        elif node.op == "get_attr":
+            root[node.target] = _constant(graph_module, node)
+    return fx.GraphModule(root, graph, type(model).__name__)
