@@ -28,8 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     )
     p.add_argument(
         "--methods",
-        default="saliency,ig,ixg,gradcam,gbp",
-        help="comma-separated methods (saliency,ig,ixg,gradcam,gbp)",
+        default="saliency,ig,ixg,gradcam,gbp,lrp",
+        help="comma-separated methods (saliency,ig,ixg,gradcam,gbp,lrp)",
     )
     p.add_argument("--n", type=int, default=200, help="test images to measure on (200)")
     p.add_argument(
