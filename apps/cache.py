@@ -138,6 +138,17 @@ def contrast(model_name: str, digit: str, _image: torch.Tensor, target: int, oth
     return explain.contrast_maps(model, _image[None], target, other)[0]
 
 
+@st.cache_data(show_spinner="Checking that it is a digit at all ...", max_entries=512)
+def digit_like(model_name: str, digit: str, _image: torch.Tensor) -> dict:
+    """Is this (1, 28, 28) image a digit at all? `typicality.digit_like`'s verdict as its
+    JSON dict. Keyed by `digit` as `explanation` is; the detector's fit is kept by the
+    library per set of weights (in memory behind a lock, and on disk)."""
+    from mnistlens import typicality
+
+    model, _ = get_model(model_name)
+    return typicality.digit_like(model, _image).to_json(0)
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def invariance_strip(model_name: str, digit: str, _image: torch.Tensor) -> tuple[Strip, bytes]:
     """One digit (1, 28, 28) moved, turned, resized, thinned and thickened, with the

@@ -162,6 +162,7 @@ def plot_explanation(
     notes: dict[str, str] | None = None,
     shared_scale: bool = False,
     signed: set[str] | None = None,
+    warning: str | None = None,
 ) -> Figure:
     """The digit, then one panel per attribution map, each with a colorbar.
 
@@ -174,6 +175,9 @@ def plot_explanation(
         signed: which methods give signed maps (diverging colours); default: those in
             the registry calls signed (`attribution.get_spec(name).signed`), plus any
             map with negative values.
+        warning: a line shown in red above the panels (e.g. the input is not
+            digit-like: `DigitLike.warning`); every map panel is then framed in red and
+            marked, so that a cropped panel still carries it.
     """
     from mnistlens.attribution import registry
 
@@ -219,12 +223,30 @@ def plot_explanation(
         if notes and name in notes:
             ax.set_xlabel(notes[name], fontsize=8)
         fig.colorbar(shown, ax=ax, shrink=0.8)
+        if warning:
+            mark_not_a_digit(ax)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    if title:
+    if warning:
+        import textwrap
+
+        wrapped = textwrap.fill(warning, width=max(40, 24 * columns))
+        fig.suptitle(f"{wrapped}\n{title}", color="firebrick", fontweight="bold", fontsize=10)
+    elif title:
         fig.suptitle(title)
     return fig
+
+
+def mark_not_a_digit(ax) -> None:
+    """A red frame and a "not a digit?" tag on one map panel."""
+    for spine in ax.spines.values():
+        spine.set_edgecolor("firebrick")
+        spine.set_linewidth(2.5)
+    ax.text(
+        0.02, 0.98, "not a digit?", transform=ax.transAxes, color="white", fontsize=7,
+        va="top", ha="left", bbox={"facecolor": "firebrick", "edgecolor": "none", "pad": 1.5},
+    )  # fmt: skip
 
 
 def plot_class_maps(class_maps: dict[str, torch.Tensor], title: str = "") -> Figure:

@@ -15,6 +15,7 @@ import streamlit as st
 
 from mnistlens import attribution, explain, faithfulness, plots
 from mnistlens.metrics import predict_logits
+from mnistlens.typicality import warning_text
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
@@ -130,6 +131,15 @@ def verdict_left(image, probs, prediction: int) -> None:
     )
 
 
+def typicality_caption(verdict: dict) -> str:
+    """One line under the probabilities: is it a digit at all, and how typical."""
+    answer = "yes" if verdict["verdict"] else "**no**"
+    return (
+        f"Digit-like: {answer} (less typical than {verdict['percentile']:.1f}% of MNIST "
+        f"digits; detector {verdict['detector']}, flags 5% of real digits)"
+    )
+
+
 def invariance_section(image) -> None:
     """The digit moved, turned, resized, thinned and thickened, with the model's answer
     on each copy (`perturb.invariance`): one picture of the copies, their answers in a
@@ -174,9 +184,13 @@ probs = predict_logits(model, image[None]).softmax(dim=1)[0]  # (10,)
 prediction = int(probs.argmax())
 explained = prediction if target is None else target
 
+typical = cache.digit_like(choice.model_name, choice.digit, image)
+warning = warning_text(typical)  # None for a digit-like input
+
 left, right = st.columns([1, 3])
 with left:
     verdict_left(image, probs, prediction)
+    st.caption(typicality_caption(typical))
 below = st.container()  # under both columns: drawn after the maps
 with right:
     if not methods:
@@ -197,6 +211,8 @@ with right:
         maps[label] = cache.contrast(choice.model_name, choice.digit, image, explained, other)
         signed.add(label)
     peaks = charts.peaks(maps, options["shared"])
+    if warning:
+        st.warning(f"{warning}.", icon="⚠️")
     st.subheader(f"{choice.what}: explaining class {explained}")
     verdicts = {}  # method -> placeholder, filled once every map is on screen
     for row in range(0, len(maps), COLUMNS):
@@ -207,7 +223,8 @@ with right:
                     output_format="PNG",
                 )
                 scale = f"±{peaks[name]:.2g}" if name in signed else f"0 to {peaks[name]:.2g}"
-                st.markdown(f"**{name.replace('_', ' ')}** · scale {scale}")
+                marked = " · :red[not a digit?]" if warning else ""
+                st.markdown(f"**{name.replace('_', ' ')}** · scale {scale}{marked}")
                 if name in results:
                     st.caption(trust_note(results[name], name))
                     verdicts[name] = st.empty()
@@ -231,7 +248,13 @@ with right:
         notes = {m: trust_note(r, m).replace("  \n", "\n") for m, r in results.items()}
         title = f"{choice.what}: explaining class {explained} ({choice.model_name})"
         return plots.plot_explanation(
-            image, maps, title, notes, shared_scale=options["shared"], signed=signed
+            image,
+            maps,
+            title,
+            notes,
+            shared_scale=options["shared"],
+            signed=signed,
+            warning=warning,
         )
 
     def numbers() -> dict:
@@ -241,6 +264,7 @@ with right:
             "true_label": choice.label,
             "prediction": prediction,
             "probabilities": charts.listed(probs, 6),
+            "digit_like": typical,
             "explained_class": explained,
             "options": {k: options[k] for k in ("baseline", "steps")},
             "methods": {

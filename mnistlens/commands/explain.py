@@ -124,6 +124,7 @@ def _explain_models(args: argparse.Namespace) -> None:
     from mnistlens.comparison.maps import explain_models
     from mnistlens.loading import load
     from mnistlens.plots import save_figure
+    from mnistlens.typicality import digit_like
 
     device = device_of(args)  # CUDA asked for and absent: fail before loading anything
     paths = split_list(args.model)
@@ -150,7 +151,12 @@ def _explain_models(args: argparse.Namespace) -> None:
             "prediction": prediction,
             "probabilities": [float(p) for p in result.probabilities[0]],
             "methods": {m: result.scores[m].image(0) for m in shown},
+            "digit_like": digit_like(
+                models[name], image.unsqueeze(0), data_dir=args.data_dir, device=device
+            ).to_json(0),
         }
+        if not numbers[name]["digit_like"]["verdict"]:
+            titles[name] += ", not digit-like"
     grid = {name: {m: r.maps[m][0] for m in shown} for name, r in results.items()}
     label_text = f"label {label}, " if label is not None else ""
     fig = plot_model_grid(image, grid, titles, f"{what}: {label_text}one colour scale per method")
@@ -222,6 +228,7 @@ def _run(args: argparse.Namespace) -> None:
     from mnistlens.attribution import why_not
     from mnistlens.explain import explain, map_note
     from mnistlens.plots import plot_explanation, save_figure
+    from mnistlens.typicality import digit_like, verdict_line
 
     if args.methods:
         methods = resolve_methods(args.methods)
@@ -238,6 +245,7 @@ def _run(args: argparse.Namespace) -> None:
         device=device,
         **{m: _method_options(m, args) for m in methods},
     )
+    verdict = digit_like(model, image.unsqueeze(0), data_dir=args.data_dir, device=device)
 
     probs = result.probabilities[0]
     prediction, target = int(result.predictions[0]), int(result.target[0])
@@ -265,6 +273,7 @@ def _run(args: argparse.Namespace) -> None:
         title,
         notes,
         shared_scale=args.shared_scale,
+        warning=verdict.warning(0),
     )
     png = str(save_figure(fig, args.out or f"{stem}.png"))
     for entry in numbers.values():
@@ -279,6 +288,7 @@ def _run(args: argparse.Namespace) -> None:
                 "prediction": prediction,
                 "target": target,
                 "probabilities": [float(p) for p in probs],
+                "digit_like": verdict.to_json(0),
                 "model": meta["path"],
                 "png": png,
                 "faithfulness_keys": "deletion/insertion AUC of the map and of a random "
@@ -295,6 +305,7 @@ def _run(args: argparse.Namespace) -> None:
         + (f", explaining {target}" if target != prediction else "")
     )
     print(top3_line(probs))
+    print(verdict_line(verdict.to_json(0)))
     for name, entry in numbers.items():
         line = f"  {name}: sum {entry['sum']:+.3f}, max |a| {entry['max_abs']:.3g}"
         trust = entry["faithfulness"]

@@ -50,6 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
         "runner-up): valid, L1, L0, plausibility, other models' agreement, seconds "
         "(--n 100 is plenty)",
     )
+    p.add_argument(
+        "--ood",
+        action="store_true",
+        help="measure the is-it-a-digit detectors instead: flagged shares and AUROC on "
+        "MNIST test digits and on probe sets (letters, symbols, printed digits, noise, "
+        "blank, inverted, scribbles, scikit-learn's 8x8 digits)",
+    )
     p.add_argument("--plot", metavar="PNG", help="write the mean deletion/insertion curves")
     add_device_option(p, "compute the maps and the scores")
     add_json_option(p)
@@ -66,6 +73,9 @@ def run(args: argparse.Namespace) -> None:
         raise MnistlensError(f"--n must be 1 to 10000, got {args.n}")
     if args.counterfactuals:
         measure_counterfactuals(args, model, meta, device)
+        return
+    if args.ood:
+        measure_ood(args, model, meta, device)
         return
     methods = resolve_methods(args.methods)
     images = load_mnist("test", args.data_dir)[0][: args.n]
@@ -118,6 +128,29 @@ def run(args: argparse.Namespace) -> None:
                 )
     if args.plot:
         print(f"wrote {result['plot']}")
+
+
+def measure_ood(args: argparse.Namespace, model, meta: dict, device) -> None:
+    """`--ood`: every candidate detector on MNIST test digits and the probe sets."""
+    from mnistlens.data import load_mnist
+    from mnistlens.typicality import default_spec, probes, scoreboard
+
+    test = load_mnist("test", args.data_dir)[0]
+    rows = scoreboard.scoreboard(
+        model,
+        model_name(meta),
+        probes.probe_sets(test),
+        test_images=test,
+        data_dir=args.data_dir,
+        device=device,
+    )
+    default = default_spec(model).name
+    if args.json:
+        print_json({"model": meta["path"], "default": default, "rows": [vars(r) for r in rows]})
+        return
+    print(scoreboard.markdown(rows))
+    print(f"the verdict uses {default}; flagged: share above the threshold that flags 5% of "
+          "held-apart training digits; AUROC: letters against MNIST test digits")  # fmt: skip
 
 
 def measure_counterfactuals(args: argparse.Namespace, model, meta: dict, device) -> None:
