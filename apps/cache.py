@@ -173,16 +173,20 @@ def counterfactual(
     mode=mode)`; target None in pertinent-positive mode) and the library's figure of it
     as PNG: -> (Counterfactuals of one image, PNG). Keyed by `digit` as `explanation`
     is. The figure is drawn here, once per entry: drawing it takes about as long as the
-    search, and the download sends the same PNG. The first call in a process also
-    encodes the 60,000 training digits for the prototypes (the library keeps them)."""
+    search, and the download sends the same PNG; it carries the digit's warning when it
+    is not digit-like (`digit_like`). The first call in a process also encodes the
+    60,000 training digits for the prototypes (the library keeps them)."""
+    from mnistlens.typicality import warning_text
+
     model, _ = get_model(model_name)
+    warning = warning_text(digit_like(model_name, digit, _image))
     found = counterfactuals(model, _image[None], target, mode=mode)
     record = found.record(0)
     if mode == "pertinent-positive":
         title = f"{model_name}: the least of its ink that keeps it a {record['before']}"
     else:
         title = f"{model_name}: what would make it a {record['target']}? ({mode})"
-    return found, charts.png_bytes(plot_counterfactual(found, 0, title))
+    return found, charts.png_bytes(plot_counterfactual(found, 0, title, warning=warning))
 
 
 def sanity_options(method: str) -> dict:

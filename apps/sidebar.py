@@ -3,6 +3,8 @@
 The router draws it on every run (`draw`), before the page; the page reads what it
 chose (`current`). Its widgets start from the session state (keys.py), where the URL
 (url.py) or the defaults below put their values.
+The pages about the chosen digit warn first when it is not digit-like at all
+(`warn_if_not_a_digit`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mnistlens.data import prepare_digit
 from mnistlens.errors import MnistlensError
 
 # isort: split
+import cache
 import catalog
 import defaults
 import keys
@@ -123,3 +126,16 @@ def require_digit(choice: Choice) -> torch.Tensor:
         st.info("Nothing drawn yet: draw a digit on the canvas in the sidebar.")
         st.stop()
     return choice.image
+
+
+def warn_if_not_a_digit(choice: Choice, image: torch.Tensor) -> dict:
+    """The chosen digit's verdict (`cache.digit_like`), with the warning the Explain page
+    shows above its maps when the digit (drawn or a test image) is not digit-like: the
+    pages of "This digit" call it under their header. -> the verdict's JSON dict."""
+    from mnistlens.typicality import warning_text
+
+    verdict = cache.digit_like(choice.model_name, choice.digit, image)
+    warning = warning_text(verdict)
+    if warning:
+        st.warning(f"{warning}.", icon="⚠️")
+    return verdict

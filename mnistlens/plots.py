@@ -229,13 +229,20 @@ def plot_explanation(
         ax.set_xticks([])
         ax.set_yticks([])
     if warning:
-        import textwrap
-
-        wrapped = textwrap.fill(warning, width=max(40, 24 * columns))
-        fig.suptitle(f"{wrapped}\n{title}", color="firebrick", fontweight="bold", fontsize=10)
+        warning_title(fig, warning, title, width=max(40, 24 * columns))
     elif title:
         fig.suptitle(title)
     return fig
+
+
+def warning_title(fig: Figure, warning: str, title: str = "", width: int = 100) -> None:
+    """The figure's title led by a warning (e.g. the input is not digit-like:
+    `DigitLike.warning`), wrapped to `width` characters, all in red."""
+    import textwrap
+
+    wrapped = textwrap.fill(warning, width=width)
+    text = f"{wrapped}\n{title}" if title else wrapped
+    fig.suptitle(text, color="firebrick", fontweight="bold", fontsize=10)
 
 
 def mark_not_a_digit(ax) -> None:

@@ -6,7 +6,8 @@ The smallest change of the digit that makes the model say the chosen class
 the probabilities before and after), with the search's numbers in one line. The
 class starts at the model's runner-up for each new digit; the modes are the
 library's. A pertinent positive reaches no other class (the least of the digit's
-own ink that keeps its answer), so in that mode the class picker is disabled.
+own ink that keeps its answer), so in that mode the class picker is disabled. For a
+digit that is not digit-like, the figure carries the page's warning (`cache.counterfactual`).
 explain.py calls `draw` below the invariance strip.
 """
 
@@ -124,5 +125,10 @@ def draw(choice: Choice, image: torch.Tensor, probs: torch.Tensor) -> None:
         "counterfactual",
         f"counterfactual-{stem}" + ("" if keep else f"-to{target}"),
         lambda: png,  # the shown PNG: a download draws nothing again
-        lambda: {"model": choice.model_name, "digit": choice.what, **record},
+        lambda: {
+            "model": choice.model_name,
+            "digit": choice.what,
+            "digit_like": cache.digit_like(choice.model_name, choice.digit, image),
+            **record,
+        },
     )

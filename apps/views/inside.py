@@ -192,6 +192,7 @@ def dreams(prediction: int, layer: str | None, units: list[int]) -> None:
 
 st.header("Inside the network")
 image = sidebar.require_digit(choice)
+sidebar.warn_if_not_a_digit(choice, image)
 prediction = int(predict_logits(model, image[None]).argmax())
 st.write(f"{choice.what}, predicted **{prediction}** by {name}.")
 conv_layers, hidden = cache.layers(name)

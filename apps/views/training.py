@@ -25,6 +25,7 @@ K = 8  # training images per row
 choice = sidebar.current()
 st.header("Training examples")
 image = sidebar.require_digit(choice)
+sidebar.warn_if_not_a_digit(choice, image)
 model = choice.model
 index = cache.training_index(choice.model_name)
 train_images, train_labels = catalog.get_train_set()

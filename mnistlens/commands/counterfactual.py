@@ -24,6 +24,8 @@ models agree), plain (elastic net on the pixels: the least change, often speckle
 this model reads), pertinent-negative (the least ink to add for another class) and
 pertinent-positive (the least of the digit's ink that keeps its class). Writes a figure
 (original, counterfactual, ink added and removed, probabilities before and after).
+Says first whether the picture is digit-like at all (as predict and explain do): a
+letter or a scribble gets a warning above the figure and "digit_like" false in --json.
 """
 
 # counterfactual.MODES, spelled out: the command line imports no torch before run()
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
     from mnistlens.counterfactual.figures import plot_counterfactual
     from mnistlens.errors import MnistlensError
     from mnistlens.plots import save_figure
+    from mnistlens.typicality import digit_like, verdict_line
 
     device = device_of(args)
     if args.to is not None and not 0 <= args.to <= 9:
@@ -67,8 +70,12 @@ def run(args: argparse.Namespace) -> None:
     found = counterfactuals(model, image[None], args.to, mode=args.mode, device=device)
     before = found.probabilities_before[0]  # (10,)
     record = found.record(0)
+    verdict = digit_like(model, image[None], data_dir=args.data_dir, device=device)
     fig = plot_counterfactual(
-        found, 0, f"{what}: what would make it a {record['target']}? ({args.mode})"
+        found,
+        0,
+        f"{what}: what would make it a {record['target']}? ({args.mode})",
+        warning=verdict.warning(0),
     )
     png = save_figure(fig, args.out or f"counterfactual_{stem}.png")
     result = {
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> None:
         **record,
         "probability_before": float(before[record["target"]]),
         "prediction_probability_before": float(before.max()),
+        "digit_like": verdict.to_json(0),
         "png": str(png),
     }
     if args.json:
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> None:
         f"to make it a {record['target']} ({args.mode}): {reached}, "
         f"probability {record['probability']:.1%}"
     )
+    print(verdict_line(result["digit_like"]))
     print(
         f"change: L1 {record['l1']:.1f}, {record['l0']} pixels; plausibility (autoencoder error) "
         + ("-" if record["plausibility"] is None else f"{record['plausibility']:.4f}")
