@@ -506,3 +506,47 @@ def stress_examples(names: tuple[str, ...], transform: str, severity: float) -> 
             for name, (model, _) in compared_models(names).items()
         },
     }
+
+
+@st.cache_data(show_spinner=False)
+def concept_layers(model_name: str) -> tuple[list[str], str | None]:
+    """The Concepts page's default layers (`concepts.default_layers`), or [] and why
+    the model has none (a linear model)."""
+    from mnistlens import concepts
+
+    try:
+        return concepts.default_layers(get_model(model_name)[0]), None
+    except MnistlensError as err:
+        return [], str(err)
+
+
+@st.cache_data(show_spinner="Testing the concepts against random ...", max_entries=32)
+def concept_scores(
+    model_name: str,
+    names: tuple[str, ...],
+    layers: tuple[str, ...],
+    fast: bool,
+    pictures: tuple[tuple[str, bytes], ...] = (),
+    yours: str = "yours",
+):
+    """`concepts.run` of built-in concepts and, from 5 or more uploaded `pictures` (file
+    name, bytes), your concept named `yours`, at these layers (10 random runs): ->
+    {"rows": `TCAVResult.table()`, "figure": the score heat maps (PNG), "examples": the
+    concept images (PNG)}."""
+    from mnistlens import concepts
+    from mnistlens.concepts.figures import plot_examples, plot_scores
+
+    own = {yours: concepts.picture_set(list(pictures))} if pictures else None
+    result, sets = concepts.run(
+        get_model(model_name)[0],
+        list(names),
+        layers=list(layers),
+        yours=own,
+        fast=fast,
+        device="cpu",
+    )
+    return {
+        "rows": result.table(),
+        "figure": charts.png_bytes(plot_scores(result, f"{model_name}: TCAV scores")),
+        "examples": charts.png_bytes(plot_examples(sets)),
+    }

@@ -19,6 +19,9 @@ EXPLAIN_STEPS = 50
 # Its counterfactual panel: this mode, to the model's runner-up (`explain_cf_target`).
 EXPLAIN_CF_MODE = "proto"
 
+# Concepts: these built-in concepts at the model's default layers, linear-SVM CAVs.
+CONCEPTS = ("closed_loop", "vertical_stroke", "horizontal_bar")
+
 # Per-digit maps.
 CLASS_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "grad_cam")
 CLASS_IMAGES = 500

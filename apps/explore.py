@@ -36,12 +36,13 @@ PAGES = {
     "training": st.Page("views/training.py", title="Training examples", url_path="training"),
     "per-digit": st.Page("views/class_maps.py", title="Per-digit maps", url_path="per-digit"),
     "trust": st.Page("views/trust.py", title="Trust", url_path="trust"),
+    "concepts": st.Page("views/concepts.py", title="Concepts", url_path="concepts"),
     "compare": st.Page("views/compare.py", title="Compare models", url_path="compare"),
     "yours": st.Page("views/your_model.py", title="Your model", url_path="yours"),
 }
 SECTIONS = {
     "This digit": ["explain", "inside", "training"],
-    "This model": ["per-digit", "trust"],
+    "This model": ["per-digit", "trust", "concepts"],
     "Models": ["compare", "yours"],
 }
 

@@ -64,6 +64,13 @@ COMPARE_TRANSFORM = "compare_transform"  # the stress examples' transform
 COMPARE_SEVERITY = "compare_severity"  # and its severity
 COMPARE_CF_TARGET = "compare_cf_target"  # the class every model's counterfactual reaches
 
+# Concepts.
+CONCEPTS = "concepts"  # the built-in concepts tested
+CONCEPT_LAYERS = "concept_layers"
+CONCEPT_FAST = "concept_fast"  # mean-difference CAVs instead of a linear SVM's
+CONCEPT_PICTURES = "concept_pictures"  # pictures of a concept of your own (uploads)
+CONCEPT_NAME = "concept_name"  # its name
+
 # Your model.
 YOURS_KIND = "yours_kind"
 YOURS_FILE = "yours_file"

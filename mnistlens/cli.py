@@ -37,6 +37,7 @@ COMMANDS = (
     "compare",
     "stress",
     "counterfactual",
+    "concepts",
     "app",
 )
 
