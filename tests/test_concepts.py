@@ -329,3 +329,17 @@ def test_command_refuses_bad_input(run, tmp_path):
     assert_clean_error(
         run("concepts", "--model", "mlp.pt", "--folder", tmp_path / "none"), "not found"
     )
+
+
+@pytest.mark.slow
+def test_your_exported_model_gets_the_concepts_of_the_model_it_came_from(shipped, mlp_program):
+    """A user's .pt2 (the shipped MLP, exported): its layers have the program's names, but
+    the default layers are the same two and the scores those of the checkpoint."""
+    from mnistlens import load_model
+
+    options = {"runs": 3, "fast": True, "set_size": 30, "per_class": 20, "device": "cpu"}
+    program = load_model(mlp_program)[0]
+    theirs, _ = run(program, ["closed_loop"], **options)
+    ours, _ = run(shipped["mlp"][0], ["closed_loop"], **options)
+    assert len(theirs.layers) == len(ours.layers) == 2
+    torch.testing.assert_close(theirs.scores, ours.scores, atol=0.02, rtol=0)
