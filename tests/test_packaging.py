@@ -4,8 +4,11 @@ pyproject.toml lists the packages by hand (checkpoints/ and apps/ are mapped int
 package), so a new folder is easy to forget: the source tree works, the wheel does not.
 """
 
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[1]
 
