@@ -526,17 +526,22 @@ def concept_scores(
     names: tuple[str, ...],
     layers: tuple[str, ...],
     fast: bool,
-    pictures: tuple[tuple[str, bytes], ...] = (),
-    yours: str = "yours",
+    pictures: tuple[tuple[str, bytes], ...],
+    yours: str,
+    drawings: bytes,
 ):
     """`concepts.run` of built-in concepts and, from 5 or more uploaded `pictures` (file
-    name, bytes), your concept named `yours`, at these layers (10 random runs): ->
-    {"rows": `TCAVResult.table()`, "figure": the score heat maps (PNG), "examples": the
-    concept images (PNG)}."""
+    name, bytes) and `drawings` together, your concept named `yours`, at these layers
+    (10 random runs): -> {"rows": `TCAVResult.table()`, "figure": the score heat maps
+    (PNG), "examples": the concept images (PNG)}.
+
+    `drawings`: the canvas's drawings, already prepared, as the float32 bytes of their
+    (N, 1, 28, 28) images: bytes, so that the cache keys on what was drawn. No argument
+    has a default: the page and warm.py pass each, so that they key the same entry."""
     from mnistlens import concepts
     from mnistlens.concepts.figures import plot_examples, plot_scores
 
-    own = {yours: concepts.picture_set(list(pictures))} if pictures else None
+    own = {yours: _your_concept(pictures, drawings)} if pictures or drawings else None
     result, sets = concepts.run(
         get_model(model_name)[0],
         list(names),
@@ -550,3 +555,23 @@ def concept_scores(
         "figure": charts.png_bytes(plot_scores(result, f"{model_name}: TCAV scores")),
         "examples": charts.png_bytes(plot_examples(sets)),
     }
+
+
+def _your_concept(pictures: tuple[tuple[str, bytes], ...], drawings: bytes) -> torch.Tensor:
+    """Your concept's images: the uploaded pictures, each read like an uploaded digit
+    (`data.load_digit_image`, as `concepts.picture_set` reads them; the count is the
+    page's to check, drawings included), then the drawings, prepared already
+    ((N, 1, 28, 28) float32 bytes): -> (M, 1, 28, 28)."""
+    import io
+
+    from mnistlens.data import load_digit_image
+
+    read = []
+    for name, data in pictures:
+        try:
+            read.append(load_digit_image(io.BytesIO(data))[None])
+        except MnistlensError:  # its own message names a BytesIO, not the file
+            raise MnistlensError(f"cannot read {name} as a picture; use a PNG or JPEG") from None
+    if drawings:  # (torch.frombuffer refuses an empty buffer)
+        read.append(torch.frombuffer(bytearray(drawings), dtype=torch.float32))
+    return torch.cat([image.reshape(-1, 1, 28, 28) for image in read])

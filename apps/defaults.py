@@ -19,8 +19,11 @@ EXPLAIN_STEPS = 50
 # Its counterfactual panel: this mode, to the model's runner-up (`explain_cf_target`).
 EXPLAIN_CF_MODE = "proto"
 
-# Concepts: these built-in concepts at the model's default layers, linear-SVM CAVs.
+# Concepts: these built-in concepts at the model's default layers, linear-SVM CAVs (not
+# fast), and no concept of your own yet (named this once it has pictures).
 CONCEPTS = ("closed_loop", "vertical_stroke", "horizontal_bar")
+CONCEPT_FAST = False
+CONCEPT_NAME = "yours"
 
 # Per-digit maps.
 CLASS_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "grad_cam")

@@ -70,6 +70,8 @@ CONCEPT_LAYERS = "concept_layers"
 CONCEPT_FAST = "concept_fast"  # mean-difference CAVs instead of a linear SVM's
 CONCEPT_PICTURES = "concept_pictures"  # pictures of a concept of your own (uploads)
 CONCEPT_NAME = "concept_name"  # its name
+CONCEPT_CANVAS = "concept_canvas"  # its canvas, as "concept_canvas_N": N drawings added
+CONCEPT_DRAWINGS = "_concept_drawings"  # its drawings added so far: (1, 28, 28) images
 
 # Your model.
 YOURS_KIND = "yours_kind"

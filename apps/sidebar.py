@@ -58,22 +58,22 @@ class Choice:
         return "drawn " + hashlib.sha1(self.image.numpy().tobytes()).hexdigest()[:16]
 
 
-def _drawn_digit() -> torch.Tensor | None:
-    """The sidebar canvas; -> the drawing as an MNIST-style (1, 28, 28) image, or None."""
+def drawing(key: str) -> torch.Tensor | None:
+    """A drawing canvas, white on black, under widget key `key`: -> what is drawn as an
+    MNIST-style (1, 28, 28) image (`prepare_digit`), or None while nothing is. The
+    sidebar's digit and the Concepts page's drawings both come from here, alike."""
     from streamlit_drawable_canvas import st_canvas  # imported only when drawing
 
-    with st.sidebar:
-        st.caption("Draw a digit (white on black).")
-        canvas = st_canvas(
-            stroke_width=20,
-            stroke_color="#ffffff",
-            background_color="#000000",
-            height=CANVAS,
-            width=CANVAS,
-            drawing_mode="freedraw",
-            key=keys.CANVAS,
-            return_image_data=True,
-        )
+    canvas = st_canvas(
+        stroke_width=20,
+        stroke_color="#ffffff",
+        background_color="#000000",
+        height=CANVAS,
+        width=CANVAS,
+        drawing_mode="freedraw",
+        key=key,
+        return_image_data=True,
+    )
     if canvas is None or canvas.image_data is None:
         return None
     rgb = torch.from_numpy(canvas.image_data[..., :3].astype("float32")).mean(dim=-1) / 255
@@ -81,6 +81,13 @@ def _drawn_digit() -> torch.Tensor | None:
         return prepare_digit(rgb)  # fitted into 20x20 and centred, as MNIST was made
     except MnistlensError:  # nothing drawn yet
         return None
+
+
+def _drawn_digit() -> torch.Tensor | None:
+    """The sidebar canvas; -> the drawing as an MNIST-style (1, 28, 28) image, or None."""
+    with st.sidebar:
+        st.caption("Draw a digit (white on black).")
+        return drawing(keys.CANVAS)
 
 
 def draw() -> Choice:

@@ -6,9 +6,9 @@ served by `mnistlens app` or `serve_app` (mnistlens/app_server.py, which also im
 the heavy modules while Streamlit starts: `preload`). The thread calls the same cached
 functions as the pages, with the pages' defaults (defaults.py), in the order a visitor
 meets them: the Explain page's test image 42 (its sanity verdicts, maps, invariance
-strip and counterfactual), Trust, Compare models (its counterfactuals and stress test
-too), then Inside the network and Per-digit maps. A first visit then finds its results
-in the caches (benchmarks/README.md, "Many users at once", has the times).
+strip and counterfactual), Trust, Concepts, Compare models (its counterfactuals and
+stress test too), then Inside the network and Per-digit maps. A first visit then finds
+its results in the caches (benchmarks/README.md, "Many users at once", has the times).
 
 It never makes a user wait for it: it holds no lock of its own, and before each step it
 waits until no session's script has run for a moment (`runtime.wait_until_idle`), at
@@ -49,6 +49,8 @@ PRELOAD = (
     "mnistlens.comparison.figures",
     "mnistlens.comparison.maps",
     "mnistlens.comparison.stats",
+    "mnistlens.concepts",
+    "mnistlens.concepts.figures",
     "mnistlens.counterfactual",
     "mnistlens.counterfactual.figures",
     "mnistlens.metrics",
@@ -136,6 +138,7 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     """(what, a call) for each cache entry of the pages' first views, in visiting
     order. Each call is one entry, so the warm-up can let users go first between them."""
     from mnistlens.comparison import stats
+    from mnistlens.concepts import list_concepts
     from mnistlens.metrics import predict_logits
     from mnistlens.perturb import get_transform
 
@@ -194,6 +197,19 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         yield f"trust {method}", lambda m=method: cache.measured(name, n, m)
         yield f"cascade {method}", lambda m=method: cache.sanity(name, m)
     yield "trust figures", lambda: cache.comparison_figures(name, n, chosen)
+
+    # Concepts (after Trust in the sidebar too): the default concepts at the model's
+    # default layers, called with the page's arguments (no upload, no drawing).
+    layers, _ = cache.concept_layers(name)
+    if layers:
+        ordered = tuple(c for c in list_concepts() if c in defaults.CONCEPTS)
+        layers = tuple(h for h in cache.layers(name)[1] if h in layers)
+        yield (
+            "concepts",
+            lambda: cache.concept_scores(
+                name, ordered, layers, defaults.CONCEPT_FAST, (), defaults.CONCEPT_NAME, b""
+            ),
+        )
 
     # Compare models: the report, its figures, the default pair and first disagreement.
     choices = catalog.compare_choices()

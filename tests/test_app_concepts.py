@@ -6,7 +6,7 @@ import pytest
 from mnistlens.concepts import run
 
 pytest.importorskip("streamlit")
-from test_app import main_images, open_app  # noqa: E402
+from test_app import apps_module, main_images, open_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -19,6 +19,23 @@ def summary(at) -> dict:
 
 def digits(classes: list[int]) -> str:
     return ", ".join(map(str, classes)) or "-"
+
+
+def test_the_warm_up_computes_the_concepts_pages_first_view(apps_on_path, monkeypatch):
+    """A fresh server computes the Concepts page's default concepts and layers before
+    anyone asks (apps/warm.py), as the page's own cache entry: the page's first view
+    then runs no TCAV and shows the scores."""
+    from mnistlens import concepts
+
+    cache, warm = apps_module("cache"), apps_module("warm")
+    cache.concept_scores.clear()  # as on a fresh server, whatever ran before here
+    step = next(step for name, step in warm.steps() if name == "concepts")
+    step()
+    done = []
+    real = concepts.run
+    monkeypatch.setattr(concepts, "run", lambda *a, **k: done.append(1) or real(*a, **k))
+    at = open_app("concepts")
+    assert len(summary(at)) == 6 and done == []  # 3 concepts x 2 layers, none computed
 
 
 def test_concepts_page_shows_the_librarys_verdicts(cnn):

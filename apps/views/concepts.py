@@ -1,8 +1,8 @@
 """Concepts: does the idea of a closed loop (a bar, a stroke, ...) push the model
 towards a digit? TCAV (`mnistlens.concepts.run`), tested against random strokes.
 
-The built-in concepts, and one of your own from 5 or more uploaded pictures (read like
-an uploaded digit). Drawing a concept's pictures on the canvas is not here yet.
+The built-in concepts, and one of your own from 5 or more pictures, uploaded (read like
+an uploaded digit) or drawn on the canvas (prepared like a drawn digit): your_concept.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from mnistlens.concepts import list_concepts
-from mnistlens.concepts.sets import PICTURE_SUFFIXES, describe
+from mnistlens.concepts.sets import describe
 from mnistlens.errors import MnistlensError
 
 # isort: split
@@ -20,6 +20,7 @@ import cache
 import defaults
 import keys
 import sidebar
+import your_concept
 
 choice = sidebar.current()
 st.header("Concepts")
@@ -40,8 +41,8 @@ st.session_state.setdefault(keys.CONCEPTS, list(defaults.CONCEPTS))
 if not set(st.session_state.get(keys.CONCEPT_LAYERS) or []) <= set(hidden):
     st.session_state[keys.CONCEPT_LAYERS] = default_layers  # another model's layers
 st.session_state.setdefault(keys.CONCEPT_LAYERS, default_layers)
-st.session_state.setdefault(keys.CONCEPT_FAST, False)
-st.session_state.setdefault(keys.CONCEPT_NAME, "yours")
+st.session_state.setdefault(keys.CONCEPT_FAST, defaults.CONCEPT_FAST)
+st.session_state.setdefault(keys.CONCEPT_NAME, defaults.CONCEPT_NAME)
 left, middle, right = st.columns([2, 1, 1])
 names = left.multiselect(
     "Concepts",
@@ -52,19 +53,8 @@ names = left.multiselect(
 )
 layers = middle.multiselect("Layers", hidden, key=keys.CONCEPT_LAYERS, persist_state="session")
 fast = right.toggle("Fast (mean-difference CAVs)", key=keys.CONCEPT_FAST, persist_state="session")
-with st.expander("A concept of your own: upload 5 or more pictures of it"):
-    uploads = st.file_uploader(
-        "Pictures (dark ink on light or light on dark; each is centred and sized like a digit)",
-        type=[suffix.lstrip(".") for suffix in PICTURE_SUFFIXES],
-        accept_multiple_files=True,
-        key=keys.CONCEPT_PICTURES,
-    )
-    yours = st.text_input("Its name", key=keys.CONCEPT_NAME).strip() or "yours"
-pictures = tuple((upload.name, upload.getvalue()) for upload in uploads or [])
-if 0 < len(pictures) < 5:
-    st.warning(f"{len(pictures)} pictures uploaded; your concept needs at least 5.")
-    pictures = ()
-if not (names or pictures) or not layers:
+pictures, drawings, yours = your_concept.draw()
+if not (names or pictures or drawings) or not layers:
     st.info("Choose at least one concept and one layer.")
     st.stop()
 ordered = tuple(n for n in list_concepts() if n in names)
@@ -76,6 +66,7 @@ try:
         fast,
         pictures,
         yours,
+        drawings,
     )
 except MnistlensError as err:  # a picture that does not read, a name already taken
     st.error(f"{err}.")
@@ -109,5 +100,5 @@ with st.expander("Every score with its p-value"):
 
 st.subheader("The concept images")
 described = [f"{n.replace('_', ' ')}: {describe(n)}" for n in ordered]
-st.caption("; ".join(described + ([f"{yours}: your pictures"] if pictures else [])))
+st.caption("; ".join(described + ([f"{yours}: your pictures"] if pictures or drawings else [])))
 st.image(found["examples"], output_format="PNG")
