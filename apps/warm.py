@@ -162,6 +162,8 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     # digits for the prototypes, which the library keeps for every later one).
     usable = [m for m in cache.all_methods() if cache.why_not(name, m) is None]
     candidates = [m for m in defaults.EXPLAIN_CANDIDATES if m in usable]
+    # is it a digit at all? (the model's first verdict fits its detector: ~1 s)
+    yield f"digit-like {digit.digit}", lambda: cache.digit_like(name, digit.digit, digit.image)
     for method in candidates:
         yield f"verdict {method}", lambda m=method: cache.sanity(name, m, layers=1)
     target = None if defaults.EXPLAIN_TARGET == "predicted" else int(defaults.EXPLAIN_TARGET)

@@ -154,18 +154,22 @@ def test_the_warm_up_computes_what_the_first_page_shows(apps_on_path, monkeypatc
     page, a new session's first page explains nothing itself."""
     from streamlit.testing.v1 import AppTest
 
-    from mnistlens import explain
+    from mnistlens import explain, typicality
 
     cache, warm = importlib.import_module("cache"), importlib.import_module("warm")
     cache.explanation.clear()
+    cache.digit_like.clear()
     for name, step in warm.steps():
         if name.startswith("trust"):  # the Explain page's steps come first
             break
         step()
-    explained = []
-    real = explain.explain
+    explained, judged = [], []
+    real, real_judge = explain.explain, typicality.digit_like
     monkeypatch.setattr(explain, "explain", lambda *a, **k: explained.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        typicality, "digit_like", lambda *a, **k: judged.append(1) or real_judge(*a, **k)
+    )
     at = AppTest.from_file(str(APPS / "explore.py"), default_timeout=240).run()
     assert not at.exception
     assert at.metric[0].label == "True label 4"
-    assert explained == []
+    assert explained == [] and judged == []
