@@ -82,6 +82,46 @@ def test_two_threads_tracing_at_once_each_get_their_own_graph(shipped):
         assert ("Conv2d" in kinds) == (name == "cnn")
 
 
+def test_a_model_traced_in_one_thread_runs_unchanged_in_another(shipped, test_set):
+    """The explorer's sessions share one model object: while one thread traces it,
+    another thread's forward pass through the same model reads its real weights (not
+    the tracer's stand-ins for them) and gives the logits computed alone. The trace is
+    held open (`Pause`) until the other thread's pass is done, so the two always meet."""
+    mlp = copy.deepcopy(shipped["mlp"][0])
+    images = test_set[0][:4]
+    with torch.no_grad():
+        alone = mlp(images)
+    started, done = threading.Event(), threading.Event()
+
+    class Pause(torch.nn.Module):
+        def forward(self, x):
+            started.set()
+            done.wait(timeout=30)
+            return x
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pause, self.mlp = Pause(), mlp
+
+        def forward(self, x):
+            return self.mlp(self.pause(x))
+
+    outputs = []
+
+    def runner():
+        try:
+            assert started.wait(timeout=30)
+            with torch.no_grad():
+                outputs.append(mlp(images))
+        finally:
+            done.set()
+
+    assert run_together(lambda: trace(Shared()), runner) == []
+    assert len(outputs) == 1 and isinstance(outputs[0], torch.Tensor)
+    torch.testing.assert_close(outputs[0], alone, rtol=0, atol=0)
+
+
 def test_seeded_computations_in_threads_equal_those_computed_alone(shipped, test_set):
     """The randomization check re-initializes layers from torch's global generator, seeded,
     and SmoothGrad draws its noise from it: three of them at once in threads give what

@@ -217,6 +217,9 @@ class _ShapeRecorder(fx.Interpreter):
 
     def __init__(self, graph_module: fx.GraphModule) -> None:
         super().__init__(graph_module)
+        # A graph that cannot run on a 28 x 28 image fails here and is read by hooks
+        # instead; fx's error report would first import torch's compiler (~1 s).
+        self.extra_traceback = False
         self.shapes: dict[str, tuple] = {}
 
     def run_node(self, node: fx.Node):
