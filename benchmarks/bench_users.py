@@ -16,6 +16,9 @@ own Streamlit session, as separate people are). Two parts:
    digit's true label, or that shows an exception), the errors (a page that never
    settled), and with psutil the CPU time the server and the browsers used meanwhile.
    --think S: a user waits S seconds after its page settled before the next index.
+   --rounds 2: then each user types the same indices again, every map now cached: the
+   settle time of a change that computes nothing, the floor the browsers and
+   Streamlit's reruns set on this machine (printed per round).
 
 Settled is bench_app.py's rule (the run is over, the content is there and not stale,
 images loaded, nothing changed for 0.5 s; the quiet wait is not counted). Run from the
@@ -139,7 +142,7 @@ async def user(
             await box.fill(str(index))
             await box.press("Enter")
             settled = await settle(page, MAIN_TEXT, f"test image {index}: explaining")
-            out["settle"].append(settled - begin)
+            out["settle"].append((n // out["changes"], settled - begin))
             if why := await wrong(page, index, int(labels[index])):
                 out["wrong"].append(why)
         except Exception as err:  # noqa: BLE001 - a page that never settled: counted
@@ -166,15 +169,15 @@ def cpu_seconds() -> dict[str, float]:
 
 
 async def many_users(
-    browser, url: str, users: int, changes: int, labels, think: float = 0.0
+    browser, url: str, users: int, changes: int, labels, think: float = 0.0, rounds: int = 1
 ) -> dict:
     opened = await asyncio.gather(*(new_user(browser, url) for _ in range(users)))
     pages = [page for _, page, _ in opened]
     indices = random.Random(0).sample(range(10000), users * changes)
-    out = {"settle": [], "wrong": [], "errors": []}
+    out = {"settle": [], "wrong": [], "errors": [], "changes": changes}
     start = asyncio.Event()
     jobs = [
-        user(page, indices[u * changes : (u + 1) * changes], labels, start, out, think)
+        user(page, indices[u * changes : (u + 1) * changes] * rounds, labels, start, out, think)
         for u, page in enumerate(pages)
     ]
     before = cpu_seconds()
@@ -209,21 +212,27 @@ async def run(args) -> None:
                 print(f"load average: {os.getloadavg()[0]:.1f}", flush=True)
                 if not args.users:
                     return
-                out = await many_users(browser, url, args.users, args.changes, labels, args.think)
+                out = await many_users(
+                    browser, url, args.users, args.changes, labels, args.think, args.rounds
+                )
             await browser.close()
-    times = out["settle"]
     print(
         f"{args.users} users x {args.changes} index changes at once"
         + (f" ({args.think:g} s between a user's changes)" if args.think else "")
-        + ": "
-        f"{len(times)} settled in {out['wall']:.1f} s, "
-        + (
-            f"settle median {statistics.median(times):.0f} ms, max {max(times):.0f} ms "
-            f"(min {min(times):.0f})"
-            if times
-            else "none settled"
-        )
+        + f": {len(out['settle'])} settled in {out['wall']:.1f} s"
     )
+    for r in range(args.rounds):
+        times = [ms for round_, ms in out["settle"] if round_ == r]
+        what = "new digits" if r == 0 else "the same digits again (cached)"
+        print(
+            f"  round {r + 1}, {what}: "
+            + (
+                f"settle median {statistics.median(times):.0f} ms, max {max(times):.0f} ms "
+                f"(min {min(times):.0f})"
+                if times
+                else "none settled"
+            )
+        )
     if out["cpu"]:
         print(
             "CPU seconds meanwhile: "
@@ -249,6 +258,9 @@ def main() -> None:
         type=float,
         default=0.0,
         help="seconds a user waits after a page settled before typing the next index (0)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="type the same indices again (2: cached)"
     )
     parser.add_argument("--cache", help="the server's XDG_CACHE_HOME (default: an empty one)")
     parser.add_argument("--no-first-visits", action="store_true", help="skip part 1")
