@@ -3,7 +3,6 @@ it once with hooks), the shapes of functional calls, where a conv block ends, an
 cached analysis is redone. The shipped CNN's layers are checked in test_prepare.py."""
 
 import nets
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_app_concepts import digits, summary
+from test_app_concepts import digits, same_scores, smaller_tcav, summary  # noqa: F401
 
 from mnistlens.concepts import concept_set, run
 from mnistlens.data import prepare_digit
@@ -80,6 +80,7 @@ def test_five_drawings_are_your_concept_until_cleared(cnn, canvas):
         digits(result.significant_classes("yours", "relu3")),
         digits(result.significant_classes("yours", "relu3", "against")),
     )
+    assert same_scores(at, result)
 
     at.button(key="concept_clear").click().run()
     assert not at.exception
@@ -118,6 +119,7 @@ def test_uploads_and_drawings_together_make_your_concept(cnn, canvas):
         digits(result.significant_classes("rings", "relu3")),
         digits(result.significant_classes("rings", "relu3", "against")),
     )
+    assert same_scores(at, result)
 
 
 def test_two_drawn_sets_are_two_cache_entries(apps_on_path, monkeypatch):

@@ -11,10 +11,33 @@ from test_app import apps_module, main_images, open_app  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def smaller_tcav(monkeypatch):
+    """The page's TCAV (and the library's beside it) on 5 runs of 50-image sets and 50
+    images per class: the explorer passes no sizes, so both read these; the same code
+    and comparisons at a third of the work."""
+    from mnistlens.concepts import pipeline
+
+    monkeypatch.setattr(pipeline, "RUNS", 5)
+    monkeypatch.setattr(pipeline, "SET_SIZE", 50)
+    monkeypatch.setattr(pipeline, "PER_CLASS", 50)
+
+
 def summary(at) -> dict:
     """(concept, layer) -> (towards, against) as the page's first table shows them."""
     table = at.dataframe[0].value
     return {(row.concept, row.layer): (row.towards, row.against) for row in table.itertuples()}
+
+
+def same_scores(at, result) -> bool:
+    """The page's table of every score holds the library's mean TCAV score for each
+    concept, layer and digit (a verdict alone is often "-" on both sides)."""
+    shown = {(r["concept"], r["layer"], r["class"]): r["score"]
+             for r in at.dataframe[1].value.to_dict("records")}  # fmt: skip
+    expected = {(r["concept"], r["layer"], r["class"]): r["score"] for r in result.table()}
+    return shown.keys() >= expected.keys() and all(
+        abs(shown[key] - score) < 1e-6 for key, score in expected.items()
+    )
 
 
 def digits(classes: list[int]) -> str:
@@ -56,6 +79,7 @@ def test_concepts_page_shows_the_librarys_verdicts(cnn):
                 digits(result.significant_classes(concept, layer)),
                 digits(result.significant_classes(concept, layer, "against")),
             )
+    assert same_scores(at, result)
     assert len(main_images(at)) == 2  # scores, concept images
 
     at.multiselect(key="concepts").set_value(["closed_loop"])
@@ -66,6 +90,7 @@ def test_concepts_page_shows_the_librarys_verdicts(cnn):
         digits(fast.significant_classes("closed_loop", "relu3")),
         digits(fast.significant_classes("closed_loop", "relu3", "against")),
     )
+    assert same_scores(at, fast)
 
 
 def test_concepts_page_explains_why_a_linear_model_has_none():
@@ -107,3 +132,4 @@ def test_concepts_page_tests_your_uploaded_pictures(cnn):
         digits(result.significant_classes("rings", "relu3")),
         digits(result.significant_classes("rings", "relu3", "against")),
     )
+    assert same_scores(at, result)

@@ -103,11 +103,11 @@ def run(
     folders: list[str | os.PathLike] | None = None,
     layers: list[str] | None = None,
     yours: dict[str, torch.Tensor] | None = None,
-    runs: int = RUNS,
+    runs: int | None = None,
     fast: bool = False,
     random: str = "strokes",
-    set_size: int = SET_SIZE,
-    per_class: int = PER_CLASS,
+    set_size: int | None = None,
+    per_class: int | None = None,
     alpha: float = 0.05,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
@@ -118,9 +118,14 @@ def run(
     """TCAV of built-in and folder concepts on `model`, against `runs` + 1 random sets.
 
     yours: your own concept sets, name -> (N, 1, 28, 28); fast: mean-difference CAVs
-    instead of a linear SVM's; random: "strokes" or "digits" (`sets.random_set`).
+    instead of a linear SVM's; random: "strokes" or "digits" (`sets.random_set`);
+    runs, set_size, per_class: None for the module's RUNS, SET_SIZE, PER_CLASS (read
+    at each call: the explorer's pages and its warm-up pass none).
     -> (result, concept name -> its images).
     """
+    runs = RUNS if runs is None else runs
+    set_size = SET_SIZE if set_size is None else set_size
+    per_class = PER_CLASS if per_class is None else per_class
     if runs < 2:
         raise MnistlensError(f"runs={runs}: TCAV needs at least 2 random runs (10 advised)")
     chosen = check_layers(model, layers)
