@@ -63,6 +63,38 @@ def fresh_python(tmp_path):
     return run
 
 
+def save_user_model(folder: Path, n_images: int) -> Path:
+    """A user's own network in `folder`: tests/nets.py's TinyNet (a functional-ReLU,
+    log-softmax net on [0, 1] pixels), trained (seeded) on the first `n_images` of a
+    shuffled training set, saved as net.pt (a state_dict) beside its source net.py and
+    as net.pt2 (a torch.export program). -> folder."""
+    import inspect
+
+    import nets
+    import torch
+
+    from mnistlens.data import load_mnist
+
+    (folder / "net.py").write_text(inspect.getsource(nets))
+    torch.manual_seed(0)
+    net = nets.TinyNet()
+    images, labels = load_mnist("train")
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    order = torch.randperm(n_images, generator=torch.Generator().manual_seed(0))
+    for idx in order.split(100):
+        loss = torch.nn.functional.nll_loss(net(images[idx]), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    torch.save(net.state_dict(), folder / "net.pt")
+    program = torch.export.export(
+        net, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, folder / "net.pt2")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def mlp_program(tmp_path_factory) -> Path:
     """The shipped MLP as a torch.export program (.pt2, dynamic batch), as a user would

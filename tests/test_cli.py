@@ -6,13 +6,11 @@ runs, so they pay for importing torch once, not once per test. A few run a real
 an end-to-end explain, the refusal of an untrusted pickle, the exit code.
 """
 
-import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import nets
 import numpy as np
 import pytest
 import torch
@@ -22,7 +20,7 @@ from mnistlens import attribution, cli, load_model
 from mnistlens.data import resolve_data_dir
 from mnistlens.options import parse_value
 
-from conftest import CHECKPOINTS, WritesAFile, assert_clean_error
+from conftest import CHECKPOINTS, WritesAFile, assert_clean_error, save_user_model
 
 
 def run_process(*args) -> subprocess.CompletedProcess:
@@ -542,28 +540,8 @@ def test_measure_gives_sanity_verdicts_and_captum_metrics(run):
 
 @pytest.fixture(scope="module")
 def user_model(tmp_path_factory):
-    """nets.TinyNet (a functional-ReLU, log-softmax net on [0, 1] pixels), trained on
-    12,000 images; saved as state_dict + source and as a .pt2 program."""
-    from mnistlens.data import load_mnist
-
-    folder = tmp_path_factory.mktemp("user_cli")
-    (folder / "net.py").write_text(inspect.getsource(nets))
-    torch.manual_seed(0)
-    net = nets.TinyNet()
-    images, labels = load_mnist("train")
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for idx in torch.randperm(12000, generator=torch.Generator().manual_seed(0)).split(100):
-        loss = torch.nn.functional.nll_loss(net(images[idx]), labels[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
-    torch.save(net.state_dict(), folder / "net.pt")
-    program = torch.export.export(
-        net, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, folder / "net.pt2")
-    return folder
+    """nets.TinyNet trained on 12,000 images, as state_dict + source and as a .pt2."""
+    return save_user_model(tmp_path_factory.mktemp("user_cli"), 12000)
 
 
 def test_inspect_a_users_state_dict_and_program(run, user_model):

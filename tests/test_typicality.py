@@ -1,7 +1,6 @@
 """Is it a digit at all? The verdict's calibration, what it flags, its cache, own models,
 and that its scores are pytorch-ood's."""
 
-import inspect
 import threading
 
 import pytest
@@ -13,6 +12,8 @@ from mnistlens.graph import analyze
 from mnistlens.influence import cache
 from mnistlens.typicality import detectors, digit_like, fit_detector, probes, verdict
 from mnistlens.typicality.detectors import Spec
+
+from conftest import save_user_model
 
 RATE = 0.05
 
@@ -188,28 +189,8 @@ def test_an_exported_program_gets_the_verdict_of_its_checkpoint(shipped, mlp_pro
 
 @pytest.fixture(scope="module")
 def user_files(tmp_path_factory):
-    """tests/nets.py's TinyNet (functional ReLU, log-softmax), trained briefly, saved as a
-    state_dict beside its source and as a .pt2 program."""
-    import nets
-
-    folder = tmp_path_factory.mktemp("user_typicality")
-    (folder / "net.py").write_text(inspect.getsource(nets))
-    torch.manual_seed(0)
-    net = nets.TinyNet()
-    images, labels = mnistlens.load_mnist("train")
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for idx in torch.randperm(6000, generator=torch.Generator().manual_seed(0)).split(100):
-        loss = torch.nn.functional.nll_loss(net(images[idx]), labels[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
-    torch.save(net.state_dict(), folder / "net.pt")
-    program = torch.export.export(
-        net, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, folder / "net.pt2")
-    return folder
+    """nets.TinyNet trained briefly (6,000 images), as state_dict + source and as a .pt2."""
+    return save_user_model(tmp_path_factory.mktemp("user_typicality"), 6000)
 
 
 @pytest.mark.slow
