@@ -112,3 +112,29 @@ def test_explain_json_carries_the_verdict(run, pictures, tmp_path):
         "--out", tmp_path / "d.png", "--json",
     )  # fmt: skip
     assert json.loads(digit.stdout)["digit_like"]["verdict"] is True
+
+
+@pytest.mark.slow
+def test_without_mnist_files_a_picture_is_answered_with_no_verdict_and_why(
+    run, pictures, tmp_path, monkeypatch
+):
+    """Offline with no MNIST files (and no fit kept), the verdict cannot be fitted: the
+    picture is still classified, its digit_like says why there is no verdict, no
+    warning is printed as if it were judged; other commands say the same."""
+    from mnistlens.influence import cache
+
+    monkeypatch.setenv("MNISTLENS_DATA", str(tmp_path / "no-mnist"))
+    monkeypatch.setenv("MNISTLENS_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MNISTLENS_TEST_CACHE", str(tmp_path / "cache"))
+    cache.clear_memory_cache()  # no fit kept in memory from earlier tests either
+    result = run("predict", "--model", "cnn.pt", "--image", pictures["four"], "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["prediction"] == 4
+    assert found["digit_like"]["verdict"] is None and found["digit_like"]["detector"] is None
+    assert "MNIST files missing" in found["digit_like"]["why"]
+    text = run("explain", "--model", "cnn.pt", "--image", pictures["X"], "--methods", "saliency")
+    assert text.returncode == 0, text.stderr
+    assert "digit-like: unknown (no verdict: MNIST files missing" in text.stdout
+    assert "WARNING" not in text.stdout

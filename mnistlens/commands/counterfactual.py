@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     from mnistlens.counterfactual.figures import plot_counterfactual
     from mnistlens.errors import MnistlensError
     from mnistlens.plots import save_figure
-    from mnistlens.typicality import digit_like, verdict_line
+    from mnistlens.typicality import digit_like_or_why, verdict_line
 
     device = device_of(args)
     if args.to is not None and not 0 <= args.to <= 9:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> None:
     found = counterfactuals(model, image[None], args.to, mode=args.mode, device=device)
     before = found.probabilities_before[0]  # (10,)
     record = found.record(0)
-    verdict = digit_like(model, image[None], data_dir=args.data_dir, device=device)
+    verdict = digit_like_or_why(model, image[None], data_dir=args.data_dir, device=device)
     fig = plot_counterfactual(
         found,
         0,

@@ -124,7 +124,7 @@ def _explain_models(args: argparse.Namespace) -> None:
     from mnistlens.comparison.maps import explain_models
     from mnistlens.loading import load
     from mnistlens.plots import save_figure
-    from mnistlens.typicality import digit_like
+    from mnistlens.typicality import digit_like_or_why
 
     device = device_of(args)  # CUDA asked for and absent: fail before loading anything
     paths = split_list(args.model)
@@ -151,11 +151,11 @@ def _explain_models(args: argparse.Namespace) -> None:
             "prediction": prediction,
             "probabilities": [float(p) for p in result.probabilities[0]],
             "methods": {m: result.scores[m].image(0) for m in shown},
-            "digit_like": digit_like(
+            "digit_like": digit_like_or_why(
                 models[name], image.unsqueeze(0), data_dir=args.data_dir, device=device
             ).to_json(0),
         }
-        if not numbers[name]["digit_like"]["verdict"]:
+        if numbers[name]["digit_like"]["verdict"] is False:
             titles[name] += ", not digit-like"
     grid = {name: {m: r.maps[m][0] for m in shown} for name, r in results.items()}
     label_text = f"label {label}, " if label is not None else ""
@@ -228,7 +228,7 @@ def _run(args: argparse.Namespace) -> None:
     from mnistlens.attribution import why_not
     from mnistlens.explain import explain, map_note
     from mnistlens.plots import plot_explanation, save_figure
-    from mnistlens.typicality import digit_like, verdict_line
+    from mnistlens.typicality import digit_like_or_why, verdict_line
 
     if args.methods:
         methods = resolve_methods(args.methods)
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> None:
         device=device,
         **{m: _method_options(m, args) for m in methods},
     )
-    verdict = digit_like(model, image.unsqueeze(0), data_dir=args.data_dir, device=device)
+    verdict = digit_like_or_why(model, image.unsqueeze(0), data_dir=args.data_dir, device=device)
 
     probs = result.probabilities[0]
     prediction, target = int(result.predictions[0]), int(result.target[0])

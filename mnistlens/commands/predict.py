@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from mnistlens.data import get_test_image
-    from mnistlens.typicality import digit_like, verdict_line
+    from mnistlens.typicality import digit_like_or_why, verdict_line
 
     model, _ = load_model(args)
     if args.image:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
         images, labels, names = image.unsqueeze(0), [label], [f"test image {args.index}"]
     with torch.inference_mode():
         probs = model(images).softmax(dim=1)  # (N, 10)
-    verdicts = digit_like(model, images, data_dir=args.data_dir)
+    verdicts = digit_like_or_why(model, images, data_dir=args.data_dir)
     for i, name in enumerate(names):
         result = {
             **({"index": args.index} if args.image is None else {"image": args.image[i]}),

@@ -77,14 +77,48 @@ class DigitLike:
         return warning_text(self.to_json(i))
 
 
+@dataclass(frozen=True)
+class Unjudged:
+    """No verdict, and why: the detector could not be fitted here (no MNIST training
+    images to fit it on). Answers like `DigitLike` does, with None for every number."""
+
+    why: str
+
+    def to_json(self, i: int = 0) -> dict:
+        return {
+            "verdict": None,
+            "score": None,
+            "threshold": None,
+            "percentile": None,
+            "detector": None,
+            "why": self.why,
+        }
+
+    def warning(self, i: int = 0) -> None:
+        return None
+
+
+def digit_like_or_why(model: nn.Module, images: torch.Tensor, **options) -> DigitLike | Unjudged:
+    """`digit_like`, or `Unjudged` when the MNIST files its first fit reads are not
+    there (offline, no data): a picture's answer is then still given, with no verdict
+    and the reason beside it, as the command line does. Other errors are raised."""
+    try:
+        return digit_like(model, images, **options)
+    except MnistlensError as err:
+        if not str(err).startswith("MNIST "):  # data.py's messages about its files
+            raise
+        return Unjudged(f"no verdict: {str(err).splitlines()[0]}")
+
+
 def _significant(value: float) -> float:
     """Five significant digits: the scores' scale differs by detector (0.03 to 300)."""
     return float(f"{value:.5g}")
 
 
 def warning_text(verdict: dict) -> str | None:
-    """The warning for one image's `DigitLike.to_json`, or None when it is digit-like."""
-    if verdict["verdict"]:
+    """The warning for one image's `DigitLike.to_json`, or None when it is digit-like
+    (or was not judged)."""
+    if verdict["verdict"] is not False:
         return None
     return (
         f"Not digit-like: less typical than {verdict['percentile']:.1f}% of MNIST digits "
@@ -96,6 +130,8 @@ def warning_text(verdict: dict) -> str | None:
 def verdict_line(verdict: dict) -> str:
     """One line of text for one image's `DigitLike.to_json`: 'digit-like: yes, ...' or
     'WARNING: Not digit-like: ...'."""
+    if verdict["verdict"] is None:
+        return f"digit-like: unknown ({verdict['why']})"
     warning = warning_text(verdict)
     if warning is not None:
         return f"WARNING: {warning}"
