@@ -12,9 +12,9 @@ can call the same way.
 The explorer's own modules sit beside this file (Streamlit puts apps/ on sys.path):
 keys.py names everything a session keeps, catalog.py and session.py hold the data
 and the models, sidebar.py the shared sidebar, url.py the link in the address bar,
-cache.py and charts.py what the pages compute and draw, defaults.py what each page
-shows first, warm.py computes that when the server starts, runtime.py sets up the
-process.
+cache.py (compare_cache.py for Compare models) and charts.py what the pages
+compute and draw, defaults.py what each page shows first, warm.py computes that
+when the server starts, runtime.py sets up the process.
 """
 
 from __future__ import annotations

@@ -145,6 +145,7 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     # isort: split
     import cache
     import catalog
+    import compare_cache
     import defaults
     import session
     import sidebar
@@ -217,31 +218,31 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     choices = catalog.compare_choices()
     names = tuple(m for m in defaults.COMPARE_MODELS if m in choices)
     if len(names) >= 2:
-        yield "compare report", lambda: cache.compare_report(names)
-        yield "compare figures", lambda: cache.compare_figures(names)
-        result = cache.compare_report(names)
+        yield "compare report", lambda: compare_cache.compare_report(names)
+        yield "compare figures", lambda: compare_cache.compare_figures(names)
+        result = compare_cache.compare_report(names)
         a, b = stats.default_pair(result) or (names[0], names[-1])
         if a != b:
-            yield f"compare {a} vs {b}", lambda: cache.pair_maps(names, a, b)
+            yield f"compare {a} vs {b}", lambda: compare_cache.pair_maps(names, a, b)
         first = result["disagreements"][0]["index"] if result["disagreements"] else 0
         if result["disagreements"]:
-            yield f"compare grid {first}", lambda: cache.disagreement_grid(names, first)
-        common = defaults.compare_cf_target(cache.test_probabilities(names, first))
+            yield f"compare grid {first}", lambda: compare_cache.disagreement_grid(names, first)
+        common = defaults.compare_cf_target(compare_cache.test_probabilities(names, first))
         for member in names:
             yield (
                 f"compare counterfactual {member} {first} to {common}",
-                lambda m=member: cache.model_counterfactual(m, first, common),
+                lambda m=member: compare_cache.model_counterfactual(m, first, common),
             )
         # What each model tolerates: the stress table (the page's slowest entry: some
         # forty changed sets through every model), its figures, the first examples.
         for member in names:
-            yield f"compare stress test {member}", lambda m=member: cache.model_stress(m)
-        yield "compare stress figures", lambda: cache.stress_figures(names)
+            yield f"compare stress test {member}", lambda m=member: compare_cache.model_stress(m)
+        yield "compare stress figures", lambda: compare_cache.stress_figures(names)
         shown = defaults.COMPARE_TRANSFORM
         severity = get_transform(shown).hardest  # the page's first severity
         yield (
             f"compare stress {shown} {severity:g}",
-            lambda: cache.stress_examples(names, shown, severity),
+            lambda: compare_cache.stress_examples(names, shown, severity),
         )
 
     # Inside the network: the last hidden layer's profile, the predicted class drawn.

@@ -52,17 +52,22 @@ def test_the_warm_up_computes_the_compare_pages_stress_test(apps_on_path, monkey
     """A fresh server computes the default models' stress test, its figures and its first
     examples before anyone asks (apps/warm.py), as the page's own cache entries: the
     Compare page's first view then changes no digit and draws no stress figure."""
-    cache, warm = apps_module("cache"), apps_module("warm")
-    for entry in (cache.model_stress, cache.stress_figures, cache.stress_examples):
+    compare_cache, warm = apps_module("compare_cache"), apps_module("warm")
+    entries = (
+        compare_cache.model_stress,
+        compare_cache.stress_figures,
+        compare_cache.stress_examples,
+    )
+    for entry in entries:
         entry.clear()  # as on a fresh server, whatever ran before in this process
     for name, step in warm.steps():
         if name.startswith("compare stress"):
             step()
     done = []
     for module, name in (
-        (cache.stress, "evaluate"),
-        (cache.stress_figures_of, "plot_severity_curves"),
-        (cache, "get_transform"),
+        (compare_cache.stress, "evaluate"),
+        (compare_cache.stress_figures_of, "plot_severity_curves"),
+        (compare_cache, "get_transform"),
     ):
         real = getattr(module, name)
         monkeypatch.setattr(
@@ -79,8 +84,8 @@ def test_compare_page_shows_what_each_model_tolerates(test_set):
     The answers and the accuracies are the models' own on those changed digits; at 0 px
     (unchanged) the answers differ; another transform starts at its hardest severity."""
     images, labels = test_set
-    cache = apps_module("cache")
-    n_images, n_shown = cache.STRESS_IMAGES, cache.STRESS_EXAMPLES
+    compare_cache = apps_module("compare_cache")
+    n_images, n_shown = compare_cache.STRESS_IMAGES, compare_cache.STRESS_EXAMPLES
     at = open_app("compare")
     names = at.multiselect(key="compare_models").value
     assert names == ["linear", "mlp", "lenet", "cnn"]

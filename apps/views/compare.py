@@ -9,7 +9,7 @@ mind on that image: every model's proto counterfactual to one class
 (`counterfactual.counterfactuals`), side by side; last, what each model tolerates: its
 stress test's curves and MNIST-C heatmap, and a few digits changed one way with every
 model's answer (compare_stress.py). Each is computed and drawn once per set of models (and
-pair, image, or transform and severity) and kept (cache.py, where the warm-up finds
+pair, image, or transform and severity) and kept (compare_cache.py, where the warm-up finds
 them too), so a rerun that changes none of them (another widget, a download, a page
 visit) computes nothing.
 """
@@ -22,9 +22,9 @@ from mnistlens.comparison import stats
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
-import cache
 import catalog
 import charts
+import compare_cache
 import defaults
 import keys
 from views import compare_stress
@@ -48,7 +48,7 @@ if len(picked) < 2:
     st.info("Choose two or more models.")
     st.stop()
 names = tuple(picked)
-result = cache.compare_report(names)
+result = compare_cache.compare_report(names)
 rows = [
     {
         "model": m["name"],
@@ -79,7 +79,7 @@ st.caption(
 )
 st.dataframe(pairs, hide_index=True, key="compare_pairs")
 left, right = st.columns(2)
-for column, png in zip((left, right), cache.compare_figures(names), strict=True):
+for column, png in zip((left, right), compare_cache.compare_figures(names), strict=True):
     column.image(png, output_format="PNG")
 
 st.subheader("What one model looks at that the other misses")
@@ -87,7 +87,7 @@ default_a, default_b = stats.default_pair(result) or (names[0], names[-1])
 left, right = st.columns(2)
 a = left.selectbox("A (wrong)", names, index=names.index(default_a), key=keys.COMPARE_A)
 b = right.selectbox("B (right)", names, index=names.index(default_b), key=keys.COMPARE_B)
-found = cache.pair_maps(names, a, b) if a != b else None
+found = compare_cache.pair_maps(names, a, b) if a != b else None
 if a == b:
     st.info("Choose two different models.")
 elif found is None:
@@ -116,7 +116,7 @@ else:
     labels = [f"#{r['index']} (true {r['label']})" for r in records]
     pick = st.selectbox("Disagreement (most confident first)", labels, key=keys.COMPARE_IMAGE)
     record = records[labels.index(pick)]
-    grid_png = cache.disagreement_grid(names, record["index"])
+    grid_png = compare_cache.disagreement_grid(names, record["index"])
     st.image(grid_png, output_format="PNG")
     charts.save_buttons(
         "compare",
@@ -131,7 +131,7 @@ state = st.session_state
 if state.get(keys.COMPARE_CF_FOR) != (names, index) or keys.COMPARE_CF_TARGET not in state:
     # new models or a new image: their own default class, not the last one's
     state[keys.COMPARE_CF_TARGET] = defaults.compare_cf_target(
-        cache.test_probabilities(names, index)
+        compare_cache.test_probabilities(names, index)
     )
     state[keys.COMPARE_CF_FOR] = (names, index)
 target = st.selectbox(
@@ -140,7 +140,7 @@ target = st.selectbox(
     key=keys.COMPARE_CF_TARGET,
     help="Default: the first model's runner-up, or its next class no model says already.",
 )
-changed = {name: cache.model_counterfactual(name, index, target) for name in names}
+changed = {name: compare_cache.model_counterfactual(name, index, target) for name in names}
 original = catalog.get_test_set()[0][index]
 st.image(
     [charts.digit_rgb(original, 4)] + [charts.digit_rgb(c["image"], 4) for c in changed.values()],

@@ -1,6 +1,6 @@
 """Compare models, its last section: what each model tolerates (`mnistlens.perturb`).
 
-The chosen models' stress test (`cache.stress_table`: every transform at every
+The chosen models' stress test (`compare_cache.stress_table`: every transform at every
 severity on the first test images, seed 0), drawn as the library draws it: accuracy
 against severity for each sweep, and on MNIST-C's corruptions. Then a few of those
 digits as one transform at one severity changed them, with each model's answer.
@@ -13,8 +13,8 @@ import streamlit as st
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
-import cache
 import charts
+import compare_cache
 import defaults
 import keys
 
@@ -36,8 +36,8 @@ def answer(model: str, prediction: int, label: int) -> str:
 def draw(names: tuple[str, ...]) -> None:
     """The section for the chosen models (two or more)."""
     st.subheader("What each model tolerates")
-    table = cache.stress_table(names)
-    curves, heatmap = cache.stress_figures(names)
+    table = compare_cache.stress_table(names)
+    curves, heatmap = compare_cache.stress_figures(names)
     n = f"{table['n_images']:,}"
     corruptions = sum(t["kind"] == "corruption" for t in table["transforms"])
     st.caption(
@@ -73,7 +73,7 @@ def draw(names: tuple[str, ...]) -> None:
         format_func=lambda s: severity_label(transform, s),
         persist_state="session",
     )
-    found = cache.stress_examples(names, name, severity)
+    found = compare_cache.stress_examples(names, name, severity)
     at = transform["severities"].index(severity)
     accuracy = ", ".join(f"{m} {table['accuracy'][m][name][at]:.1%}" for m in names)
     st.caption(
