@@ -25,7 +25,12 @@ from mnistlens.device import Device
 from mnistlens.graph import analyze
 from mnistlens.typicality import detectors
 from mnistlens.typicality.detectors import Spec
-from mnistlens.typicality.verdict import CALIBRATION_IMAGES, DEFAULT_RATE, FIT_IMAGES
+from mnistlens.typicality.verdict import (
+    CALIBRATION_IMAGES,
+    DEFAULT_RATE,
+    FIT_IMAGES,
+    fit_and_calibrate,
+)
 
 MNIST_TEST = "MNIST test"
 
@@ -89,19 +94,18 @@ def scoreboard(
     specs = candidates(model) if specs is None else specs
     layers = sorted({s.layer for s in specs if s.layer is not None})
     train, labels = load_mnist("train", data_dir)
-    train, labels = train[: FIT_IMAGES + CALIBRATION_IMAGES], labels[:FIT_IMAGES]
+    n = FIT_IMAGES + CALIBRATION_IMAGES  # the verdict's: fitted, then held apart
+    train, labels = train[:n], labels[:n]
     if test_images is None:
         test_images = load_mnist("test", data_dir)[0]
     feats, logits = detectors.features(model, train, layers, device=device)
-    fit_part = {k: v[:FIT_IMAGES] for k, v in feats.items()}
-    held = {k: v[FIT_IMAGES:] for k, v in feats.items()}
     sets = {MNIST_TEST: test_images, **probe_sets}
     passes = {k: detectors.features(model, v, layers, device=device) for k, v in sets.items()}
 
     scores: dict[str, dict[str, torch.Tensor]] = {}  # detector -> set (held included) -> (n,)
     for spec in specs:
-        state = detectors.fit(spec, fit_part, logits[:FIT_IMAGES], labels, model)
-        scores[spec.name] = {"held": detectors.score(spec, state, held, logits[FIT_IMAGES:])}
+        state, held = fit_and_calibrate(spec, feats, logits, labels, model)
+        scores[spec.name] = {"held": held}
         for set_name, (f, lg) in passes.items():
             scores[spec.name][set_name] = detectors.score(spec, state, f, lg)
     mahalanobis = [s.name for s in specs if s.kind == "mahalanobis"]

@@ -240,14 +240,28 @@ def fit_detector(
         return fitted
 
 
+def fit_and_calibrate(
+    spec: Spec,
+    feats: dict[str, torch.Tensor],
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    model: nn.Module | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Fit `spec` on the first FIT_IMAGES rows of the training features and score the
+    rest, held apart: features {layer: (FIT + CALIBRATION, D)}, logits and labels of the
+    same rows -> (the detector's state, the held-apart scores (CALIBRATION,))."""
+    fit_part = {k: v[:FIT_IMAGES] for k, v in feats.items()}
+    held = {k: v[FIT_IMAGES:] for k, v in feats.items()}  # never seen by the fit
+    state = detectors.fit(spec, fit_part, logits[:FIT_IMAGES], labels[:FIT_IMAGES], model)
+    return state, detectors.score(spec, state, held, logits[FIT_IMAGES:])
+
+
 def _build(model: nn.Module, spec: Spec, place: cache.Place, weights: str, device) -> Fit:
     images, labels = place.train()  # (FIT + CALIBRATION, 1, 28, 28)
     layers = [spec.layer] if spec.layer else []
     feats, logits = detectors.features(model, images, layers, device=device)
-    fit_part = {k: v[:FIT_IMAGES] for k, v in feats.items()}
-    held = {k: v[FIT_IMAGES:] for k, v in feats.items()}  # never seen by the fit
-    state = detectors.fit(spec, fit_part, logits[:FIT_IMAGES], labels[:FIT_IMAGES], model)
-    calibration = detectors.score(spec, state, held, logits[FIT_IMAGES:]).sort().values
+    state, held_scores = fit_and_calibrate(spec, feats, logits, labels, model)
+    calibration = held_scores.sort().values
     if not calibration.isfinite().all():
         raise MnistlensError(
             f"the {spec.name} detector gives non-finite scores on MNIST digits for this "
