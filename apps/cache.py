@@ -396,20 +396,11 @@ def concept_scores(
 
 
 def _your_concept(pictures: tuple[tuple[str, bytes], ...], drawings: bytes) -> torch.Tensor:
-    """Your concept's images: the uploaded pictures, each read like an uploaded digit
-    (`data.load_digit_image`, as `concepts.picture_set` reads them; the count is the
-    page's to check, drawings included), then the drawings, prepared already
-    ((N, 1, 28, 28) float32 bytes): -> (M, 1, 28, 28)."""
-    import io
+    """Your concept's images (`concepts.picture_set`): the uploaded pictures, then the
+    drawings, prepared already ((N, 1, 28, 28) float32 bytes): -> (M, 1, 28, 28)."""
+    from mnistlens import concepts
 
-    from mnistlens.data import load_digit_image
-
-    read = []
-    for name, data in pictures:
-        try:
-            read.append(load_digit_image(io.BytesIO(data))[None])
-        except MnistlensError:  # its own message names a BytesIO, not the file
-            raise MnistlensError(f"cannot read {name} as a picture; use a PNG or JPEG") from None
+    drawn = None
     if drawings:  # (torch.frombuffer refuses an empty buffer)
-        read.append(torch.frombuffer(bytearray(drawings), dtype=torch.float32))
-    return torch.cat([image.reshape(-1, 1, 28, 28) for image in read])
+        drawn = torch.frombuffer(bytearray(drawings), dtype=torch.float32).reshape(-1, 1, 28, 28)
+    return concepts.picture_set(list(pictures), drawn)

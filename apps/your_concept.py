@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from mnistlens.concepts.sets import PICTURE_SUFFIXES
+from mnistlens.concepts.sets import MIN_PICTURES, PICTURE_SUFFIXES
 
 # isort: split
 import defaults
 import keys
 import sidebar
-
-LEAST = 5  # pictures a concept needs (`concepts.picture_set`)
 
 
 def draw() -> tuple[tuple[tuple[str, bytes], ...], bytes, str]:
@@ -35,10 +33,10 @@ def draw() -> tuple[tuple[tuple[str, bytes], ...], bytes, str]:
         with right:
             _canvas(drawn)
     pictures = tuple((upload.name, upload.getvalue()) for upload in uploads or [])
-    if 0 < len(pictures) + len(drawn) < LEAST:
+    if 0 < len(pictures) + len(drawn) < MIN_PICTURES:
         st.warning(
             f"{len(pictures)} pictures uploaded, {len(drawn)} drawn; your concept needs "
-            f"at least {LEAST}."
+            f"at least {MIN_PICTURES}."
         )
         return (), b"", yours
     return pictures, b"".join(image.numpy().tobytes() for image in drawn), yours

@@ -103,9 +103,9 @@ def test_folder_concept_reads_pictures_like_uploads(tmp_path):
 
 
 def test_pictures_in_memory_make_a_concept():
-    """Uploaded pictures become an MNIST-style set; fewer than 5, or one that is not a
-    picture, are refused naming the problem; your set keeps its name beside built-in
-    ones and may not take theirs."""
+    """Uploaded pictures become an MNIST-style set, with drawn images after them; fewer
+    than 5 in all, or one that is not a picture, are refused naming the problem; your
+    set keeps its name beside built-in ones and may not take theirs."""
     pictures = [(f"{i}.png", png(x)) for i, x in enumerate(concept_set("closed_loop", 6))]
     images = picture_set(pictures)
     assert images.shape == (6, 1, 28, 28) and all(enclosed(x) for x in images)
@@ -113,6 +113,11 @@ def test_pictures_in_memory_make_a_concept():
         picture_set(pictures[:3])
     with pytest.raises(MnistlensError, match="cannot read notes.txt as a picture"):
         picture_set([*pictures, ("notes.txt", b"not a picture")])
+    drawn = images[:2]  # prepared already, as the explorer's canvas drawings are
+    together = picture_set(pictures[:3], drawn)
+    assert torch.equal(together, torch.cat([images[:3], drawn]))  # the uploads, then these
+    with pytest.raises(MnistlensError, match="4 pictures given; a concept needs at least 5"):
+        picture_set(pictures[:3], drawn[:1])
     sets = concept_sets(["thin_stroke"], yours={"rings": images}, n=10)
     assert list(sets) == ["thin_stroke", "rings"] and torch.equal(sets["rings"], images)
     with pytest.raises(MnistlensError, match="'thin_stroke' has the name of another"):

@@ -34,6 +34,7 @@ from mnistlens.errors import MnistlensError
 
 SIZE = 28
 _GRID = np.stack(np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="xy"), -1).reshape(-1, 2)
+MIN_PICTURES = 5  # the fewest pictures a concept of your own is tested from (30+ is better)
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -190,24 +191,31 @@ def random_set(n: int = 100, seed: int = 0, kind: str = "strokes") -> torch.Tens
     raise MnistlensError(f"unknown random set kind {kind!r}; choose strokes or digits")
 
 
-def picture_set(pictures: list[tuple[str, bytes]], limit: int = 500) -> torch.Tensor:
+def picture_set(
+    pictures: list[tuple[str, bytes]], drawn: torch.Tensor | None = None, limit: int = 500
+) -> torch.Tensor:
     """Your concept from pictures in memory (e.g. uploaded in the explorer): (name,
-    bytes) pairs, each read like a digit you upload (`data.load_digit_image`):
-    -> (N, 1, 28, 28). At least 5 pictures, at most `limit` are read."""
+    bytes) pairs, each read like a digit you upload (`data.load_digit_image`), then
+    `drawn`, images prepared already ((K, 1, 28, 28), e.g. drawn on the explorer's
+    canvas): -> (N, 1, 28, 28). At least MIN_PICTURES in all; at most `limit` pictures
+    are read."""
     import io
 
-    from mnistlens.data import load_digit_image
+    from mnistlens.data import check_images, load_digit_image
 
-    if len(pictures) < 5:
+    given = len(pictures) + (0 if drawn is None else len(drawn))
+    if given < MIN_PICTURES:
         raise MnistlensError(
-            f"{len(pictures)} pictures given; a concept needs at least 5, better 30 or more"
+            f"{given} pictures given; a concept needs at least {MIN_PICTURES}, better 30 or more"
         )
     images = []
     for name, data in pictures[:limit]:
         try:
             images.append(load_digit_image(io.BytesIO(data)))
-        except MnistlensError:
+        except MnistlensError:  # its own message names a BytesIO, not the file
             raise MnistlensError(f"cannot read {name} as a picture; use a PNG or JPEG") from None
+    if drawn is not None:
+        images.extend(check_images(drawn))
     return torch.stack(images)
 
 
@@ -221,9 +229,9 @@ def folder_set(folder: str | os.PathLike, limit: int = 500) -> torch.Tensor:
     if not path.is_dir():
         raise MnistlensError(f"concept folder not found: {path}; give a folder of pictures")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES)
-    if len(files) < 5:
+    if len(files) < MIN_PICTURES:
         raise MnistlensError(
-            f"{path} holds {len(files)} pictures; a concept needs at least 5 "
+            f"{path} holds {len(files)} pictures; a concept needs at least {MIN_PICTURES} "
             f"({', '.join(PICTURE_SUFFIXES)}), better 30 or more"
         )
     return torch.stack([load_digit_image(p) for p in files[:limit]])
