@@ -207,21 +207,20 @@ def _layer(graph_module: fx.GraphModule, node) -> nn.Module | None:
     return layer.to(weight.device)
 
 
-def _folded_batchnorm(graph_module, node, layers: dict[str, nn.Module]) -> bool:
-    """Fold an eval-mode `aten.batch_norm` into the new conv module it follows."""
+def _batchnorm(graph_module, node, layers: dict[str, nn.Module]) -> nn.BatchNorm2d | None:
+    """An eval-mode `aten.batch_norm` on the program's own statistics, right after one of
+    the new conv modules, as a module."""
     x, weight, bias, mean, var, training, _momentum, eps = node.args[:8]
     conv = layers.get(x.target) if isinstance(x, fx.Node) and x.op == "call_module" else None
     stats = [_constant(graph_module, a) for a in (weight, bias, mean, var)]
-    if training or not isinstance(conv, nn.Conv2d) or len(x.users) != 1 or None in stats:
-        return False
-    bn = nn.BatchNorm2d(conv.out_channels, eps=eps).eval().to(conv.weight.device)
+    if training or not isinstance(conv, nn.Conv2d) or None in stats:
+        return None
+    bn = nn.BatchNorm2d(len(stats[2]), eps=eps).eval()
     with torch.no_grad():
         targets = (bn.weight, bn.bias, bn.running_mean, bn.running_var)
         for tensor, value in zip(targets, stats, strict=True):
             tensor.copy_(value)
-    layers[x.target] = fuse_conv_bn_eval(conv.eval(), bn)
-    node.replace_all_uses_with(x)
-    return True
+    return bn.to(stats[2].device)
 
 
 def _normalize(graph_module, node) -> Normalize | None:
@@ -240,10 +239,11 @@ def with_layer_modules(model: nn.Module) -> nn.Module:
     """The same function with a torch.export program's layers as modules, for rules that
     attach to modules (LRP's): each `aten.linear` / `aten.conv2d` call on the program's
     own weights becomes an nn.Linear / nn.Conv2d (named after its weight: `fc1`), an
-    eval-mode `aten.batch_norm` right after such a conv is folded into it, and `(x -
-    mean) / std` by constants becomes `Normalize`. The modules are registered in the
-    order they run (rules for "the first layer" pick the first). Returns `model` itself
-    when nothing changes or it cannot be traced."""
+    eval-mode `aten.batch_norm` an nn.BatchNorm2d (merged into the conv before it by the
+    same canonizer as a module's), and `(x - mean) / std` by constants `Normalize`. The
+    modules are registered in the order they run (rules for "the first layer" pick the
+    first, and the canonizer pairs a batch norm with the module before it). Returns
+    `model` itself when nothing changes or it cannot be traced."""
     graph_module = trace(model)
     if graph_module is None:
         return model
@@ -269,8 +269,9 @@ def with_layer_modules(model: nn.Module) -> nn.Module:
                 stem = node.args[1].target.rpartition(".")[0] or node.name
                 add(node, layer, stem, (node.args[0],))
         elif node.target == _aten.batch_norm.default:
-            if _folded_batchnorm(graph_module, node, layers):
-                graph.erase_node(node)
+            if (bn := _batchnorm(graph_module, node, layers)) is not None:
+                stem = node.args[1].target.rpartition(".")[0] or node.name
+                add(node, bn, stem, (node.args[0],))
         elif node.target == _aten.sub.Tensor and (norm := _normalize(graph_module, node)):
             divide = next(iter(node.users))
             add(divide, norm, "norm", (node.args[0],))
