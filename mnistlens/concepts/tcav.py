@@ -44,10 +44,10 @@ from tqdm.auto import tqdm
 from mnistlens.concepts.cav import check_method, fit_cav
 from mnistlens.device import Device, model_on, resolve_device
 from mnistlens.errors import MnistlensError
-from mnistlens.internals.activations import capture
+from mnistlens.internals.activations import activations_and_logits, capture
 from mnistlens.models import evaluating, get_layer
 
-ROWS = 256  # images per forward or backward pass
+ROWS = 256  # images per backward pass (class_gradients)
 
 
 @dataclass
@@ -150,21 +150,15 @@ def t_test(scores: np.ndarray, random_scores: np.ndarray) -> float:
     return float(2 * stdtr(df, -abs(t)))
 
 
-@torch.no_grad()
 def layer_outputs(
     model: nn.Module, images: torch.Tensor, layers: list[str], *, device: Device = "auto"
 ) -> dict[str, torch.Tensor]:
     """Every layer's output for every image in one pass per chunk:
     (N, 1, 28, 28) -> {layer: (N, D)} flattened, on the CPU."""
-    dev = resolve_device(device)
-    net = model_on(model, dev)
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    with evaluating(net), capture(net, layers) as acts:
-        for start in range(0, len(images), ROWS):
-            net(images[start : start + ROWS].to(dev))
-            for name in layers:
-                chunks[name].append(acts[name].flatten(1).cpu())  # (n, D)
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
+    found, _ = activations_and_logits(
+        model, images, layers, reduce=lambda a: a.flatten(1), device=device
+    )
+    return found
 
 
 def class_gradients(

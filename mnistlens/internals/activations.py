@@ -13,7 +13,7 @@ changes every later forward pass).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -73,22 +73,47 @@ def layer_activations(
     `device.GPU_ROWS` rows a pass; batch_size overrides either. device: "auto" (CUDA if
     available, else the CPU), "cpu" or "cuda[:N]"; your model itself never moves.
     """
-    get_layer(model, layer)  # an unknown name fails here, naming the model's layers
+    found, _ = activations_and_logits(
+        model, images, [layer], batch_size=batch_size, progress=progress, device=device
+    )
+    return found[layer]
+
+
+@torch.no_grad()
+def activations_and_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: list[str],
+    *,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    device: Device = "auto",
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Outputs of several layers and the logits for every image, one pass per chunk, run
+    as `layer_activations` runs: (N, 1, 28, 28) -> ({layer: (N, ...)}, (N, C) logits),
+    on the CPU. reduce: applied to each chunk of a layer's outputs before it is kept
+    (e.g. flattening, or pooling conv maps, so that the whole set is never held)."""
+    for layer in layers:
+        get_layer(model, layer)  # an unknown name fails here, naming the model's layers
     device = resolve_device(device)
     fast, rows = for_inference(model, len(images), device=device)
     rows = batch_size or rows
-    chunks = []
-    with evaluating(fast), capture(fast, layer) as acts:
+    chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    logits = []
+    with evaluating(fast), capture(fast, layers) as acts:
         for start in tqdm(
             range(0, len(images), rows),
-            desc=f"activations {layer}",
+            desc=f"activations {', '.join(layers)}",
             disable=not progress,
             unit="batch",
         ):
-            fast(images[start : start + rows].to(device))
-            # the copy's channels-last -> default layout, and to the CPU
-            chunks.append(acts[layer].contiguous().cpu())
-    return torch.cat(chunks)
+            logits.append(fast(images[start : start + rows].to(device)).float().cpu())
+            for layer in layers:
+                # the copy's channels-last -> default layout, and to the CPU
+                out = acts[layer].contiguous()
+                chunks[layer].append((out if reduce is None else reduce(out)).cpu())
+    return {layer: torch.cat(parts) for layer, parts in chunks.items()}, torch.cat(logits)
 
 
 def unit_activations(activations: torch.Tensor) -> torch.Tensor:

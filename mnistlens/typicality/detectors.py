@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlens.device import Device, resolve_device
+from mnistlens.device import Device
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
-from mnistlens.internals.activations import capture
-from mnistlens.models import evaluating, for_inference, get_layer
+from mnistlens.internals.activations import activations_and_logits
+from mnistlens.models import get_layer
 
 LOGIT_KINDS = ("msp", "energy")
 FEATURE_KINDS = ("mahalanobis", "knn", "vim")
@@ -107,7 +107,6 @@ def reduce_maps(activations: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(activations, 2).flatten(1)  # (N, C * 4)
 
 
-@torch.no_grad()
 def features(
     model: nn.Module, images: torch.Tensor, layers: list[str], *, device: Device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -117,21 +116,12 @@ def features(
     become a 2x2 grid of channel means (`reduce_maps`).
     """
     hooked = [layer for layer in layers if layer != PIXELS]
-    for layer in hooked:
-        get_layer(model, layer)  # an unknown name fails before any pass
-    dev = resolve_device(device)
-    fast, rows = for_inference(model, len(images), device=dev)
-    feats: dict[str, list[torch.Tensor]] = {layer: [] for layer in hooked}
-    logits = []
-    with evaluating(fast), capture(fast, hooked) as acts:
-        for start in range(0, len(images), rows):
-            logits.append(fast(images[start : start + rows].to(dev)).float().cpu())
-            for layer in hooked:
-                feats[layer].append(reduce_maps(acts[layer].float()).cpu())
-    out = {k: torch.cat(v) for k, v in feats.items()}
+    out, logits = activations_and_logits(
+        model, images, hooked, reduce=lambda a: reduce_maps(a.float()), device=device
+    )
     if PIXELS in layers:
         out[PIXELS] = images.detach().float().cpu().flatten(1)  # (N, 784)
-    return out, torch.cat(logits)
+    return out, logits
 
 
 def fit(
