@@ -216,6 +216,20 @@ class WritesAFile:
         return (exec, (f"open({self.target!r}, 'w').write('pwned')",))
 
 
+@pytest.fixture
+def canvas(monkeypatch) -> dict:
+    """The explorer's drawing canvas replaced by one that returns what the test puts in
+    the dict under "drawn" ((252, 252, 4) RGBA; None: nothing drawn): AppTest cannot
+    drive a custom component, and the explorer imports it only when drawing."""
+    import types
+
+    held = {"drawn": None}
+    fake = types.ModuleType("streamlit_drawable_canvas")
+    fake.st_canvas = lambda **_: types.SimpleNamespace(image_data=held["drawn"])
+    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", fake)
+    return held
+
+
 @pytest.fixture()
 def apps_on_path(monkeypatch):
     """apps/ on sys.path for the test, as Streamlit puts it for the app's runs: its

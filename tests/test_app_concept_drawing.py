@@ -2,9 +2,6 @@
 drawing prepared as the sidebar's drawn digit is, tested as "your concept" once there
 are 5 with the library's verdicts, cleared on request, and cached per set drawn."""
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -32,17 +29,6 @@ def prepared(canvas: np.ndarray) -> torch.Tensor:
     """The canvas's picture as an MNIST-style (1, 28, 28) image, as the sidebar reads its
     own canvas: the RGB channels' mean, `prepare_digit`."""
     return prepare_digit(torch.from_numpy(canvas[..., :3].astype("float32")).mean(dim=-1) / 255)
-
-
-@pytest.fixture
-def canvas(monkeypatch) -> dict:
-    """The canvas component replaced by one that returns what the test puts in the dict
-    under "drawn" (None: nothing drawn): AppTest cannot drive a custom component."""
-    held = {"drawn": None}
-    fake = types.ModuleType("streamlit_drawable_canvas")
-    fake.st_canvas = lambda **_: types.SimpleNamespace(image_data=held["drawn"])
-    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", fake)
-    return held
 
 
 def test_five_drawings_are_your_concept_until_cleared(cnn, canvas):

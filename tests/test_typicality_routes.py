@@ -4,8 +4,6 @@ explorer's other pages about the chosen digit (Inside the network, Training exam
 for a letter drawn on the canvas as for a test image."""
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -108,12 +106,9 @@ def canvas_of(char: str, font: str = "DejaVuSans-Bold.ttf") -> np.ndarray:
 
 
 @pytest.fixture
-def drawn_letter(monkeypatch):
-    """The canvas component replaced by one that returns a drawn X: AppTest cannot
-    drive a custom component, and the sidebar imports it only when drawing."""
-    fake = types.ModuleType("streamlit_drawable_canvas")
-    fake.st_canvas = lambda **_: types.SimpleNamespace(image_data=canvas_of("X"))
-    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", fake)
+def drawn_letter(canvas):
+    """The (fake) canvas holds a drawn X."""
+    canvas["drawn"] = canvas_of("X")
 
 
 def warnings(at) -> list[str]:
