@@ -128,10 +128,11 @@ async def wrong(page, index: int, label: int) -> str | None:
 
 
 async def user(
-    page, indices: list[int], labels, start: asyncio.Event, out: dict, think: float
+    page, indices: list[int], labels, start: asyncio.Event, out: dict, think: float, per_round: int
 ) -> None:
     """Type each index in turn and wait for the page to settle on it (then `think`
-    seconds, as a person looking at the page would, before the next)."""
+    seconds, as a person looking at the page would, before the next); each settle time is
+    kept with its round (`per_round` indices a round)."""
     await start.wait()
     for n, index in enumerate(indices):
         if n and think:
@@ -142,7 +143,7 @@ async def user(
             await box.fill(str(index))
             await box.press("Enter")
             settled = await settle(page, MAIN_TEXT, f"test image {index}: explaining")
-            out["settle"].append((n // out["changes"], settled - begin))
+            out["settle"].append((n // per_round, settled - begin))
             if why := await wrong(page, index, int(labels[index])):
                 out["wrong"].append(why)
         except Exception as err:  # noqa: BLE001 - a page that never settled: counted
@@ -174,10 +175,11 @@ async def many_users(
     opened = await asyncio.gather(*(new_user(browser, url) for _ in range(users)))
     pages = [page for _, page, _ in opened]
     indices = random.Random(0).sample(range(10000), users * changes)
-    out = {"settle": [], "wrong": [], "errors": [], "changes": changes}
+    out = {"settle": [], "wrong": [], "errors": []}
     start = asyncio.Event()
+    mine = [indices[u * changes : (u + 1) * changes] for u in range(users)]
     jobs = [
-        user(page, indices[u * changes : (u + 1) * changes] * rounds, labels, start, out, think)
+        user(page, mine[u] * rounds, labels, start, out, think, changes)
         for u, page in enumerate(pages)
     ]
     before = cpu_seconds()
