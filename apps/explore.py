@@ -46,6 +46,11 @@ SECTIONS = {
     "Models": ["compare", "yours"],
 }
 
+# While a run is in progress Streamlit dims the page's previous elements with an opacity
+# transition, which a browser without a GPU paints frame by frame: 0.15 s of its CPU per
+# second of run (benchmarks/README.md). Dimmed at once, the page says the same for less.
+st.html("<style>[data-stale='true'] {transition: none !important}</style>")
+
 page = st.navigation({title: [PAGES[p] for p in names] for title, names in SECTIONS.items()})
 wanted = url.read_url()
 if wanted in PAGES and PAGES[wanted] is not page:

@@ -249,3 +249,39 @@ def test_two_sessions_keep_their_own_view_models_and_uploads(context, served_app
     c = open_session(context, a.url)
     settled(c, "cnn model")
     assert model_options(c) == shipped
+
+
+# Records each element Streamlit marks stale while a run is in progress: its transition
+# and its opacity at that moment.
+RECORD_STALE = """
+window.__stale = [];
+new MutationObserver((records) => {
+  for (const r of records) {
+    if (r.attributeName === 'data-stale' && r.target.getAttribute('data-stale') === 'true') {
+      const style = getComputedStyle(r.target);
+      window.__stale.push([style.transitionDuration, Number(style.opacity)]);
+    }
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-stale']});
+"""
+
+
+def test_the_previous_digit_is_dimmed_at_once_while_the_next_is_computed(context, served_app):
+    """While a new index is explained, the page's previous elements are dimmed (they are
+    out of date) without Streamlit's one-second fade, which a browser without a GPU
+    paints frame by frame (benchmarks/README.md, "Many users at once")."""
+    page = context.new_page()
+    try:
+        page.add_init_script(RECORD_STALE)
+        page.goto(served_app)
+        settled(page, "sanity: ")
+        box = page.locator("[data-testid='stSidebar'] [data-testid='stNumberInput'] input")
+        box.fill("1")
+        box.press("Enter")
+        settled(page, "True label 2")
+        stale = page.evaluate("window.__stale")
+        assert len(stale) >= 10  # the maps, their numbers, the invariance strip, ...
+        assert {duration for duration, _ in stale} == {"0s"}
+        assert all(opacity < 1 for _, opacity in stale)
+    finally:
+        page.close()

@@ -140,11 +140,10 @@ def typicality_caption(verdict: dict) -> str:
     )
 
 
-def invariance_section(image) -> None:
-    """The digit moved, turned, resized, thinned and thickened, with the model's answer
-    on each copy (`perturb.invariance`): one picture of the copies, their answers in a
+def invariance_section(strip, png: bytes) -> None:
+    """The digit moved, turned, resized, thinned and thickened (`cache.invariance_strip`),
+    with the model's answer on each copy: one picture of the copies, their answers in a
     line below."""
-    strip, png = cache.invariance_strip(choice.model_name, choice.digit, image)
     changed = len(strip.changes) - 1  # the first is the digit itself
     st.subheader("Does the answer survive small changes?")
     st.image(png, output_format="PNG")
@@ -162,59 +161,11 @@ def invariance_section(image) -> None:
     )
 
 
-def below_maps(where, image, probs) -> None:
-    """Under the maps: the invariance strip and what would make it another digit."""
-    with where:
-        invariance_section(image)
-        explain_counterfactual.draw(choice, image, probs)
-
-
-options = sidebar_options()
-st.header("Explain a digit")
-image = sidebar.require_digit(choice)
-methods = []
-for name in options["methods"]:
-    reason = cache.why_not(choice.model_name, name)
-    if reason is None:
-        methods.append(name)
-    else:
-        st.info(f"{reason[0].upper()}{reason[1:]}: skipped.")
-target = None if options["target"] == "predicted" else int(options["target"])
-probs = predict_logits(model, image[None]).softmax(dim=1)[0]  # (10,)
-prediction = int(probs.argmax())
-explained = prediction if target is None else target
-
-typical = cache.digit_like(choice.model_name, choice.digit, image)
-warning = warning_text(typical)  # None for a digit-like input
-
-left, right = st.columns([1, 3])
-with left:
-    verdict_left(image, probs, prediction)
-    st.caption(typicality_caption(typical))
-below = st.container()  # under both columns: drawn after the maps
-with right:
-    if not methods:
-        st.warning("Choose at least one method in the sidebar.")
-        below_maps(below, image, probs)  # they need no method
-        st.stop()
-    results = {
-        m: cache.explanation(
-            choice.model_name, choice.digit, image, m, target, options["baseline"], options["steps"]
-        )
-        for m in methods
-    }
-    maps = {m: r.maps[m][0] for m, r in results.items()}
-    signed = {m for m, v in maps.items() if charts.is_signed(m, v)}
-    if options["contrast"] != NO_CONTRAST:
-        other = int(options["contrast"])
-        label = f"{explained} rather than {other}"
-        maps[label] = cache.contrast(choice.model_name, choice.digit, image, explained, other)
-        signed.add(label)
-    peaks = charts.peaks(maps, options["shared"])
+def draw_maps(maps, signed, peaks, results, sanity, explained, warning) -> None:
+    """The maps in rows of COLUMNS, each with its name, scale, numbers and sanity line."""
     if warning:
         st.warning(f"{warning}.", icon="⚠️")
     st.subheader(f"{choice.what}: explaining class {explained}")
-    verdicts = {}  # method -> placeholder, filled once every map is on screen
     for row in range(0, len(maps), COLUMNS):
         for column, name in zip(st.columns(COLUMNS), list(maps)[row : row + COLUMNS], strict=False):
             with column:
@@ -227,8 +178,9 @@ with right:
                 st.markdown(f"**{name.replace('_', ' ')}** · scale {scale}{marked}")
                 if name in results:
                     st.caption(trust_note(results[name], name))
-                    verdicts[name] = st.empty()
+                    st.caption(sanity_line(sanity[name]), help=faithfulness.SANITY_RULE)
                 else:
+                    other = name.rsplit(" ", 1)[-1]
                     st.caption(
                         f"integrated gradients of logit {explained} - logit {other}: red "
                         f"pushes towards {explained}, blue towards {other}"
@@ -239,46 +191,89 @@ with right:
         "pixels, for methods that claim completeness how far the map misses summing to "
         "f(image) - f(baseline), and the method's sanity verdict on this model."
     )
-    sanity = {}
-    for name, slot in verdicts.items():
-        sanity[name] = cache.sanity(choice.model_name, name, layers=1)
-        slot.caption(sanity_line(sanity[name]), help=faithfulness.SANITY_RULE)
 
-    def figure():
-        notes = {m: trust_note(r, m).replace("  \n", "\n") for m, r in results.items()}
-        title = f"{choice.what}: explaining class {explained} ({choice.model_name})"
-        return plots.plot_explanation(
-            image,
-            maps,
-            title,
-            notes,
-            shared_scale=options["shared"],
-            signed=signed,
-            warning=warning,
-        )
 
-    def numbers() -> dict:
-        return {
-            "model": choice.model_name,
-            "digit": choice.what,
-            "true_label": choice.label,
-            "prediction": prediction,
-            "probabilities": charts.listed(probs, 6),
-            "digit_like": typical,
-            "explained_class": explained,
-            "options": {k: options[k] for k in ("baseline", "steps")},
-            "methods": {
-                m: {
-                    **r.scores[m].image(0),
-                    **({"layer": r.layers[m]} if m in r.layers else {}),
-                    "sanity": sanity[m],
-                    "sanity_rule": faithfulness.SANITY_RULE,
-                    "map": charts.listed(maps[m].reshape(28, 28), 6),
-                }
-                for m, r in results.items()
-            },
-        }
+options = sidebar_options()
+st.header("Explain a digit")
+image = sidebar.require_digit(choice)
+methods = [m for m in options["methods"] if cache.why_not(choice.model_name, m) is None]
+target = None if options["target"] == "predicted" else int(options["target"])
+probs = predict_logits(model, image[None]).softmax(dim=1)[0]  # (10,)
+prediction = int(probs.argmax())
+explained = prediction if target is None else target
 
-    stem = f"{choice.model_name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}"
-    charts.save_buttons("explain", stem, figure, numbers)
-below_maps(below, image, probs)
+# Everything the page shows is computed before any of it is drawn: the elements then
+# reach the browser together and it lays the page out once, instead of once per
+# element as results trickle in (that cost every browser 0.4 s of CPU per digit, and
+# with several users on one machine the server waits for them too).
+typical = cache.digit_like(choice.model_name, choice.digit, image)
+warning = warning_text(typical)  # None for a digit-like input
+results = {
+    m: cache.explanation(
+        choice.model_name, choice.digit, image, m, target, options["baseline"], options["steps"]
+    )
+    for m in methods
+}
+sanity = {m: cache.sanity(choice.model_name, m, layers=1) for m in methods}
+maps = {m: r.maps[m][0] for m, r in results.items()}
+signed = {m for m, v in maps.items() if charts.is_signed(m, v)}
+if methods and options["contrast"] != NO_CONTRAST:
+    other = int(options["contrast"])
+    label = f"{explained} rather than {other}"
+    maps[label] = cache.contrast(choice.model_name, choice.digit, image, explained, other)
+    signed.add(label)
+peaks = charts.peaks(maps, options["shared"])
+strip, strip_png = cache.invariance_strip(choice.model_name, choice.digit, image)
+
+for name in options["methods"]:
+    if (reason := cache.why_not(choice.model_name, name)) is not None:
+        st.info(f"{reason[0].upper()}{reason[1:]}: skipped.")
+left, right = st.columns([1, 3])
+with left:
+    verdict_left(image, probs, prediction)
+    st.caption(typicality_caption(typical))
+with right:
+    if methods:
+        draw_maps(maps, signed, peaks, results, sanity, explained, warning)
+
+        def figure():
+            notes = {m: trust_note(r, m).replace("  \n", "\n") for m, r in results.items()}
+            title = f"{choice.what}: explaining class {explained} ({choice.model_name})"
+            return plots.plot_explanation(
+                image,
+                maps,
+                title,
+                notes,
+                shared_scale=options["shared"],
+                signed=signed,
+                warning=warning,
+            )
+
+        def numbers() -> dict:
+            return {
+                "model": choice.model_name,
+                "digit": choice.what,
+                "true_label": choice.label,
+                "prediction": prediction,
+                "probabilities": charts.listed(probs, 6),
+                "digit_like": typical,
+                "explained_class": explained,
+                "options": {k: options[k] for k in ("baseline", "steps")},
+                "methods": {
+                    m: {
+                        **r.scores[m].image(0),
+                        **({"layer": r.layers[m]} if m in r.layers else {}),
+                        "sanity": sanity[m],
+                        "sanity_rule": faithfulness.SANITY_RULE,
+                        "map": charts.listed(maps[m].reshape(28, 28), 6),
+                    }
+                    for m, r in results.items()
+                },
+            }
+
+        stem = f"{choice.model_name.removesuffix('.pt')}-{choice.digit.replace(' ', '')}"
+        charts.save_buttons("explain", stem, figure, numbers)
+    else:
+        st.warning("Choose at least one method in the sidebar.")
+invariance_section(strip, strip_png)  # under both columns, as is what follows
+explain_counterfactual.draw(choice, image, probs)
