@@ -4,11 +4,13 @@
 first run (runtime.configure), or earlier, as soon as the server starts, when it is
 served by `mnistlens app` or `serve_app` (mnistlens/app_server.py, which also imports
 the heavy modules while Streamlit starts: `preload`). The thread calls the same cached
-functions as the pages, with the pages' defaults (defaults.py), in the order a visitor
-meets them: the Explain page's test image 42 (its sanity verdicts, maps, invariance
-strip and counterfactual), Trust, Concepts, Compare models (its counterfactuals and
-stress test too), then Inside the network and Per-digit maps. A first visit then finds
-its results in the caches (benchmarks/README.md, "Many users at once", has the times).
+functions as the pages, with the pages' defaults (defaults.py): first the first page's
+view (test image 42: its sanity verdicts, maps and invariance strip), then the other
+pages' first views, the cheapest first (Inside the network, Per-digit maps, Trust,
+Compare models with its counterfactuals and stress test), and last what a first visit
+rarely meets (the Explain page's counterfactual, off until asked; Concepts). A first
+visit then finds its results in the caches (benchmarks/README.md, "Many users at
+once", has the times).
 
 It never makes a user wait for it: it holds no lock of its own, and before each step it
 waits until no session's script has run for a moment (`runtime.wait_until_idle`), at
@@ -159,8 +161,7 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     digit = sidebar.Choice(name, model, meta, images[index].clone(), int(labels[index]), index, "")
 
     # Explain a digit: the verdicts that choose the methods, their maps, the invariance
-    # strip, the counterfactual (the first in the process also encodes the training
-    # digits for the prototypes, which the library keeps for every later one).
+    # strip (its counterfactual panel searches only when switched on: near the end).
     usable = [m for m in cache.all_methods() if cache.why_not(name, m) is None]
     candidates = [m for m in defaults.EXPLAIN_CANDIDATES if m in usable]
     # is it a digit at all? (the model's first verdict fits its detector: ~1 s)
@@ -186,11 +187,20 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         lambda: cache.invariance_strip(name, digit.digit, digit.image),
     )
     probs = predict_logits(model, digit.image[None]).softmax(dim=1)[0]
-    reach, mode = defaults.explain_cf_target(probs), defaults.EXPLAIN_CF_MODE
-    yield (
-        f"counterfactual {digit.digit} to {reach}",
-        lambda: cache.counterfactual(name, digit.digit, digit.image, reach, mode),
-    )
+
+    # The other first views by cost, the cheap ones first, so that a visitor of one of
+    # them waits for the least: Inside the network (the last hidden layer's profile,
+    # the predicted class drawn) and Per-digit maps take a second together, Trust some
+    # ten, Compare models several times that (its stress test most of it).
+    _, hidden = cache.layers(name)
+    if hidden:
+        yield f"profile {hidden[-1]}", lambda: cache.unit_activations(name, hidden[-1])
+    predicted = int(probs.argmax())
+    yield f"dream {predicted}", lambda: cache.dream(name, predicted)
+
+    method, n_maps = defaults.CLASS_METHODS[0], defaults.CLASS_IMAGES
+    if cache.why_not(name, method) is None:
+        yield f"per-digit {method}", lambda: cache.class_maps(name, method, n_maps)
 
     # Trust: each method measured, its whole randomization cascade, the figures.
     chosen = cache.in_order([m for m in defaults.TRUST_METHODS if m in usable], usable)
@@ -200,19 +210,6 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         yield f"trust {method}", lambda m=method: cache.measured(name, n, m)
         yield f"cascade {method}", lambda m=method: cache.sanity(name, m)
     yield "trust figures", lambda: cache.comparison_figures(name, n, chosen)
-
-    # Concepts (after Trust in the sidebar too): the default concepts at the model's
-    # default layers, called with the page's arguments (no upload, no drawing).
-    layers, _ = cache.concept_layers(name)
-    if layers:
-        ordered = tuple(c for c in list_concepts() if c in defaults.CONCEPTS)
-        layers = tuple(h for h in cache.layers(name)[1] if h in layers)
-        yield (
-            "concepts",
-            lambda: cache.concept_scores(
-                name, ordered, layers, defaults.CONCEPT_FAST, (), defaults.CONCEPT_NAME, b""
-            ),
-        )
 
     # Compare models: the report, its figures, the default pair and first disagreement.
     choices = catalog.compare_choices()
@@ -245,14 +242,23 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
             lambda: compare_cache.stress_examples(names, shown, severity),
         )
 
-    # Inside the network: the last hidden layer's profile, the predicted class drawn.
-    _, hidden = cache.layers(name)
-    if hidden:
-        yield f"profile {hidden[-1]}", lambda: cache.unit_activations(name, hidden[-1])
-    predicted = int(probs.argmax())
-    yield f"dream {predicted}", lambda: cache.dream(name, predicted)
-
-    # Per-digit maps.
-    method, n_maps = defaults.CLASS_METHODS[0], defaults.CLASS_IMAGES
-    if cache.why_not(name, method) is None:
-        yield f"per-digit {method}", lambda: cache.class_maps(name, method, n_maps)
+    # Last, what a first visit rarely meets: the Explain page's counterfactual (its
+    # search is off until switched on; the first in the process also encodes the
+    # training digits for the prototypes, Compare's above did already), and the
+    # Concepts page, the default concepts at the model's default layers, called with the
+    # page's arguments (no upload, no drawing).
+    reach, mode = defaults.explain_cf_target(probs), defaults.EXPLAIN_CF_MODE
+    yield (
+        f"counterfactual {digit.digit} to {reach}",
+        lambda: cache.counterfactual(name, digit.digit, digit.image, reach, mode),
+    )
+    layers, _ = cache.concept_layers(name)
+    if layers:
+        ordered = tuple(c for c in list_concepts() if c in defaults.CONCEPTS)
+        layers = tuple(h for h in cache.layers(name)[1] if h in layers)
+        yield (
+            "concepts",
+            lambda: cache.concept_scores(
+                name, ordered, layers, defaults.CONCEPT_FAST, (), defaults.CONCEPT_NAME, b""
+            ),
+        )

@@ -159,8 +159,9 @@ def test_the_warm_up_computes_what_the_first_page_shows(apps_on_path, monkeypatc
     cache, warm = importlib.import_module("cache"), importlib.import_module("warm")
     cache.explanation.clear()
     cache.digit_like.clear()
+    explain_steps = ("test set", "digit-like", "verdict", "explain", "invariance")
     for name, step in warm.steps():
-        if name.startswith("trust"):  # the Explain page's steps come first
+        if not name.startswith(explain_steps):  # the Explain page's steps come first
             break
         step()
     explained, judged = [], []
@@ -173,3 +174,23 @@ def test_the_warm_up_computes_what_the_first_page_shows(apps_on_path, monkeypatc
     assert not at.exception
     assert at.metric[0].label == "True label 4"
     assert explained == [] and judged == []
+
+
+@pytest.mark.slow  # listing the steps loads the models and compares them (their names)
+def test_the_warm_up_computes_the_first_views_before_the_extras(apps_on_path):
+    """The warm-up's order: the first page's view, then the other pages' first views
+    from the cheapest (Inside, Per-digit) to the slowest (Trust, then Compare with its
+    stress test), and only then the Explain page's counterfactual (its search is off
+    until asked) and Concepts: a visitor of a first view waits for the least."""
+    warm = importlib.import_module("warm")
+    names = [name for name, _ in warm.steps()]
+
+    def first(prefix: str) -> int:
+        return next(i for i, name in enumerate(names) if name.startswith(prefix))
+
+    def last(prefix: str) -> int:
+        return max(i for i, name in enumerate(names) if name.startswith(prefix))
+
+    assert last("invariance") < first("profile") < first("per-digit") < first("trust")
+    assert last("trust") < first("compare") < last("compare stress") < first("counterfactual")
+    assert first("counterfactual") < first("concepts") == len(names) - 1
