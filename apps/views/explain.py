@@ -203,9 +203,9 @@ prediction = int(probs.argmax())
 explained = prediction if target is None else target
 
 # Everything the page shows is computed before any of it is drawn: the elements then
-# reach the browser together and it lays the page out once, instead of once per
-# element as results trickle in (that cost every browser 0.4 s of CPU per digit, and
-# with several users on one machine the server waits for them too).
+# reach the browser together and it renders the page once, not once per element as
+# results trickle in (benchmarks/README.md: 40 captions sent 10 ms apart cost a browser
+# twice the CPU of the same captions sent at once).
 typical = cache.digit_like(choice.model_name, choice.digit, image)
 warning = warning_text(typical)  # None for a digit-like input
 results = {
