@@ -8,6 +8,7 @@ from pathlib import Path
 from mnistlens.errors import MnistlensError
 
 CHECKPOINT_ENV_VAR = "MNISTLENS_CHECKPOINTS"
+SHIPPED_CACHE_ENV_VAR = "MNISTLENS_SHIPPED_CACHE"
 
 
 def checkpoint_dir() -> Path:
@@ -50,3 +51,25 @@ def cache_dir() -> Path:
     """The user cache directory used when neither an argument nor MNISTLENS_DATA is set."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "mnistlens"
+
+
+def shipped_cache_dir() -> Path | None:
+    """Results shipped with the checkpoints, laid out as the user cache is: read, never
+    written, by the library. $MNISTLENS_SHIPPED_CACHE if set (empty: none, so that
+    everything is computed), else `checkpoint_dir()/cache`."""
+    if SHIPPED_CACHE_ENV_VAR in os.environ:
+        return (
+            Path(os.environ[SHIPPED_CACHE_ENV_VAR]) if os.environ[SHIPPED_CACHE_ENV_VAR] else None
+        )
+    return checkpoint_dir() / "cache"
+
+
+def shipped_counterpart(path: Path) -> Path | None:
+    """The shipped copy of a file in the user cache (`cache_dir()`), or None for a path
+    elsewhere or with no shipped cache: a cache file is looked up there when the user's
+    cache has none."""
+    shipped = shipped_cache_dir()
+    try:
+        return None if shipped is None else shipped / Path(path).relative_to(cache_dir())
+    except ValueError:
+        return None

@@ -28,6 +28,7 @@ from torch import nn
 from mnistlens import data
 from mnistlens.errors import MnistlensError, first_line
 from mnistlens.io import atomic_write
+from mnistlens.paths import shipped_counterpart
 
 INDEX_FORMAT = "mnistlens-training-index"
 TRACIN_FORMAT = "mnistlens-tracin-factors"
@@ -135,9 +136,12 @@ def write_cache(path: Path, payload: dict) -> None:
 
 def read_cache(path: Path, fmt: str, key: str) -> dict | None:
     """The payload of a cache file if it is ours and made for `key`; else None (and a
-    warning when a file was there but could not be trusted)."""
+    warning when a file was there but could not be trusted). A file the user's cache
+    lacks is looked for in the shipped cache (`paths.shipped_counterpart`)."""
     if not path.is_file():
-        return None
+        path = shipped_counterpart(path)
+        if path is None or not path.is_file():
+            return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated zips, refused pickles, junk

@@ -1,0 +1,171 @@
+"""Results kept on disk (mnistlens.results) and the ones shipped beside the checkpoints.
+
+The store: computed once and read back as it was, keyed by what it depends on, files
+that are not its own recomputed (never run), the shipped cache read and never written.
+The shipped cache itself (checkpoints/cache, `mnistlens app --precompute`): it answers
+every model-level entry of the explorer's first views, and what it holds is what the
+code computes now.
+"""
+
+import os
+import pickle
+import warnings
+
+import pytest
+import torch
+
+from mnistlens import results, typicality
+from mnistlens.influence import cache as influence_cache
+from mnistlens.paths import SHIPPED_CACHE_ENV_VAR
+
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch):
+    """An empty user cache and an empty shipped one: -> (user cache, shipped cache)."""
+    user, shipped = tmp_path / "user", tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(user))
+    monkeypatch.setenv(SHIPPED_CACHE_ENV_VAR, str(shipped))
+    return user / "mnistlens", shipped
+
+
+class Counting:
+    """A computation that counts its calls and returns a value of every kept kind."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return {
+            "verdict": "pass",
+            "cascade": {"fc2": 0.25, "fc1": -0.5},
+            "curves": torch.linspace(0, 1, 29).reshape(1, 29),
+            "png": b"\x89PNG\r\n",
+            "pair": (3, None, True),
+            7: [1.5, "x"],
+        }
+
+
+def same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return type(a) is type(b) and a == b
+
+
+def test_a_result_is_computed_once_and_read_back_as_it_was(caches):
+    compute = Counting()
+    first = results.kept("demo", ("weights", 1), compute)
+    again = results.kept("demo", ("weights", 1), compute)
+    assert compute.calls == 1 and same(first, compute()) and same(again, first)
+    assert [p.parent.name for p in caches[0].rglob("*.pt")] == ["results"]
+
+
+def test_the_key_separates_arguments_kinds_and_library_versions(caches, monkeypatch):
+    compute = Counting()
+    results.kept("demo", ("weights", 1), compute)
+    results.kept("demo", ("weights", 2), compute)  # another argument (or weights)
+    results.kept("other", ("weights", 1), compute)  # another function
+    assert compute.calls == 3
+    monkeypatch.setattr(results, "__version__", "99.0")  # a new release reads none of these
+    results.kept("demo", ("weights", 1), compute)
+    assert compute.calls == 4
+    assert len(list(caches[0].rglob("*.pt"))) == 4
+
+
+def test_a_file_that_is_not_a_kept_result_is_recomputed_never_run(caches, tmp_path):
+    compute = Counting()
+    key = ("weights", 1)
+    path = results.user_path("demo", key)
+    path.parent.mkdir(parents=True)
+    ran = tmp_path / "ran"
+
+    class Payload:  # what a malicious pickle would do on loading: run code
+        def __reduce__(self):
+            return (os.system, (f"touch {ran}",))
+
+    header = {"format": results.FORMAT, "key": results.digest("demo", key)}
+    doctored = [
+        pickle.dumps({**header, "value": Payload()}),
+        b"not a zip file at all",
+    ]
+    for content in doctored:
+        path.write_bytes(content)
+        with pytest.warns(UserWarning, match="ignoring kept result"):
+            value = results.kept("demo", key, compute)
+        assert same(value, compute()) and not ran.exists()
+    # A sound file made for another key (copied over, renamed) is not read as this one.
+    results.kept("demo", ("weights", 2), lambda: {"verdict": "fail"})
+    path.write_bytes(results.user_path("demo", ("weights", 2)).read_bytes())
+    with pytest.warns(UserWarning, match="made for other weights"):
+        assert results.kept("demo", key, compute)["verdict"] == "pass"
+
+
+def test_a_result_that_could_not_be_read_back_is_refused_when_kept(caches):
+    import numpy as np
+
+    with pytest.raises(TypeError, match="demo result cannot be read back safely"):
+        results.kept("demo", ("k",), lambda: {"scores": np.zeros(3)})
+    assert not list(caches[0].rglob("*.pt"))
+
+
+def test_the_shipped_cache_answers_first_and_is_never_written(caches):
+    user, shipped = caches
+    compute = Counting()
+    results.kept("demo", ("weights", 1), compute)  # into the user's cache ...
+    (shipped / "results").mkdir()
+    made = results.user_path("demo", ("weights", 1))
+    made.rename(shipped / "results" / made.name)  # ... now only in the shipped one
+    value = results.kept("demo", ("weights", 1), compute)
+    assert compute.calls == 1 and same(value, compute())
+    assert not list(user.rglob("*.pt"))  # read from there, not copied
+    results.kept("demo", ("weights", 2), compute)  # a miss is written to the user's
+    assert len(list(shipped.rglob("*.pt"))) == 1 and len(list(user.rglob("*.pt"))) == 1
+
+
+def test_without_a_shipped_cache_everything_is_computed(caches, monkeypatch):
+    compute = Counting()
+    results.kept("demo", ("weights", 1), compute)
+    made = results.user_path("demo", ("weights", 1))
+    (caches[1] / "results").mkdir()
+    made.rename(caches[1] / "results" / made.name)
+    monkeypatch.setenv(SHIPPED_CACHE_ENV_VAR, "")
+    results.kept("demo", ("weights", 1), compute)
+    assert compute.calls == 2
+
+
+def test_an_unwritable_cache_costs_only_the_computation(caches, tmp_path, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    compute = Counting()
+    with pytest.warns(UserWarning, match="could not keep a demo result"):
+        value = results.kept("demo", ("weights", 1), compute)
+    assert same(value, compute())
+
+
+def test_a_detector_fit_is_read_from_the_shipped_cache(caches, shipped, test_set):
+    """The digit verdict's fit (one pass over 4,000 training digits) comes from the
+    shipped cache when the user's has none: the same verdicts, nothing built."""
+    user, shipped_dir = caches
+    model = shipped["linear"][0]
+    built = typicality.fit_detector(model)
+    assert built.source == "built"
+    for path in user.rglob("typicality-*.pt"):  # move the fit to the shipped cache
+        target = shipped_dir / path.relative_to(user)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+    influence_cache.clear_memory_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sound file: no "ignoring cache file"
+        found = typicality.fit_detector(model)
+    assert found.source == "disk" and not list(user.rglob("typicality-*.pt"))
+    assert torch.equal(found.calibration, built.calibration)
+    images = test_set[0][:50]
+    assert torch.equal(found.judge(model, images).score, built.judge(model, images).score)
+
