@@ -20,10 +20,6 @@ the server starts, so the pages' first views are here before anyone asks.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import streamlit as st
 import torch
 
@@ -32,17 +28,15 @@ from mnistlens.counterfactual import Counterfactuals, counterfactuals
 from mnistlens.counterfactual.figures import plot_counterfactual
 from mnistlens.errors import MnistlensError
 from mnistlens.graph import analyze
-from mnistlens.influence import model_key
 from mnistlens.internals import activations, featureviz
-from mnistlens.io import atomic_write
 from mnistlens.metrics import predict_logits
-from mnistlens.paths import cache_dir
 from mnistlens.perturb.invariance import Strip, invariance
 
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import charts
 from catalog import get_test_set
+from kept import kept
 from session import get_model
 
 SANITY_IMAGES = 20  # test images in each method's randomization check (the library's rule)
@@ -185,33 +179,17 @@ def sanity_options(method: str) -> dict:
     return {"n_steps": 16} if method == "integrated_gradients" else {}
 
 
-def _verdict_file(model, method: str, layers: int | None) -> Path:
-    """Where a sanity check's result is kept between server runs: keyed by the model's
-    weights (SHA-256), the method, the layers, the images and the rule."""
-    key = f"{model_key(model)}|{method}|{layers}|{SANITY_IMAGES}|{sanity_options(method)}|"
-    key += faithfulness.SANITY_RULE
-    name = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return cache_dir() / "verdicts" / f"{name}.json"
-
-
 @st.cache_data(show_spinner="Sanity check: re-initializing the layers ...")
+@kept("model_name")
 def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
     """The model-randomization check of one method on the first test images, and its
     verdict by `faithfulness.SANITY_RULE`: {"verdict", "layer", "correlation", "cascade"}.
     layers=1 stops after the top layer, all the verdict needs (the Explain page); the
     Trust page shows the whole cascade (layers=None).
 
-    Also kept on disk (JSON, beside the user's MNIST cache): the checks are most of a
-    fresh server's first page, and the answer depends only on the weights. An
-    unreadable or unwritable file only costs the computation."""
+    Also kept on disk (kept.py): the checks are most of a fresh server's first page,
+    and the answer depends only on the weights."""
     model, _ = get_model(model_name)
-    path = _verdict_file(model, method, layers)
-    try:
-        kept = json.loads(path.read_text())
-        if set(kept) == {"verdict", "layer", "correlation", "cascade"}:
-            return kept
-    except (OSError, ValueError):
-        pass
     images, _ = get_test_set()
     try:
         cascade = faithfulness.randomization_check(
@@ -226,20 +204,16 @@ def sanity(model_name: str, method: str, layers: int | None = None) -> dict:
             "why": str(err),
         }
     top = next(iter(cascade))
-    result = {
+    return {
         "verdict": faithfulness.sanity_verdict(cascade),
         "layer": top,
         "correlation": cascade[top],
         "cascade": cascade,
     }
-    try:
-        atomic_write(path, lambda f: f.write(json.dumps(result).encode()))
-    except MnistlensError:  # a read-only cache: computed again next time
-        pass
-    return result
 
 
 @st.cache_data(show_spinner="Averaging maps over the test set ...", max_entries=64)
+@kept("model_name")
 def class_maps(model_name: str, method: str, n_images: int) -> torch.Tensor:
     """Per-digit mean maps (`explain.class_mean_maps`): -> (10, 28, 28)."""
     model, _ = get_model(model_name)
@@ -251,6 +225,7 @@ def class_maps(model_name: str, method: str, n_images: int) -> torch.Tensor:
 
 
 @st.cache_data(show_spinner="Recording the layer's activations on the test set ...", max_entries=32)
+@kept("model_name")
 def unit_activations(model_name: str, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One number per unit for the first PROFILE_IMAGES test images, and the per-digit
     profile: -> units (N, U), profile (10, U). Conv layers are averaged over positions
@@ -269,6 +244,7 @@ def unit_activations(model_name: str, layer: str) -> tuple[torch.Tensor, torch.T
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
+@kept("model_name")
 def dream(model_name: str, target: int, layer: str | None = None) -> torch.Tensor:
     """Feature visualization of a class (layer None) or a unit: -> (1, 28, 28)."""
     model, _ = get_model(model_name)
@@ -277,6 +253,7 @@ def dream(model_name: str, target: int, layer: str | None = None) -> torch.Tenso
 
 
 @st.cache_data(show_spinner="Scoring a random ranking of the test images ...", max_entries=16)
+@kept("model_name")
 def random_reference(model_name: str, n_images: int) -> dict[str, torch.Tensor]:
     """`faithfulness.random_reference` (curves kept) of the first n test images, for the
     predicted class: what every method on the Trust page is scored against, computed
@@ -288,6 +265,7 @@ def random_reference(model_name: str, n_images: int) -> dict[str, torch.Tensor]:
 
 
 @st.cache_data(show_spinner="Measuring the method on the test images ...", max_entries=64)
+@kept("model_name")
 def measured(model_name: str, n_images: int, method: str):
     """`faithfulness.compare_methods(model, images[:n], [method])` for one method:
     -> (report, curves), with the "random" reference. One method per entry, so adding a
@@ -319,6 +297,7 @@ def comparison(model_name: str, n_images: int, methods: tuple[str, ...]):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
+@kept("model_name")
 def comparison_figures(model_name: str, n_images: int, methods: tuple[str, ...]) -> dict:
     """The Trust page's two figures as PNG bytes, drawn once per comparison."""
     from mnistlens import plots
@@ -359,6 +338,7 @@ def concept_layers(model_name: str) -> tuple[list[str], str | None]:
 
 
 @st.cache_data(show_spinner="Testing the concepts against random ...", max_entries=32)
+@kept("model_name")
 def concept_scores(
     model_name: str,
     names: tuple[str, ...],
@@ -366,7 +346,7 @@ def concept_scores(
     fast: bool,
     pictures: tuple[tuple[str, bytes], ...],
     yours: str,
-    drawings: bytes,
+    drawings: bytes | None,
 ):
     """`concepts.run` of built-in concepts and, from 5 or more uploaded `pictures` (file
     name, bytes) and `drawings` together, your concept named `yours`, at these layers
@@ -374,7 +354,8 @@ def concept_scores(
     (PNG), "examples": the concept images (PNG)}.
 
     `drawings`: the canvas's drawings, already prepared, as the float32 bytes of their
-    (N, 1, 28, 28) images: bytes, so that the cache keys on what was drawn. No argument
+    (N, 1, 28, 28) images: bytes, so that the cache keys on what was drawn (None: none;
+    an empty bytes object is what the safe loader of kept results refuses). No argument
     has a default: the page and warm.py pass each, so that they key the same entry."""
     from mnistlens import concepts
     from mnistlens.concepts.figures import plot_examples, plot_scores
@@ -395,12 +376,12 @@ def concept_scores(
     }
 
 
-def _your_concept(pictures: tuple[tuple[str, bytes], ...], drawings: bytes) -> torch.Tensor:
+def _your_concept(pictures: tuple[tuple[str, bytes], ...], drawings: bytes | None) -> torch.Tensor:
     """Your concept's images (`concepts.picture_set`): the uploaded pictures, then the
     drawings, prepared already ((N, 1, 28, 28) float32 bytes): -> (M, 1, 28, 28)."""
     from mnistlens import concepts
 
     drawn = None
-    if drawings:  # (torch.frombuffer refuses an empty buffer)
+    if drawings:
         drawn = torch.frombuffer(bytearray(drawings), dtype=torch.float32).reshape(-1, 1, 28, 28)
     return concepts.picture_set(list(pictures), drawn)

@@ -19,6 +19,7 @@ from mnistlens.perturb import get_transform, stress
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import charts
 from catalog import get_test_set
+from kept import kept
 from session import get_model
 
 COMPARE_STEPS = 32  # integrated gradients' steps in the Compare page's maps
@@ -39,6 +40,7 @@ def compared_models(names: tuple[str, ...]) -> dict:
 
 
 @st.cache_data(show_spinner="Comparing on the 10,000 test images ...", max_entries=16)
+@kept("names")
 def compare_report(names: tuple[str, ...]) -> dict:
     """`stats.compare_models` of the models on the whole test set (top 40 disagreements)."""
     images, labels = get_test_set()
@@ -46,6 +48,7 @@ def compare_report(names: tuple[str, ...]) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+@kept("names")
 def compare_figures(names: tuple[str, ...]) -> tuple[bytes, bytes]:
     """Accuracy against parameters, and per digit: PNG at the explorer's 110 dpi
     (`charts.png_bytes`), as on the other pages (st.pyplot's 200 dpi is three times the
@@ -60,6 +63,7 @@ def compare_figures(names: tuple[str, ...]) -> tuple[bytes, bytes]:
 @st.cache_data(
     show_spinner="Explaining the images B gets right and A gets wrong ...", max_entries=32
 )
+@kept("names")
 def pair_maps(names: tuple[str, ...], a: str, b: str) -> tuple[bytes, list[int]] | None:
     """`maps.where_b_beats_a` for models a and b (integrated gradients), drawn:
     -> (PNG, the test images' indices); None if B gets no image right that A gets wrong."""
@@ -77,6 +81,7 @@ def pair_maps(names: tuple[str, ...], a: str, b: str) -> tuple[bytes, list[int]]
 
 
 @st.cache_data(show_spinner="Explaining the image with every model ...", max_entries=64)
+@kept("names")
 def disagreement_grid(names: tuple[str, ...], index: int) -> bytes:
     """Test image `index` explained by every model (`maps.explain_models`), the methods
     every model supports, as a PNG grid (`figures.plot_model_grid`). Keyed by the model
@@ -108,6 +113,7 @@ def test_probabilities(names: tuple[str, ...], index: int) -> dict[str, list[flo
     show_spinner="Searching each model's smallest change that changes its answer ...",
     max_entries=256,
 )
+@kept("name")
 def model_counterfactual(name: str, index: int, target: int) -> dict:
     """One model's proto counterfactual of test image `index` to `target`: ->
     {"image": (1, 28, 28) the counterfactual, "record": `Counterfactuals.record(0)`},
@@ -124,6 +130,7 @@ def model_counterfactual(name: str, index: int, target: int) -> dict:
 
 
 @st.cache_data(show_spinner="Stress-testing on changed test images ...", max_entries=32)
+@kept("name")
 def model_stress(name: str) -> dict:
     """`stress.evaluate` of one model on the first STRESS_IMAGES test images, every
     transform at every severity: -> `StressResult.to_json()` (the result itself holds the
@@ -147,6 +154,7 @@ def stress_table(names: tuple[str, ...]) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+@kept("names")
 def stress_figures(names: tuple[str, ...]) -> tuple[bytes, bytes]:
     """The stress test's accuracy-against-severity curves and MNIST-C heatmap, as PNG."""
     table = stress_table(names)
@@ -157,6 +165,7 @@ def stress_figures(names: tuple[str, ...]) -> tuple[bytes, bytes]:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
+@kept("names")
 def stress_examples(names: tuple[str, ...], transform: str, severity: float) -> dict:
     """The first STRESS_EXAMPLES test images changed as `stress_table` changed them, and
     each model's answer: -> {"images": (K, 1, 28, 28), "labels": [K], "predictions":

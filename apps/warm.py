@@ -259,6 +259,6 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         yield (
             "concepts",
             lambda: cache.concept_scores(
-                name, ordered, layers, defaults.CONCEPT_FAST, (), defaults.CONCEPT_NAME, b""
+                name, ordered, layers, defaults.CONCEPT_FAST, (), defaults.CONCEPT_NAME, None
             ),
         )

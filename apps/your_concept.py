@@ -16,9 +16,9 @@ import keys
 import sidebar
 
 
-def draw() -> tuple[tuple[tuple[str, bytes], ...], bytes, str]:
+def draw() -> tuple[tuple[tuple[str, bytes], ...], bytes | None, str]:
     """The expander of your concept: -> (the uploaded pictures as (file name, bytes),
-    the drawings as float32 bytes of their (N, 1, 28, 28) images, its name); no
+    the drawings as float32 bytes of their (N, 1, 28, 28) images or None, its name); no
     pictures and no drawings while there are fewer than 5 of them together."""
     drawn = st.session_state.setdefault(keys.CONCEPT_DRAWINGS, [])
     with st.expander("A concept of your own: 5 or more pictures of it, uploaded or drawn"):
@@ -38,8 +38,8 @@ def draw() -> tuple[tuple[tuple[str, bytes], ...], bytes, str]:
             f"{len(pictures)} pictures uploaded, {len(drawn)} drawn; your concept needs "
             f"at least {MIN_PICTURES}."
         )
-        return (), b"", yours
-    return pictures, b"".join(image.numpy().tobytes() for image in drawn), yours
+        return (), None, yours
+    return pictures, b"".join(image.numpy().tobytes() for image in drawn) or None, yours
 
 
 def _canvas(drawn: list) -> None:

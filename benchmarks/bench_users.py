@@ -29,7 +29,8 @@ project root:
 
 By default the server gets an empty temporary user cache (XDG_CACHE_HOME): the fresh
 server of a machine that never ran the explorer, nothing on disk (sanity verdicts,
-training indexes). --cache DIR uses DIR instead (e.g. ~/.cache, the user's own). The
+training indexes); it reads the results shipped in checkpoints/cache unless --no-shipped.
+--cache DIR uses DIR instead (e.g. ~/.cache, the user's own). The
 server warms up as `mnistlens app` does (apps/warm.py) unless --no-warm; --app serves
 another copy of the explorer (e.g. `git archive HEAD apps`, to compare with a change).
 """
@@ -201,6 +202,8 @@ async def run(args) -> None:
     data = os.environ.get("MNISTLENS_DATA", str(ROOT.parent / "shared" / "data" / "mnist"))
     with tempfile.TemporaryDirectory() as empty:
         env = {"MNISTLENS_DATA": data, "XDG_CACHE_HOME": args.cache or empty}
+        if args.no_shipped:
+            env["MNISTLENS_SHIPPED_CACHE"] = ""
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             began = time.perf_counter()
@@ -266,6 +269,11 @@ def main() -> None:
     )
     parser.add_argument("--cache", help="the server's XDG_CACHE_HOME (default: an empty one)")
     parser.add_argument("--no-first-visits", action="store_true", help="skip part 1")
+    parser.add_argument(
+        "--no-shipped",
+        action="store_true",
+        help="the server reads no shipped results (checkpoints/cache): it computes them",
+    )
     parser.add_argument(
         "--no-warm", action="store_true", help="no warm-up in the server (apps/warm.py)"
     )

@@ -204,5 +204,64 @@ def _warm_up(path: Path, timeout: float = 300.0) -> None:
     warm.start()
 
 
+# ---------------------------------------------------------------- release time
+
+
+def precompute(out: str | Path | None = None, script: str | Path | None = None) -> list[Path]:
+    """Compute the explorer's first views (its warm-up's steps, apps/warm.py) here and
+    now, on an empty cache, and put the results it keeps on disk (apps/kept.py, the
+    digit verdict's detector fits) in `out` (default: the shipped cache,
+    `checkpoint_dir()/cache`), replacing what was there: -> the files written.
+
+    Run at release time: a fresh server then finds its pages' model-level results on
+    disk (mnistlens.results) instead of computing them while its first visitors wait.
+    Raises what a step raised (then `out` is left as it was)."""
+    import importlib
+
+    import torch
+    from streamlit.logger import set_log_level
+    from tqdm import tqdm
+
+    from mnistlens.paths import SHIPPED_CACHE_ENV_VAR, app_path, checkpoint_dir
+
+    script = Path(script) if script is not None else app_path()
+    out = Path(out) if out is not None else checkpoint_dir() / "cache"
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", SHIPPED_CACHE_ENV_VAR)}
+    with tempfile.TemporaryDirectory() as tmp:
+        # An empty user cache and no shipped one: every result is computed, none is
+        # copied from an older release.
+        os.environ["XDG_CACHE_HOME"], os.environ[SHIPPED_CACHE_ENV_VAR] = tmp, ""
+        set_log_level("error")  # not "no runtime" and "missing ScriptRunContext" each step
+        torch.set_num_threads(1)  # as the server computes (apps/runtime.py): the same numbers
+        try:
+            if str(script.parent) not in sys.path:
+                sys.path.insert(0, str(script.parent))
+            warm = importlib.import_module("warm")
+            for _, step in tqdm(warm.steps(), desc="first views", unit="step"):
+                step()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        made = Path(tmp) / "mnistlens"
+        kept = sorted(made.glob("results/*.pt")) + sorted(made.glob("index/typicality-*.pt"))
+        staged = out.with_name(f".{out.name}.new")
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        for path in kept:
+            target = staged / path.relative_to(made)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    staged.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return sorted(out.rglob("*.pt"))
+
+
 if __name__ == "__main__":
     main()

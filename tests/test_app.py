@@ -337,22 +337,24 @@ def test_two_sessions_never_share_a_model_object():
 
 
 def test_sanity_verdicts_are_kept_on_disk_between_server_runs(tmp_path, monkeypatch):
-    """The Explain page's verdicts are written as JSON under the user's cache, and a new
-    process (here: Streamlit's caches cleared) reads them instead of recomputing: with
-    one verdict doctored to "fail" on disk, that method is no longer a default one."""
-    import json
-
+    """The Explain page's verdicts are kept under the user's cache (mnistlens.results),
+    and a new process (here: Streamlit's caches cleared) reads them instead of
+    recomputing: with one verdict doctored to "fail" on disk, that method is no longer
+    a default one."""
     import streamlit as st
+    import torch
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     st.cache_data.clear()
     open_app()
-    files = sorted((tmp_path / "mnistlens" / "verdicts").glob("*.json"))
-    kept = [json.loads(f.read_text()) for f in files]
-    assert len(kept) >= 3 and {k["verdict"] for k in kept} == {"pass"}
-    for path, verdict in zip(files, kept, strict=True):
+    files = sorted((tmp_path / "mnistlens" / "results").glob("sanity-*.pt"))
+    kept = [torch.load(f, weights_only=True) for f in files]
+    assert len(kept) >= 3 and {k["value"]["verdict"] for k in kept} == {"pass"}
+    for path, payload in zip(files, kept, strict=True):
+        verdict = payload["value"]
         if verdict["correlation"] < 0.3:  # doctor one (saliency's or Grad-CAM's)
-            path.write_text(json.dumps({**verdict, "verdict": "fail", "correlation": 0.99}))
+            doctored = {**verdict, "verdict": "fail", "correlation": 0.99}
+            torch.save({**payload, "value": doctored}, path)
             break
     st.cache_data.clear()
     at = open_app()

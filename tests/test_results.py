@@ -18,6 +18,7 @@ from mnistlens import results, typicality
 from mnistlens.influence import cache as influence_cache
 from mnistlens.paths import SHIPPED_CACHE_ENV_VAR
 
+from conftest import CHECKPOINTS
 
 
 @pytest.fixture
@@ -169,3 +170,107 @@ def test_a_detector_fit_is_read_from_the_shipped_cache(caches, shipped, test_set
     images = test_set[0][:50]
     assert torch.equal(found.judge(model, images).score, built.judge(model, images).score)
 
+
+# ---------------------------------------------------------------- the shipped cache
+
+SHIPPED = CHECKPOINTS / "cache"
+
+
+def cheapest_of_each_kind() -> list:
+    """Of each kind of shipped result (each kept function), the one that took the least
+    time to compute: checking them all would cost as much as the precomputation."""
+    cheapest = {}
+    for path in sorted((SHIPPED / "results").glob("*.pt")):
+        payload = torch.load(path, weights_only=True)
+        kind, seconds = payload["kind"], payload["seconds"]
+        if kind not in cheapest or seconds < cheapest[kind][1]:
+            cheapest[kind] = (path, seconds)
+    return [path for path, _ in cheapest.values()]
+
+
+def close(shipped, now, where: str = "value") -> None:
+    """Assert a shipped result equals a recomputation: numbers to a tolerance scaled to
+    them (CPU kernels differ in the last bits), text exactly, figures by their size."""
+    if isinstance(shipped, torch.Tensor):
+        assert isinstance(now, torch.Tensor) and shipped.shape == now.shape, where
+        scale = float(shipped.abs().max()) if shipped.numel() else 0.0
+        tolerance = 1e-4 * scale + 1e-6
+        assert torch.allclose(shipped.double(), now.double(), rtol=1e-3, atol=tolerance), where
+    elif isinstance(shipped, float):
+        assert now == pytest.approx(shipped, rel=1e-3, abs=1e-5), where
+    elif isinstance(shipped, bytes) and shipped.startswith(b"\x89PNG"):
+        assert isinstance(now, bytes) and now[16:24] == shipped[16:24], where  # width, height
+    elif isinstance(shipped, dict):
+        assert isinstance(now, dict) and shipped.keys() == now.keys(), where
+        for key in shipped:
+            if str(key).endswith(("per_second", "seconds")):  # timed: the machine's, not the code's
+                continue
+            close(shipped[key], now[key], f"{where}[{key!r}]")
+    elif isinstance(shipped, (list, tuple)):
+        assert type(now) is type(shipped) and len(now) == len(shipped), where
+        for i, (a, b) in enumerate(zip(shipped, now, strict=True)):
+            close(a, b, f"{where}[{i}]")
+    else:
+        assert now == shipped, where
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", cheapest_of_each_kind(), ids=lambda p: p.stem[:-24])
+def test_a_shipped_result_is_what_the_code_computes_now(path, apps_on_path, caches):
+    """A shipped result of each kind, computed again from the call kept beside it: the
+    same numbers, text and figure sizes. What it is computed from (the Trust page's
+    figures from its measurements, ...) comes from the shipped cache, and is checked by
+    its own case here. A failure means the code now computes something else: run
+    `mnistlens app --precompute`."""
+    import importlib
+    import shutil
+
+    import streamlit as st
+
+    others = caches[1] / "others"  # the shipped cache without this result
+    shutil.copytree(SHIPPED, others, ignore=lambda _, names: [n for n in names if n == path.name])
+    os.environ[SHIPPED_CACHE_ENV_VAR] = str(others)  # (restored by the fixture's monkeypatch)
+    st.cache_data.clear()
+    payload = torch.load(path, weights_only=True)
+    call = payload["call"]
+    function = getattr(importlib.import_module(call["module"]), call["function"])
+    close(payload["value"], function(**call["arguments"]), call["function"])
+    # Computed now, and kept under the shipped file's name: the same key (weights, data,
+    # arguments, version) as when it was shipped.
+    assert (caches[0] / "results" / path.name).is_file()
+
+
+@pytest.mark.slow
+def test_a_fresh_server_finds_its_first_views_results_shipped(apps_on_path, caches, monkeypatch):
+    """A fresh server on a fresh machine (empty user cache, the shipped cache as it is in
+    the repository) computes none of the model-level results of its pages' first views
+    (apps/warm.py's steps): each is read from checkpoints/cache, the detector's fit too."""
+    import importlib
+
+    import streamlit as st
+
+    monkeypatch.setenv(SHIPPED_CACHE_ENV_VAR, str(SHIPPED))
+    st.cache_data.clear()
+    influence_cache.clear_memory_cache()
+    computed, read = [], set()
+    monkeypatch.setattr(results, "store", lambda kind, *_: computed.append(kind))
+    real_lookup = results.lookup
+
+    def lookup(kind, key):
+        found, value = real_lookup(kind, key)
+        if found:
+            read.add(results.user_path(kind, key).name)
+        return found, value
+
+    monkeypatch.setattr(results, "lookup", lookup)
+    built = []
+    real_build = typicality.verdict._build
+    monkeypatch.setattr(
+        typicality.verdict, "_build", lambda *a: built.append(a[1]) or real_build(*a)
+    )
+    warm = importlib.import_module("warm")
+    for _, step in warm.steps():
+        step()
+    assert computed == [] and built == []
+    assert read == {p.name for p in (SHIPPED / "results").glob("*.pt")}  # each one used
+    assert not list(caches[0].rglob("*.pt"))

@@ -17,6 +17,15 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: Parents) -> None
     )
     p.add_argument("--port", type=int, help="port to serve on (streamlit's default 8501)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument(
+        "--precompute",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="instead of serving: compute the pages' first views now and keep their "
+        "model-level results in DIR (default: the shipped cache beside the checkpoints, "
+        "which a fresh server reads), as for a release",
+    )
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
@@ -31,6 +40,14 @@ def run(args: argparse.Namespace) -> None:
     script = app_path()
     if not script.is_file():
         raise MnistlensError(f"the app is missing from this installation ({script}); reinstall")
+    if args.precompute is not None:
+        from mnistlens.app_server import precompute
+
+        files = precompute(args.precompute or None, script)
+        size = sum(f.stat().st_size for f in files)
+        where = files[0].parent.parent if files else args.precompute
+        print(f"kept {len(files)} results ({size / 1e6:.1f} MB) in {where}")
+        return
     options = [a for a in args.streamlit_args if a != "--"]
     command = streamlit_command(script, port=args.port, headless=args.headless, options=options)
     # Become streamlit (same process): Ctrl-C and signals reach the server directly.
