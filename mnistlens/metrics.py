@@ -31,7 +31,7 @@ def predict_logits(
     model elsewhere runs as a copy there (`device.model_on`).
     """
     dev = resolve_device(device)
-    fast, rows = for_inference(model, len(images), device=dev)
+    fast, rows = for_inference(model, len(images), device=dev, keep=True)  # nothing hooks it
     rows = batch_size or rows
     with evaluating(fast):
         chunks = [fast(images[i : i + rows].to(dev)).cpu() for i in range(0, len(images), rows)]

@@ -134,3 +134,72 @@ def test_predict_logits_equals_the_model_and_leaves_it_as_it_was(shipped, test_s
     cnn = shipped["cnn"][0]
     assert models.for_inference(cnn, 1)[0] is cnn
     assert models.for_inference(cnn, models.COPY_FROM_ROWS)[0] is not cnn
+
+
+def test_predictions_follow_every_change_of_the_model_the_kept_copy_was_made_from(test_set):
+    """`predict_logits` reuses one channels-last copy per model (`for_inference(...,
+    keep=True)`), made again whenever what the model computes may have changed: weights
+    changed in place (an optimizer's step), loaded, replaced, a module's setting changed
+    by hand; a model with a hook of its own is copied each time (the hook fires)."""
+    from mnistlens.metrics import predict_logits
+
+    images = test_set[0][:40]
+    torch.manual_seed(0)
+    model = models.cnn(channels=(4, 8), hidden=16).eval()
+    first = predict_logits(model, images)
+    kept = models.for_inference(model, len(images), keep=True)[0]
+    assert kept is models.for_inference(model, len(images), keep=True)[0]  # reused
+    assert not kept.training and kept is not model
+
+    def same(a, b) -> bool:
+        return bool((a - b).abs().max() <= 1e-5 * b.abs().max())
+
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # in place, as an optimizer's step
+    assert same(predict_logits(model, images), first + 1.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.head.bias.sub_(1.0)
+    model.load_state_dict(state)
+    assert same(predict_logits(model, images), first + 1.0)
+    model.head.bias = torch.nn.Parameter(state["head.bias"] - 1.0)  # replaced
+    assert same(predict_logits(model, images), first)
+    model.conv1.padding_mode = "circular"  # a setting: the border now wraps around
+    with torch.no_grad():
+        expected = model(images)
+    assert not same(expected, first)
+    assert same(predict_logits(model, images), expected)
+
+    seen = []
+    hook = model.head.register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    try:
+        predict_logits(model, images)
+    finally:
+        hook.remove()
+    assert sum(seen) == len(images)
+
+
+def test_threads_share_a_kept_copy_and_each_gets_its_own_answers(shipped, test_set):
+    """Eight threads predicting with the same model at once (one kept copy, in eval mode
+    for good) get what each would get alone, and the model's mode is left as it was."""
+    import threading
+
+    from mnistlens.metrics import predict_logits
+
+    cnn = shipped["cnn"][0]
+    parts = test_set[0][:320].split(40)
+    alone = [predict_logits(cnn, part) for part in parts]
+    together = [None] * len(parts)
+
+    def run(i: int) -> None:
+        for _ in range(3):
+            together[i] = predict_logits(cnn, parts[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(parts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, expected in zip(together, alone, strict=True):
+        assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert not cnn.training

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import threading
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -79,8 +81,57 @@ FAST_ROWS = 64
 COPY_FROM_ROWS = 16
 
 
+# The copies `for_inference(..., keep=True)` made, per model: (the state of the model's
+# weights when copied, the copy). `predict_logits` asks for them: explaining one digit
+# predicts some ten small batches (the deletion and insertion curves), and a deep copy
+# for each was 15% of the time (benchmarks/README.md). A kept copy is in eval mode for
+# good and goes only to a caller that neither hooks it nor changes its mode, so threads
+# can share it; a model with hooks of its own (which a copy would carry) is copied anew.
+_KEPT: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = weakref.WeakKeyDictionary()
+_KEPT_LOCK = threading.Lock()
+
+
+_SETTINGS = (int, float, bool, str, tuple, type(None))
+
+
+def _weights_state(model: nn.Module) -> tuple:
+    """What changes when the model's function does: each tensor's identity, storage and
+    version (bumped by every in-place change: an optimizer's step, `load_state_dict`),
+    and each module's own settings (a ReLU's `inplace`, a temperature set by hand)."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    settings = tuple((type(m), _settings(m)) for m in model.modules())
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors), settings
+
+
+def _settings(module: nn.Module) -> list[tuple[str, object]]:
+    """A module's plain attributes but its training flag (the copy is in eval mode,
+    whatever the model's mode)."""
+    return [(k, v) for k, v in vars(module).items() if k != "training" and isinstance(v, _SETTINGS)]
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in model.modules()
+    )
+
+
+def _kept_copy(model: nn.Module) -> nn.Module:
+    """The channels-last eval copy of `model` kept for its current weights (made now if
+    there is none, or the weights changed since)."""
+    state = _weights_state(model)
+    with _KEPT_LOCK:
+        found = _KEPT.get(model)
+    if found is not None and found[0] == state:
+        return found[1]
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
+    with _KEPT_LOCK:
+        _KEPT[model] = (state, fast)
+    return fast
+
+
 def for_inference(
-    model: nn.Module, n_images: int | None = None, *, device: Device = "cpu"
+    model: nn.Module, n_images: int | None = None, *, device: Device = "cpu", keep: bool = False
 ) -> tuple[nn.Module, int]:
     """The fastest way to run `model` forward on `device` over `n_images` images (None:
     many): -> (module on the device, rows per pass).
@@ -91,6 +142,9 @@ def for_inference(
     model is untouched) and FAST_ROWS rows per pass; layer names are kept, so hooks by
     name work on the copy. Any other model, one that cannot be copied, or fewer than
     COPY_FROM_ROWS images run on the model as it is, 1000 rows per pass.
+
+    keep: reuse the copy made for these weights before (kept per model, in eval mode;
+    only for a caller that never hooks the module it gets nor changes its mode).
     """
     dev = resolve_device(device)
     model = model_on(model, dev)  # the model itself when it is there already
@@ -102,6 +156,8 @@ def for_inference(
     if not any(t.dim() == 4 for t in tensors):
         return model, 1000
     try:
+        if keep and not _has_hooks(model):
+            return _kept_copy(model), FAST_ROWS
         fast = copy.deepcopy(model)
     except Exception:  # a module that cannot be copied still runs, only slower
         return model, 1000
