@@ -150,3 +150,54 @@ def test_seeded_computations_in_threads_equal_those_computed_alone(shipped, test
                 assert result == alone[name], name
             else:
                 torch.testing.assert_close(result, alone[name], rtol=0, atol=0)
+
+
+def test_threads_sharing_a_model_get_the_maps_each_would_get_alone(shipped, test_set):
+    """Saliency, integrated gradients and guided backprop of the same model object in
+    threads at once: saliency and IG share one prepared copy (kept per model, never
+    hooked), guided backprop hooks a copy of its own; every map equals the one computed
+    alone, and no hook is left on the model."""
+    cnn = shipped["cnn"][0]
+    images = test_set[0][:12]
+    methods = ("saliency", "integrated_gradients", "guided_backprop")
+    alone = {
+        m: A.attribute(m, cnn, images, n_steps=8)
+        if m == "integrated_gradients"
+        else A.attribute(m, cnn, images)
+        for m in methods
+    }
+    found: dict[str, list] = {m: [] for m in methods}
+
+    def job(method):
+        def run():
+            options = {"n_steps": 8} if method == "integrated_gradients" else {}
+            for _ in range(4):
+                found[method].append(A.attribute(method, cnn, images, **options))
+
+        return run
+
+    assert run_together(*(job(m) for m in methods + methods)) == []
+    for method in methods:
+        scale = float(alone[method].abs().max())
+        assert len(found[method]) == 8
+        for maps in found[method]:
+            assert (maps - alone[method]).abs().max() <= 1e-4 * scale, method
+    assert not any(m._forward_hooks or m._backward_hooks for m in cnn.modules())
+
+
+def test_a_kept_prepared_copy_follows_the_weights_it_was_made_from(test_set):
+    """After the weights change in place (an optimizer's step), the next map is the
+    changed model's, not the kept copy's: equal to a fresh model with those weights."""
+    from mnistlens.models import cnn as build_cnn
+
+    torch.manual_seed(0)
+    model = build_cnn(channels=(4, 8), hidden=16).eval()
+    images = test_set[0][:6]
+    before = A.attribute("saliency", model, images)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-1.5)
+    fresh = copy.deepcopy(model)
+    after, expected = A.attribute("saliency", model, images), A.attribute("saliency", fresh, images)
+    assert not torch.allclose(after, before)
+    assert (after - expected).abs().max() <= 1e-5 * expected.abs().max()

@@ -32,7 +32,7 @@ def saliency(
     from captum.attr import Saliency  # local: see the note on Captum at the top
 
     model, device = placed(model, device)
-    method = Saliency(prepare_for_explanation(model))
+    method = Saliency(prepare_for_explanation(model, keep=True))  # hooks nothing
     return chunked(
         lambda x, t: method.attribute(x, target=t, abs=True),
         model,
@@ -64,7 +64,7 @@ def input_x_gradient(
     from captum.attr import InputXGradient  # local: see the note on Captum at the top
 
     model, device = placed(model, device)
-    method = InputXGradient(prepare_for_explanation(model))
+    method = InputXGradient(prepare_for_explanation(model, keep=True))  # hooks nothing
     return chunked(
         lambda x, t: method.attribute(x, target=t),
         model,

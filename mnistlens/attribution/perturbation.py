@@ -43,7 +43,7 @@ def occlusion(
     # (benchmarks/bench_attribution.py); on a GPU, rows_per_pass's more.
     model, device = placed(model, device)
     rows = rows_per_pass(device, FAST_ROWS)
-    method = Occlusion(prepare_for_explanation(model))
+    method = Occlusion(prepare_for_explanation(model, keep=True))  # hooks nothing
     return chunked(
         lambda x, t: method.attribute(
             x,

@@ -129,7 +129,7 @@ def integrated_gradients(
             f"unknown integration method {method!r}; choose one of {', '.join(IG_METHODS)}"
         )
     model, device = placed(model, device)
-    fast = prepare_for_explanation(model)
+    fast = prepare_for_explanation(model, keep=True)  # never hooked
     rows = rows_per_pass(device, FAST_ROWS)  # cache-sized passes are fastest on a CPU
     deltas: list[torch.Tensor] = []
     not_converged = 0
@@ -271,7 +271,7 @@ def gradient_shap(
 
     # n_samples gradients per image, on the fast copy (the same function) as IG's.
     model, device = placed(model, device)
-    method = GradientShap(prepare_for_explanation(model))
+    method = GradientShap(prepare_for_explanation(model, keep=True))  # hooks nothing
     baselines = baselines.to(device)
 
     def compute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

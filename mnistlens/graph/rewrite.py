@@ -24,6 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from mnistlens.errors import MnistlensError
 from mnistlens.graph.analysis import node_kind, trace
 from mnistlens.models import Normalize
+from mnistlens.models.runtime import has_hooks, kept_copy
 
 _aten = torch.ops.aten
 
@@ -152,11 +153,21 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 _PREPARED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
-def prepare_for_explanation(model: nn.Module) -> nn.Module:
+def prepare_for_explanation(model: nn.Module, keep: bool = False) -> nn.Module:
     """A fast, frozen copy for input-gradient methods: BN folded, channels-last, no grads.
-    A model this function made is returned as it is."""
+    A model this function made is returned as it is.
+
+    keep: the copy made for these weights before, if any (`models.kept_copy`), for a
+    method that never hooks it (saliency, integrated gradients; not guided backprop,
+    whose hooks on the ReLUs another thread's pass would run through)."""
     if model in _PREPARED:
         return model
+    if keep and not has_hooks(model):
+        return kept_copy(model, "prepared", _prepare)
+    return _prepare(model)
+
+
+def _prepare(model: nn.Module) -> nn.Module:
     fast = fold_batchnorm(model).to(memory_format=torch.channels_last)
     for p in fast.parameters():
         p.requires_grad_(False)

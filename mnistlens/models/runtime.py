@@ -7,7 +7,7 @@ import copy
 import itertools
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -81,53 +81,59 @@ FAST_ROWS = 64
 COPY_FROM_ROWS = 16
 
 
-# The copies `for_inference(..., keep=True)` made, per model: (the state of the model's
-# weights when copied, the copy). `predict_logits` asks for them: explaining one digit
-# predicts some ten small batches (the deletion and insertion curves), and a deep copy
-# for each was 15% of the time (benchmarks/README.md). A kept copy is in eval mode for
-# good and goes only to a caller that neither hooks it nor changes its mode, so threads
-# can share it; a model with hooks of its own (which a copy would carry) is copied anew.
-_KEPT: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = weakref.WeakKeyDictionary()
+# Copies kept per model and kind (`kept_copy`): {model: {kind: (the state of the
+# model's weights and settings when copied, the copy)}}. `predict_logits` and the
+# gradient methods ask for them: explaining one digit predicts some ten small batches
+# (the deletion and insertion curves) and prepares the model twice, and a fresh deep
+# copy each time was a third of it (benchmarks/README.md). A kept copy goes only to
+# callers that neither hook it nor change its mode or weights, so threads can share it.
+_KEPT: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, nn.Module]]] = (
+    weakref.WeakKeyDictionary()
+)
 _KEPT_LOCK = threading.Lock()
-
-
 _SETTINGS = (int, float, bool, str, tuple, type(None))
 
 
 def _weights_state(model: nn.Module) -> tuple:
     """What changes when the model's function does: each tensor's identity, storage and
     version (bumped by every in-place change: an optimizer's step, `load_state_dict`),
-    and each module's own settings (a ReLU's `inplace`, a temperature set by hand)."""
+    and each module's own settings (a conv's padding mode, a temperature set by hand)."""
     tensors = itertools.chain(model.parameters(), model.buffers())
     settings = tuple((type(m), _settings(m)) for m in model.modules())
     return tuple((id(t), t.data_ptr(), t._version) for t in tensors), settings
 
 
 def _settings(module: nn.Module) -> list[tuple[str, object]]:
-    """A module's plain attributes but its training flag (the copy is in eval mode,
+    """A module's plain attributes but its training flag (a kept copy is in eval mode,
     whatever the model's mode)."""
     return [(k, v) for k, v in vars(module).items() if k != "training" and isinstance(v, _SETTINGS)]
 
 
-def _has_hooks(model: nn.Module) -> bool:
+def has_hooks(model: nn.Module) -> bool:
+    """Whether any submodule has a forward or backward hook (a copy would carry it)."""
     return any(
         m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
         for m in model.modules()
     )
 
 
-def _kept_copy(model: nn.Module) -> nn.Module:
-    """The channels-last eval copy of `model` kept for its current weights (made now if
-    there is none, or the weights changed since)."""
+def kept_copy(model: nn.Module, kind: str, make: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """`make(model)`, an eval-mode copy, kept per model and `kind` and made again when the
+    model's weights or settings have changed since. For callers that never hook the
+    copy nor change its mode or weights: other threads may be using it."""
     state = _weights_state(model)
     with _KEPT_LOCK:
-        found = _KEPT.get(model)
+        found = _KEPT.get(model, {}).get(kind)
     if found is not None and found[0] == state:
         return found[1]
-    fast = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
+    made = make(model)
     with _KEPT_LOCK:
-        _KEPT[model] = (state, fast)
-    return fast
+        _KEPT.setdefault(model, {})[kind] = (state, made)
+    return made
+
+
+def _channels_last(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
 
 
 def for_inference(
@@ -156,8 +162,8 @@ def for_inference(
     if not any(t.dim() == 4 for t in tensors):
         return model, 1000
     try:
-        if keep and not _has_hooks(model):
-            return _kept_copy(model), FAST_ROWS
+        if keep and not has_hooks(model):
+            return kept_copy(model, "channels-last", _channels_last), FAST_ROWS
         fast = copy.deepcopy(model)
     except Exception:  # a module that cannot be copied still runs, only slower
         return model, 1000
