@@ -10,7 +10,10 @@ pages' first views, the cheapest first (Inside the network, Per-digit maps, Trus
 Compare models with its counterfactuals and stress test), and last what a first visit
 rarely meets (the Explain page's counterfactual, off until asked; Concepts). A first
 visit then finds its results in the caches (benchmarks/README.md, "Many users at
-once", has the times).
+once", has the times). The model-level ones (kept.py) of the shipped models are read
+from the results shipped beside the checkpoints, made by running these same steps at
+release time (`mnistlens app --precompute`): what is left to compute here is the
+first digit's maps, verdict and invariance strip, and its counterfactual.
 
 It never makes a user wait for it: it holds no lock of its own, and before each step it
 waits until no session's script has run for a moment (`runtime.wait_until_idle`), at
