@@ -338,7 +338,7 @@ def concept_layers(model_name: str) -> tuple[list[str], str | None]:
 
 
 @st.cache_data(show_spinner="Testing the concepts against random ...", max_entries=32)
-@kept("model_name")
+@kept("model_name", unless=("pictures", "drawings"))
 def concept_scores(
     model_name: str,
     names: tuple[str, ...],

@@ -9,7 +9,8 @@ shipped models (benchmarks/README.md, "Many users at once").
 
 The key is the function's name, its arguments, the named model arguments with their
 weights' SHA-256, and the MNIST files' checksums. Only the shipped models'
-results are kept on disk: an upload is the session's alone, and so is what it computes.
+results are kept on disk, and only of what every user sees: an upload (a model, a
+concept's pictures) is the session's alone, and so is what it computes.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ def _weights(names: str | tuple[str, ...]) -> tuple | None:
     return None if None in found else found
 
 
-def kept(*model_args: str) -> Callable[[F], F]:
+def kept(*model_args: str, unless: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Keep the decorated function's result on disk, keyed by its arguments, those
-    named in `model_args` (model names, or tuples of them) with their weights."""
+    named in `model_args` (model names, or tuples of them) with their weights; not when
+    an argument named in `unless` holds anything (a user's own pictures)."""
 
     def decorate(fn: F) -> F:
         signature = inspect.signature(fn)
@@ -63,6 +65,8 @@ def kept(*model_args: str) -> Callable[[F], F]:
         def wrapper(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
+            if any(bound.arguments[name] for name in unless):
+                return fn(*args, **kwargs)  # the user's own: computed, not kept
             key = []
             for name, value in bound.arguments.items():
                 if name in model_args:

@@ -172,6 +172,35 @@ def test_a_detector_fit_is_read_from_the_shipped_cache(caches, shipped, test_set
     assert torch.equal(found.judge(model, images).score, built.judge(model, images).score)
 
 
+def test_the_explorer_keeps_what_every_user_sees_not_what_one_uploads(
+    apps_on_path, caches, monkeypatch
+):
+    """apps/kept.py: a shipped model's result is kept (keyed by its weights: another
+    model is another file) and read back; an upload's, or one made from a user's own
+    pictures, is computed every time and never written."""
+    kept = importlib.import_module("kept")
+    session = importlib.import_module("session")
+    calls = []
+
+    @kept.kept("model_name", unless=("pictures",))
+    def summary(model_name: str, pictures: tuple = ()) -> dict:
+        calls.append(model_name)
+        return {"parameters": sum(p.numel() for p in session.get_model(model_name)[0].parameters())}
+
+    assert summary("cnn.pt") == summary("cnn.pt") and calls == ["cnn.pt"]
+    summary("mlp.pt")
+    assert len(list(caches[0].rglob("summary-*.pt"))) == 2
+    summary("cnn.pt", (("mine.png", b"..."),))
+    summary("cnn.pt", (("mine.png", b"..."),))
+    upload = "yours: net.pt (0123456789)"
+    own = session._OUTSIDE.__dict__.setdefault("models", {})  # this thread's models
+    monkeypatch.setitem(own, upload, session.get_model("linear.pt"))
+    summary(upload)
+    summary(upload)
+    assert calls == ["cnn.pt", "mlp.pt", "cnn.pt", "cnn.pt", upload, upload]
+    assert len(list(caches[0].rglob("summary-*.pt"))) == 2
+
+
 # ---------------------------------------------------------------- the shipped cache
 
 SHIPPED = CHECKPOINTS / "cache"
