@@ -222,6 +222,7 @@ def precompute(out: str | Path | None = None, script: str | Path | None = None) 
     from streamlit.logger import set_log_level
     from tqdm import tqdm
 
+    from mnistlens import results
     from mnistlens.paths import SHIPPED_CACHE_ENV_VAR, app_path, checkpoint_dir
 
     script = Path(script) if script is not None else app_path()
@@ -252,8 +253,10 @@ def precompute(out: str | Path | None = None, script: str | Path | None = None) 
         staged.mkdir(parents=True)
         for path in kept:
             target = staged / path.relative_to(made)
+            if path.parent.name == "results":  # named without the code's part
+                target = target.with_name(results.as_shipped(path))
             target.parent.mkdir(parents=True, exist_ok=True)
-            before = out / path.relative_to(made)
+            before = out / target.relative_to(staged)
             # The same value as before: the file as it was (a release changes only the
             # results that changed, not every file's recorded compute time).
             same = before.is_file() and _value_bytes(before) == _value_bytes(path)

@@ -4,21 +4,23 @@ Some results take seconds to a minute and depend only on the weights, the MNIST 
 and the library's code: a method's sanity verdict and its scores on the first test
 images, a stress table, a comparison of models, a detector's fit. `kept(kind, key,
 compute)` returns such a result from the user's cache (`cache_dir()/results`), else
-from the shipped cache (`shipped_cache_dir()/results`: the same files, made at release
+from the shipped cache (`shipped_cache_dir()/results`: the same results, made at release
 time by `mnistlens app --precompute`, so that a fresh server answers its first visitors
 at once), else computes it and writes it to the user's cache.
 
 A key names everything the result depends on beyond the code: the weights' SHA-256
 (`weights_key`), never a file name; the arguments; the data's checksum where the caller
-reads MNIST. The library's version is part of every key, so a new release never reads
-an older one's numbers (within a release, tests/test_results.py recomputes the shipped
-results and compares). Files are data, read with `torch.load(weights_only=True)`:
-dicts, lists, tuples, tensors, numbers, strings and bytes; a file that is unreadable or
-made for another key is recomputed, never trusted.
+reads MNIST. The library's version is part of every key. The code is part of the name
+of a file in the user's cache (`code_version`): changed code computes its results
+again. The shipped ones are checked against the code by tests/test_results.py instead
+(a failure there says to run the precomputation again). Files are data, read with
+`torch.load(weights_only=True)`: dicts, lists, tuples, tensors, numbers, strings and
+bytes; a file that is unreadable or made for another key is recomputed, never trusted.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import time
@@ -33,7 +35,7 @@ from torch import nn
 from mnistlens import __version__
 from mnistlens.errors import MnistlensError, first_line
 from mnistlens.io import atomic_write
-from mnistlens.paths import cache_dir, shipped_counterpart
+from mnistlens.paths import app_path, cache_dir, shipped_cache_dir
 
 FORMAT = "mnistlens-result"
 T = TypeVar("T")
@@ -54,15 +56,40 @@ def digest(kind: str, key: Sequence) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@functools.cache
+def code_version() -> str:
+    """SHA-256 of the library's and the explorer's Python files, once per process: part
+    of the name of every result in the user's cache, so that changed code (a new commit,
+    an upgrade within a version) never reads what older code computed there. The
+    shipped results carry no such part: the tests check them against the code."""
+    hashed = hashlib.sha256()
+    for root in (Path(__file__).parent, app_path().parent):
+        for path in sorted(root.rglob("*.py")):
+            hashed.update(f"{path.relative_to(root)}|".encode())
+            hashed.update(path.read_bytes())
+    return hashed.hexdigest()
+
+
+def shipped_name(kind: str, key: Sequence) -> str:
+    """A result's file name in the shipped cache: `KIND-DIGEST.pt`."""
+    return f"{kind}-{digest(kind, key)[:32]}.pt"
+
+
 def user_path(kind: str, key: Sequence) -> Path:
-    """Where a result is written: `cache_dir()/results/KIND-DIGEST.pt`."""
-    return cache_dir() / "results" / f"{kind}-{digest(kind, key)[:32]}.pt"
+    """Where a result is written: `cache_dir()/results/KIND-DIGEST-CODE.pt`."""
+    name = shipped_name(kind, key).removesuffix(".pt")
+    return cache_dir() / "results" / f"{name}-{code_version()[:12]}.pt"
 
 
 def shipped_path(kind: str, key: Sequence) -> Path | None:
-    """Where the shipped copy of a result would be (the same name in the shipped cache),
-    or None without a shipped cache."""
-    return shipped_counterpart(user_path(kind, key))
+    """Where the shipped copy of a result would be, or None without a shipped cache."""
+    shipped = shipped_cache_dir()
+    return None if shipped is None else shipped / "results" / shipped_name(kind, key)
+
+
+def as_shipped(path: Path) -> str:
+    """The shipped cache's name for a file of the user's cache (the code part dropped)."""
+    return f"{path.stem.rsplit('-', 1)[0]}.pt"
 
 
 def lookup(kind: str, key: Sequence) -> tuple[bool, object]:

@@ -68,7 +68,7 @@ def test_a_result_is_computed_once_and_read_back_as_it_was(caches):
     assert [p.parent.name for p in caches[0].rglob("*.pt")] == ["results"]
 
 
-def test_the_key_separates_arguments_kinds_and_library_versions(caches, monkeypatch):
+def test_the_key_separates_arguments_kinds_library_versions_and_code(caches, monkeypatch):
     compute = Counting()
     results.kept("demo", ("weights", 1), compute)
     results.kept("demo", ("weights", 2), compute)  # another argument (or weights)
@@ -77,7 +77,10 @@ def test_the_key_separates_arguments_kinds_and_library_versions(caches, monkeypa
     monkeypatch.setattr(results, "__version__", "99.0")  # a new release reads none of these
     results.kept("demo", ("weights", 1), compute)
     assert compute.calls == 4
-    assert len(list(caches[0].rglob("*.pt"))) == 4
+    monkeypatch.setattr(results, "code_version", lambda: "c0de" * 16)  # nor changed code
+    results.kept("demo", ("weights", 1), compute)
+    assert compute.calls == 5
+    assert len(list(caches[0].rglob("*.pt"))) == 5
 
 
 def test_a_file_that_is_not_a_kept_result_is_recomputed_never_run(caches, tmp_path):
@@ -122,7 +125,7 @@ def test_the_shipped_cache_answers_first_and_is_never_written(caches):
     results.kept("demo", ("weights", 1), compute)  # into the user's cache ...
     (shipped / "results").mkdir()
     made = results.user_path("demo", ("weights", 1))
-    made.rename(shipped / "results" / made.name)  # ... now only in the shipped one
+    made.rename(results.shipped_path("demo", ("weights", 1)))  # ... now only shipped
     value = results.kept("demo", ("weights", 1), compute)
     assert compute.calls == 1 and same(value, compute())
     assert not list(user.rglob("*.pt"))  # read from there, not copied
@@ -135,7 +138,7 @@ def test_without_a_shipped_cache_everything_is_computed(caches, monkeypatch):
     results.kept("demo", ("weights", 1), compute)
     made = results.user_path("demo", ("weights", 1))
     (caches[1] / "results").mkdir()
-    made.rename(caches[1] / "results" / made.name)
+    made.rename(results.shipped_path("demo", ("weights", 1)))
     monkeypatch.setenv(SHIPPED_CACHE_ENV_VAR, "")
     results.kept("demo", ("weights", 1), compute)
     assert compute.calls == 2
@@ -269,7 +272,7 @@ def test_a_shipped_result_is_what_the_code_computes_now(path, apps_on_path, cach
     close(payload["value"], function(**call["arguments"]), call["function"])
     # Computed now, and kept under the shipped file's name: the same key (weights, data,
     # arguments, version) as when it was shipped.
-    assert (caches[0] / "results" / path.name).is_file()
+    assert [results.as_shipped(p) for p in (caches[0] / "results").glob("*.pt")] == [path.name]
 
 
 @pytest.mark.slow
@@ -293,7 +296,7 @@ def test_a_fresh_server_finds_its_first_views_results_shipped(apps_on_path, cach
     def lookup(kind, key):
         found, value = real_lookup(kind, key)
         if found:
-            read.add(results.user_path(kind, key).name)
+            read.add(results.shipped_path(kind, key).name)
         return found, value
 
     monkeypatch.setattr(results, "lookup", lookup)
