@@ -154,6 +154,7 @@ def test_an_unwritable_cache_costs_only_the_computation(caches, tmp_path, monkey
     assert same(value, compute())
 
 
+@pytest.mark.slow
 def test_a_detector_fit_is_read_from_the_shipped_cache(caches, shipped, test_set):
     """The digit verdict's fit (one pass over 4,000 training digits) comes from the
     shipped cache when the user's has none: the same verdicts, nothing built."""

@@ -152,6 +152,7 @@ def test_seeded_computations_in_threads_equal_those_computed_alone(shipped, test
                 torch.testing.assert_close(result, alone[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_threads_sharing_a_model_get_the_maps_each_would_get_alone(shipped, test_set):
     """Saliency, integrated gradients and guided backprop of the same model object in
     threads at once: saliency and IG share one prepared copy (kept per model, never
