@@ -64,6 +64,11 @@ def app():
     return open_app()
 
 
+def map_notes(at) -> list:
+    """The text under each map of the Explain page (one markdown element per map)."""
+    return [m for m in at.markdown if "sanity: " in m.value]
+
+
 def test_explain_page_explains_test_digit_42(app):
     """The default page explains test image 42 (a 4): three maps, numbers, sanity verdicts."""
     metric = app.metric[0]
@@ -71,9 +76,10 @@ def test_explain_page_explains_test_digit_42(app):
     # the digit, three maps, the invariance strip (no counterfactual until asked for)
     assert len(main_images(app)) == 5
     assert any("deletion area" in c.value for c in app.caption)
-    verdicts = [c for c in app.caption if c.value.startswith("sanity:")]
-    assert len(verdicts) == 3 and all("**pass**" in c.value for c in verdicts)
-    assert all("re-initialized" in c.proto.help for c in verdicts)  # the rule as tooltip
+    notes = map_notes(app)  # under each map: its name, scale, numbers and sanity verdict
+    assert len(notes) == 3 and all("sanity: **pass**" in m.value for m in notes)
+    assert all("deletion " in m.value and "(random " in m.value for m in notes)
+    assert all("re-initialized" in m.proto.help for m in notes)  # the rule as tooltip
 
 
 def test_default_methods_are_those_that_pass_the_sanity_check(app):
@@ -117,7 +123,7 @@ def test_contrast_adds_a_why_this_rather_than_that_map():
     at.selectbox(key="contrast").set_value(9).run()
     assert not at.exception
     assert len(main_images(at)) == before + 1
-    assert any("logit 4 - logit 9" in c.value for c in at.caption)
+    assert any("logit 4 - logit 9" in m.value for m in at.markdown)
 
 
 def test_a_link_reopens_the_same_view():
@@ -359,6 +365,6 @@ def test_sanity_verdicts_are_kept_on_disk_between_server_runs(tmp_path, monkeypa
     st.cache_data.clear()
     at = open_app()
     assert len(at.multiselect(key="methods").value) == 2  # was 3: the "fail" is read
-    shown = [c.value for c in at.caption if c.value.startswith("sanity:")]
-    assert len(shown) == 2 and all("**pass**" in c for c in shown), shown
+    shown = [m.value for m in map_notes(at)]
+    assert len(shown) == 2 and all("sanity: **pass**" in m for m in shown), shown
     st.cache_data.clear()  # later tests compute their own verdicts again

@@ -162,7 +162,8 @@ def invariance_section(strip, png: bytes) -> None:
 
 
 def draw_maps(maps, signed, peaks, results, sanity, explained, warning) -> None:
-    """The maps in rows of COLUMNS, each with its name, scale, numbers and sanity line."""
+    """The maps in rows of COLUMNS, each with its name, scale, numbers and sanity line
+    below it."""
     if warning:
         st.warning(f"{warning}.", icon="⚠️")
     st.subheader(f"{choice.what}: explaining class {explained}")
@@ -175,16 +176,19 @@ def draw_maps(maps, signed, peaks, results, sanity, explained, warning) -> None:
                 )
                 scale = f"±{peaks[name]:.2g}" if name in signed else f"0 to {peaks[name]:.2g}"
                 marked = " · :red[not a digit?]" if warning else ""
-                st.markdown(f"**{name.replace('_', ' ')}** · scale {scale}{marked}")
+                title = f"**{name.replace('_', ' ')}** · scale {scale}{marked}"
+                # One element per map, its name over its numbers: each element costs every
+                # browser a render on every change (benchmarks/README.md).
                 if name in results:
-                    st.caption(trust_note(results[name], name))
-                    st.caption(sanity_line(sanity[name]), help=faithfulness.SANITY_RULE)
+                    note = f"{trust_note(results[name], name)}  \n{sanity_line(sanity[name])}"
+                    st.markdown(f"{title}  \n:small[:gray[{note}]]", help=faithfulness.SANITY_RULE)
                 else:
                     other = name.rsplit(" ", 1)[-1]
-                    st.caption(
+                    note = (
                         f"integrated gradients of logit {explained} - logit {other}: red "
                         f"pushes towards {explained}, blue towards {other}"
                     )
+                    st.markdown(f"{title}  \n:small[:gray[{note}]]")
     st.caption(
         "Under each map: its deletion area (the class probability as the pixels it ranks "
         "first are blacked out; lower = more faithful) against a random ranking of the same "
