@@ -408,10 +408,10 @@ def test_explain_page_draws_an_lrp_map():
     at.session_state["methods"] = ["lrp"]
     at.run()
     assert not at.exception
-    captions = [c.value for c in at.caption]
-    # the note under the one map, and its sanity verdict
-    assert any(c.startswith("deletion") and "completeness error" in c for c in captions)
-    assert any(c.startswith("sanity:") for c in captions)
+    notes = [m.value for m in at.markdown if "sanity: " in m.value]
+    # the note under the one map: its numbers and its sanity verdict
+    assert len(notes) == 1 and "**lrp**" in notes[0]
+    assert "deletion " in notes[0] and "completeness error" in notes[0]
 
 
 @pytest.mark.slow
