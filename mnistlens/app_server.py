@@ -271,15 +271,16 @@ def precompute(out: str | Path | None = None, script: str | Path | None = None) 
 
 
 def _value_bytes(path: Path) -> bytes:
-    """A kept result's value (a detector fit: its state), serialized: equal values,
-    equal bytes."""
+    """A kept file's payload but the time it took to compute, serialized: equal
+    results, equal bytes (a detector fit: its state and its calibration both)."""
     import io
 
     import torch
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload.pop("seconds", None)
     buffer = io.BytesIO()
-    torch.save(payload.get("value", payload.get("state")), buffer)
+    torch.save(payload, buffer)
     return buffer.getvalue()
 
 
