@@ -285,11 +285,9 @@ def test_a_fresh_server_finds_its_first_views_results_shipped(apps_on_path, cach
 
     import streamlit as st
 
-    prototypes = importlib.import_module("mnistlens.counterfactual.prototypes")  # the module
     monkeypatch.setenv(SHIPPED_CACHE_ENV_VAR, str(SHIPPED))
     st.cache_data.clear()
     influence_cache.clear_memory_cache()
-    monkeypatch.setattr(prototypes, "_codes", {})  # the training digits' codes too
     computed, read = [], set()
     monkeypatch.setattr(results, "store", lambda kind, *_: computed.append(kind))
     real_lookup = results.lookup
@@ -312,24 +310,3 @@ def test_a_fresh_server_finds_its_first_views_results_shipped(apps_on_path, cach
     assert computed == [] and built == []
     assert read == {p.name for p in (SHIPPED / "results").glob("*.pt")}  # each one used
     assert not list(caches[0].rglob("*.pt"))
-
-
-@pytest.mark.slow
-def test_the_shipped_training_codes_are_the_autoencoders_codes(caches, monkeypatch):
-    """The counterfactuals' codes of the 60,000 training digits come from the shipped
-    cache: the shipped autoencoder's codes of those digits (checked on the first
-    2,000), with their labels."""
-    from mnistlens.counterfactual import load_autoencoder, training_codes
-    from mnistlens.data import load_mnist
-
-    prototypes = importlib.import_module("mnistlens.counterfactual.prototypes")  # the module
-    monkeypatch.setenv(SHIPPED_CACHE_ENV_VAR, str(SHIPPED))
-    monkeypatch.setattr(prototypes, "_codes", {})
-    monkeypatch.setattr(prototypes, "_encode_training_set", None)  # read, or fail
-    ae = load_autoencoder()
-    codes, labels = training_codes(ae)
-    images, train_labels = load_mnist("train")
-    with torch.no_grad():
-        expected = ae.encode(images[:2000])
-    assert codes.shape == (60000, expected.shape[1]) and torch.equal(labels, train_labels)
-    assert (codes[:2000] - expected).abs().max() <= 1e-4 * expected.abs().max()

@@ -14,6 +14,7 @@ one lies.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -21,7 +22,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnistlens import results
 from mnistlens.errors import MnistlensError
 from mnistlens.paths import checkpoint_dir
 
@@ -58,31 +58,30 @@ def load_class_autoencoders(folder: str | os.PathLike | None = None) -> dict[int
     return {d: load_autoencoder(folder / f"class-{d}.pt") for d in range(10)}
 
 
+def weights_key(model: nn.Module) -> str:
+    """A hash of the model's weights: two loads of one file share their codes."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 @torch.no_grad()
 def training_codes(ae: nn.Module, data_dir=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The codes of the 60,000 training digits and their labels: -> (60000, latent),
-    (60000,); computed once per set of weights and training set, then kept in this
-    process and on disk (`mnistlens.results`; the shipped autoencoder's are shipped):
-    encoding them is a second or two, the first counterfactual's wait."""
-    from mnistlens.data import data_checksums
-
-    key = results.weights_key(ae)
-    with _lock:
-        if key not in _codes:
-            train = data_checksums(data_dir)["train"]
-            codes, labels = results.kept(
-                "training_codes", (key, train), lambda: _encode_training_set(ae, data_dir)
-            )
-            _codes[key] = codes, labels.long()
-        return _codes[key]
-
-
-def _encode_training_set(ae: nn.Module, data_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    (60000,); computed once per set of weights in this process."""
     from mnistlens.data import load_mnist
 
-    images, labels = load_mnist("train", data_dir)
-    codes = torch.cat([ae.encode(images[i : i + 2000]) for i in range(0, len(images), 2000)])
-    return codes, labels.to(torch.uint8)  # (digits 0-9: an eighth of the file)
+    key = weights_key(ae)
+    with _lock:
+        if key not in _codes:
+            images, labels = load_mnist("train", data_dir)
+            codes = torch.cat(
+                [ae.encode(images[i : i + 2000]) for i in range(0, len(images), 2000)]
+            )
+            _codes[key] = codes, labels
+        return _codes[key]
 
 
 @torch.no_grad()
