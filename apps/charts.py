@@ -26,6 +26,7 @@ from mnistlens import attribution, faithfulness, plots
 
 SCALE = 6  # screen pixels per MNIST pixel: 28 -> 168, sharp edges (no browser smoothing)
 OUTLINE = np.array([102, 102, 102], dtype=np.float32)  # the digit's contour, grey as in plots
+BAR = "#0068c9"  # Streamlit's first chart colour, as st.bar_chart drew the probabilities
 
 
 def is_signed(name: str, values: torch.Tensor) -> bool:
@@ -96,6 +97,33 @@ def digit_rgb(image: torch.Tensor, scale: int = SCALE) -> np.ndarray:
     """A digit in grey: (1, 28, 28) or (28, 28) in [0, 1] -> (28s, 28s, 3) uint8."""
     gray = (image.detach().reshape(28, 28).clamp(0, 1).numpy() * 255).astype(np.uint8)
     return _upscale(np.repeat(gray[..., None], 3, axis=2), scale)
+
+
+def probability_bars(probs: torch.Tensor, height: int = 150) -> str:
+    """Class probabilities as a small HTML bar chart: (10,) -> an `st.html` string.
+
+    Ten plain boxes instead of a Vega chart (`st.bar_chart`): nothing for a browser to
+    lay out and paint but the boxes, and no Altair to import before a fresh server's
+    first page (benchmarks/README.md). Each bar's exact share is its tooltip, and the
+    ones of 5% or more carry it above the bar.
+    """
+    room = height - 32  # px left for the bars under the labels above and below them
+    bars = []
+    for digit, p in enumerate(probs.detach().float().tolist()):
+        share = f"{p:.1%}"
+        label = share if p >= 0.05 else ""
+        bars.append(
+            f'<div title="{digit}: {share}" style="flex:1;display:flex;flex-direction:column;'
+            'justify-content:flex-end;align-items:center;height:100%">'
+            f'<span style="font-size:0.75em">{label}</span>'
+            f'<div style="width:100%;height:{p * room:.1f}px;background:{BAR}"></div>'
+            f"<span>{digit}</span></div>"
+        )
+    summary = ", ".join(f"{d}: {p:.1%}" for d, p in enumerate(probs.tolist()))
+    return (
+        f'<div role="img" aria-label="class probabilities, {summary}" style="display:flex;'
+        f'gap:4px;height:{height}px;font-size:0.8em">{"".join(bars)}</div>'
+    )
 
 
 def mosaic(

@@ -3,7 +3,7 @@
 `start` runs `warm_up` in a thread of its own, once per process: from the router's
 first run (runtime.configure), or earlier, as soon as the server starts, when it is
 served by `mnistlens app` or `serve_app` (mnistlens/app_server.py, which also imports
-the heavy modules while Streamlit starts: `preload`). The thread calls the same cached
+the first page's modules while Streamlit starts: `preload`). The thread calls the same cached
 functions as the pages, with the pages' defaults (defaults.py): first the first page's
 view (test image 42: its sanity verdicts, maps and invariance strip), then the other
 pages' first views, the cheapest first (Inside the network, Per-digit maps, Trust,
@@ -35,35 +35,41 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-# Imported by `preload` before Streamlit runs any script: what the pages import, torch
-# first. No Streamlit module here (its configuration is read when it starts the script).
+# Imported by `preload` before Streamlit runs any script: what the first page (Explain a
+# digit) imports, torch first, and nothing else, so that the first page's run, which
+# waits for these, waits for no more. No Streamlit module here (its configuration is
+# read when it starts the script).
 PRELOAD = (
     "torch",
-    "pandas",
-    "altair",  # Streamlit's st.bar_chart imports it on the first chart
-    "matplotlib.figure",
     "captum.attr",
+    "matplotlib.figure",
     "mnistlens.attribution",
+    "mnistlens.counterfactual",
+    "mnistlens.counterfactual.figures",
     "mnistlens.explain",
     "mnistlens.faithfulness",
     "mnistlens.graph",
     "mnistlens.influence",
     "mnistlens.internals.activations",
     "mnistlens.internals.featureviz",
-    "mnistlens.internals.weights",
+    "mnistlens.metrics",
+    "mnistlens.perturb.invariance",
+    "mnistlens.plots",
+    "mnistlens.series",
+    "mnistlens.typicality",
+)
+# What the other pages import besides: the warm-up's first step after the first page's
+# view (pandas for their tables, 0.3-0.6 s).
+LATER = (
+    "pandas",
     "mnistlens.comparison.figures",
     "mnistlens.comparison.maps",
     "mnistlens.comparison.stats",
     "mnistlens.concepts",
     "mnistlens.concepts.figures",
-    "mnistlens.counterfactual",
-    "mnistlens.counterfactual.figures",
-    "mnistlens.metrics",
+    "mnistlens.internals.weights",
     "mnistlens.perturb.corruptions",
     "mnistlens.perturb.figures",
-    "mnistlens.perturb.invariance",
-    "mnistlens.plots",
-    "mnistlens.series",
 )
 THREAD = "mnistlens-warm-up"
 
@@ -75,9 +81,10 @@ def enabled() -> bool:
     return os.environ.get("MNISTLENS_APP_WARM", "1") != "0"
 
 
-def preload() -> None:
-    """Import what the pages will import (a few seconds, torch most of it)."""
-    for name in PRELOAD:
+def preload(names: tuple[str, ...] = PRELOAD) -> None:
+    """Import what the first page will import (a few seconds, torch most of it), or
+    `names`."""
+    for name in names:
         try:
             importlib.import_module(name)
         except ImportError:  # an optional piece: the page that needs it will say so
@@ -141,16 +148,13 @@ def warm_up() -> None:
 
 def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     """(what, a call) for each cache entry of the pages' first views, in visiting
-    order. Each call is one entry, so the warm-up can let users go first between them."""
-    from mnistlens.comparison import stats
-    from mnistlens.concepts import list_concepts
+    order. Each call is one entry, so the warm-up can let users go first between them.
+    The other pages' modules are imported once the first page's view is computed."""
     from mnistlens.metrics import predict_logits
-    from mnistlens.perturb import get_transform
 
     # isort: split
     import cache
     import catalog
-    import compare_cache
     import defaults
     import session
     import sidebar
@@ -190,6 +194,7 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         lambda: cache.invariance_strip(name, digit.digit, digit.image),
     )
     probs = predict_logits(model, digit.image[None]).softmax(dim=1)[0]
+    yield "imports", lambda: preload(LATER)
 
     # The other first views by cost, the cheap ones first, so that a visitor of one of
     # them waits for the least: Inside the network (the last hidden layer's profile,
@@ -215,6 +220,12 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     yield "trust figures", lambda: cache.comparison_figures(name, n, chosen)
 
     # Compare models: the report, its figures, the default pair and first disagreement.
+    from mnistlens.comparison import stats
+    from mnistlens.perturb import get_transform
+
+    # isort: split
+    import compare_cache
+
     choices = catalog.compare_choices()
     names = tuple(m for m in defaults.COMPARE_MODELS if m in choices)
     if len(names) >= 2:
@@ -255,6 +266,8 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
         f"counterfactual {digit.digit} to {reach}",
         lambda: cache.counterfactual(name, digit.digit, digit.image, reach, mode),
     )
+    from mnistlens.concepts import list_concepts
+
     layers, _ = cache.concept_layers(name)
     if layers:
         ordered = tuple(c for c in list_concepts() if c in defaults.CONCEPTS)

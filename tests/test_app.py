@@ -7,6 +7,7 @@ computed (the maps of test digit 42, sanity verdicts, activation profiles).
 """
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -80,6 +81,11 @@ def test_explain_page_explains_test_digit_42(app):
     assert len(notes) == 3 and all("sanity: **pass**" in m.value for m in notes)
     assert all("deletion " in m.value and "(random " in m.value for m in notes)
     assert all("re-initialized" in m.proto.help for m in notes)  # the rule as tooltip
+    # the probabilities: a bar per digit, the tallest the model's answer
+    (chart,) = [h.proto.body for h in app.main.get("html") if "class probabilities" in h.proto.body]
+    shares = [float(s) for s in re.findall(r'title="\d: ([\d.]+)%"', chart)]
+    assert len(shares) == 10 and max(range(10), key=shares.__getitem__) == 4
+    assert sum(shares) == pytest.approx(100, abs=0.5)
 
 
 def test_default_methods_are_those_that_pass_the_sanity_check(app):

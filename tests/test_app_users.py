@@ -176,6 +176,41 @@ def test_the_warm_up_computes_what_the_first_page_shows(apps_on_path, monkeypatc
     assert explained == [] and judged == []
 
 
+FIRST_PAGE_IMPORTS = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=240).run()
+assert not at.exception, at.exception
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.slow  # a fresh process: its imports and the first page's computing, ~10 s
+def test_the_preload_imports_what_the_first_page_imports_and_no_more(apps_on_path):
+    """A fresh server imports the first page's modules while Streamlit starts, and the
+    first page's run waits for them (apps/warm.py, PRELOAD): every one of them is one the
+    first page imports, and none of those the other pages add (LATER: pandas, the
+    comparison and concept modules) is, so the first visitor waits for no import that
+    is not theirs."""
+    import json
+    import subprocess
+    import sys
+
+    warm = importlib.import_module("warm")
+    run = subprocess.run(
+        [sys.executable, "-c", FIRST_PAGE_IMPORTS, str(APPS / "explore.py")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = set(json.loads(run.stdout.strip().splitlines()[-1]))
+    missing, extra = set(warm.PRELOAD) - imported, set(warm.LATER) & imported
+    assert not missing and not extra, (missing, extra)
+    assert "altair" not in imported  # the probabilities are no Vega chart
+
+
 @pytest.mark.slow  # listing the steps loads the models and compares them (their names)
 def test_the_warm_up_computes_the_first_views_before_the_extras(apps_on_path):
     """The warm-up's order: the first page's view, then the other pages' first views
@@ -191,6 +226,7 @@ def test_the_warm_up_computes_the_first_views_before_the_extras(apps_on_path):
     def last(prefix: str) -> int:
         return max(i for i, name in enumerate(names) if name.startswith(prefix))
 
-    assert last("invariance") < first("profile") < first("per-digit") < first("trust")
+    assert last("invariance") < first("imports") < first("profile") < first("per-digit")
+    assert first("per-digit") < first("trust")
     assert last("trust") < first("compare") < last("compare stress") < first("counterfactual")
     assert first("counterfactual") < first("concepts") == len(names) - 1

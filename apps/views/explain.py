@@ -123,7 +123,7 @@ def verdict_left(image, probs, prediction: int) -> None:
             f"{share} ({'correct' if right else 'wrong'})",
             delta_color="normal" if right else "inverse",
         )
-    st.bar_chart({"probability": probs.tolist()}, height=200, x_label="digit")
+    st.html(charts.probability_bars(probs))
     accuracy = choice.meta.get("test_accuracy")
     st.caption(
         f"{choice.meta.get('arch', 'user')} model"
