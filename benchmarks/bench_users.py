@@ -32,7 +32,10 @@ server of a machine that never ran the explorer, nothing on disk (sanity verdict
 training indexes); it reads the results shipped in checkpoints/cache unless --no-shipped.
 --cache DIR uses DIR instead (e.g. ~/.cache, the user's own). The
 server warms up as `mnistlens app` does (apps/warm.py) unless --no-warm; --app serves
-another copy of the explorer (e.g. `git archive HEAD apps`, to compare with a change).
+another copy of the explorer (e.g. `git archive HEAD apps`, to compare with a change);
+--floor serves instead a page that passes the same checks and computes nothing
+(`FLOOR`, with the explorer's .streamlit/config.toml): what Streamlit and the browsers
+cost a change on this machine, the floor under any page.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -59,6 +63,31 @@ WAIT_SETTLED = WAIT_SETTLED.replace("setTimeout(r, 10)", "setTimeout(r, 50)")
 SIDEBAR = '[data-testid="stSidebar"]'
 INDEX_BOX = f'{SIDEBAR} [data-testid="stNumberInput"] input'
 TIMEOUT = 300_000  # ms a page may take to settle before it counts as an error
+# The lightest page the checks below accept: the digit's index in the sidebar, its label
+# in a metric, four pictures of it and the texts `wrong` looks for; nothing computed.
+FLOOR = """
+import numpy as np
+import streamlit as st
+
+from mnistlens.data import load_mnist
+
+
+@st.cache_resource
+def test_set():
+    images, labels = load_mnist("test")
+    return (images.numpy() * 255).astype(np.uint8), labels.numpy()
+
+
+images, labels = test_set()
+index = st.sidebar.number_input("Test index", 0, 9999, 42)
+big = images[index].reshape(28, 28).repeat(6, 0).repeat(6, 1)
+st.header("Explain a digit")
+st.metric(f"True label {labels[index]}", f"predicted {labels[index]}")
+for column, shift in zip(st.columns(4), range(0, 40, 10)):
+    column.image(np.roll(big, shift, axis=1), output_format="PNG")
+st.markdown(f"test image {index}: explaining class {labels[index]}")
+st.caption("sanity: none checked, nothing computed")
+"""
 
 
 async def settle(page, selector: str, text: str) -> float:
@@ -201,6 +230,10 @@ async def run(args) -> None:
     labels = load_mnist("test")[1]
     data = os.environ.get("MNISTLENS_DATA", str(ROOT.parent / "shared" / "data" / "mnist"))
     with tempfile.TemporaryDirectory() as empty:
+        if args.floor:
+            args.app = Path(empty) / "floor" / "explore.py"
+            shutil.copytree(ROOT / "apps" / ".streamlit", args.app.parent / ".streamlit")
+            args.app.write_text(FLOOR)
         env = {"MNISTLENS_DATA": data, "XDG_CACHE_HOME": args.cache or empty}
         if args.no_shipped:
             env["MNISTLENS_SHIPPED_CACHE"] = ""
@@ -283,7 +316,14 @@ def main() -> None:
         default=ROOT / "apps" / "explore.py",
         help="the script to serve (default: apps/explore.py; e.g. a changed copy)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="serve a page that computes nothing instead (Streamlit's and the browsers' floor)",
+    )
     args = parser.parse_args()
+    if args.floor and not args.no_first_visits:
+        parser.error("--floor has no Trust or Compare pages: add --no-first-visits")
     if args.cache:
         args.cache = str(Path(args.cache).expanduser())
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)

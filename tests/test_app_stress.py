@@ -51,7 +51,10 @@ def accuracies(caption: str) -> dict[str, float]:
 def test_the_warm_up_computes_the_compare_pages_stress_test(apps_on_path, monkeypatch):
     """A fresh server computes the default models' stress test, its figures and its first
     examples before anyone asks (apps/warm.py), as the page's own cache entries: the
-    Compare page's first view then changes no digit and draws no stress figure."""
+    Compare page's first view then changes no digit and draws no stress figure. (The
+    steps read the results shipped in checkpoints/cache, as a fresh server does: computing
+    them is 30 s here, and tests/test_results.py checks them against the code.)"""
+    monkeypatch.delenv("MNISTLENS_SHIPPED_CACHE")  # the default: checkpoints/cache
     compare_cache, warm = apps_module("compare_cache"), apps_module("warm")
     entries = (
         compare_cache.model_stress,
