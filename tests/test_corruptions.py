@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mnistlens import MnistlensError
 from mnistlens.metrics import predict_logits
 from mnistlens.perturb import corruptions as C
-from mnistlens.perturb import imageops
+from mnistlens.perturb import imageops, seeded
 from mnistlens.perturb import transforms as T
 
 NAMES = list(C.CORRUPTIONS)
@@ -103,7 +103,7 @@ def test_same_seed_same_bits_whatever_the_batch(digits, corrupted, name, monkeyp
     assert torch.equal(fn(digits), out)
     assert torch.equal(torch.get_rng_state(), rng)  # the global generator is untouched
     assert torch.equal(fn(digits[:37]), out[:37])  # a prefix of the batch
-    monkeypatch.setattr(C, "CHUNK", 16)  # and chunks that cut the batch elsewhere
+    monkeypatch.setattr(seeded, "CHUNK", 16)  # and chunks that cut the batch elsewhere
     assert torch.equal(fn(digits), out)
     assert torch.equal(fn(digits, seed=1), out) == (name in FIXED)
 

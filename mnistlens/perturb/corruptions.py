@@ -14,8 +14,8 @@ seconds. Each function's docstring says what MNIST-C does and where ours differs
 Severity 1 is MNIST-C's setting, 0 gives the images back unchanged, other values scale
 the corruption's strength (noise amount, blur width, angle, ...). The random ones draw
 each image's numbers from a CPU `torch.Generator` seeded from (corruption, seed, index
-in the batch): the same call gives the same bits, the global RNG is untouched, and
-corrupting `images[:k]` gives the first k results of corrupting `images`.
+in the batch; seeded.py): the same call gives the same bits, the global RNG is
+untouched, and corrupting `images[:k]` gives the first k results of corrupting `images`.
 
     >>> foggy = fog(images)                      # MNIST-C's fog
     >>> suite = {name: c(images, seed=1) for name, c in CORRUPTIONS.items()}
@@ -23,86 +23,13 @@ corrupting `images[:k]` gives the first k results of corrupting `images`.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import operator
 from collections.abc import Callable
 
 import torch
 
-from mnistlens.data import check_images
-from mnistlens.errors import MnistlensError
 from mnistlens.perturb import imageops as ops
-
-# --------------------------------------------------------------------------- helpers
-
-CHUNK = 512  # images per pass: a chunk's arrays stay in the CPU's cache
-
-
-class _Stream:
-    """The random numbers of images first..first+n-1 of a batch: image i's from a CPU
-    generator seeded from (corruption, seed) and i alone, so they depend neither on the
-    rest of the batch nor on the chunking."""
-
-    def __init__(self, salt: str, seed: int, first: int, n: int):
-        self.first, self.n = first, n
-        # torch's CPU generator (mt19937) keeps 32 bits of its seed: hash (salt, seed)
-        # into them and add the index, so no two images of a batch share a stream
-        digest = hashlib.blake2b(f"{salt}:{seed}".encode(), digest_size=4).digest()
-        self.base = int.from_bytes(digest, "little")
-
-    def each(self, draw: Callable[[torch.Generator, int], torch.Tensor]) -> torch.Tensor:
-        """Stack draw(generator, i) for the chunk's images i = 0..n-1: -> (n, ...), CPU."""
-        generator = torch.Generator()
-        out = []
-        for i in range(self.n):
-            generator.manual_seed((self.base + self.first + i) % 2**32)
-            out.append(draw(generator, i))
-        return torch.stack(out)
-
-    def uniform(self, *shape: int) -> torch.Tensor:
-        """(n, *shape) uniform in [0, 1), CPU."""
-        return self.each(lambda g, _: torch.rand(shape, generator=g))
-
-
-def _apply(
-    name: str,
-    images: torch.Tensor,
-    severity: float,
-    seed: int,
-    kernel: Callable[[torch.Tensor, float, _Stream], torch.Tensor],
-) -> torch.Tensor:
-    """Validate, then run `kernel(chunk, severity, stream)` over chunks of the batch:
-    (N, 1, 28, 28) -> (N, 1, 28, 28) float32 in [0, 1]; severity 0
-    returns a copy."""
-    images = check_images(images)
-    try:
-        value = float(severity)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise MnistlensError(
-            f"{name}: severity must be a finite number >= 0 (0 = unchanged, 1 = MNIST-C's "
-            f"setting), got {severity!r}"
-        )
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise MnistlensError(f"{name}: seed must be an int, got {seed!r}") from None
-    if value == 0:
-        return images.clone()
-    # torch's thread count is left alone: it is the process's, and the explorer's
-    # sessions are threads of one process (on a quiet machine two threads are as fast)
-    chunks = []
-    for first in range(0, len(images), CHUNK):
-        chunk = images[first : first + CHUNK]
-        chunks.append(kernel(chunk, value, _Stream(name, seed, first, len(chunk))))
-    return torch.cat(chunks).clamp(0, 1)
-
-
-def _signs(u: torch.Tensor) -> torch.Tensor:
-    return torch.where(u < 0.5, -1.0, 1.0)
-
+from mnistlens.perturb import seeded
 
 # --------------------------------------------------------------------------- noise
 
@@ -113,10 +40,10 @@ def shot_noise(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) ->
     MNIST-C: c = 3 photons per unit of ink (its severity 5). Ours: the same, c = 3 /
     severity. Black pixels stay black (Poisson(0) = 0); a full-ink pixel keeps its value
     with probability 0.58 and drops to 0, 1/3 or 2/3 otherwise."""
-    return _apply("shot_noise", images, severity, seed, _shot_noise)
+    return seeded.apply("shot_noise", images, severity, seed, _shot_noise)
 
 
-def _shot_noise(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _shot_noise(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     c = 3.0 / severity
     rates = x.cpu() * c
     return (rng.each(lambda g, i: torch.poisson(rates[i], g)) / c).to(x.device)
@@ -128,10 +55,10 @@ def impulse_noise(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0)
 
     MNIST-C: skimage's `random_noise(mode="s&p", amount=0.17)` (its severity 4). Ours: the
     same, amount = min(1, 0.17 * severity)."""
-    return _apply("impulse_noise", images, severity, seed, _impulse_noise)
+    return seeded.apply("impulse_noise", images, severity, seed, _impulse_noise)
 
 
-def _impulse_noise(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _impulse_noise(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     amount = min(1.0, 0.17 * severity)
     u = rng.uniform(1, 28, 28).to(x.device)  # (n, 1, 28, 28): hit below amount, salt below half
     return torch.where(u < amount, (u < amount / 2).float(), x)
@@ -151,10 +78,10 @@ def glass_blur(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) ->
     Ours does all of this, the sweep included (`ops.glass_sweep`: the same swaps, in an order
     that gives the same result, vectorized). Severity scales the sigma (0.7 s) and the
     swap probability (min(1, s / 2))."""
-    return _apply("glass_blur", images, severity, seed, _glass_blur)
+    return seeded.apply("glass_blur", images, severity, seed, _glass_blur)
 
 
-def _glass_blur(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _glass_blur(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     sigma, p = 0.7 * severity, min(1.0, severity / 2)
     u = rng.uniform(2, 28, 28).to(x.device)  # (n, sweeps, 28, 28)
     blurred = torch.floor(ops.gauss1d(x, sigma, -2, "nearest").clamp(0, 1) * 255) / 255
@@ -173,10 +100,10 @@ def motion_blur(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -
     `gather`, taps below 1e-4 of the first dropped and the rest renormalized (at severity
     1 that changes no pixel by more than 3e-5). Severity scales radius and sigma (10 and 3
     times it); the angle range stays."""
-    return _apply("motion_blur", images, severity, seed, _motion_blur)
+    return seeded.apply("motion_blur", images, severity, seed, _motion_blur)
 
 
-def _motion_blur(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _motion_blur(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     sigma, width = 3.0 * severity, 2 * math.ceil(10.0 * severity) + 1
     taps = torch.arange(width, dtype=torch.float64)
     weights = torch.exp(-(taps**2) / (2 * sigma**2))
@@ -210,11 +137,11 @@ def shear(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torc
     the centre, so each row moves sideways by tan(0.4) = 0.42 pixels per pixel of height,
     and the digit grows 1 / cos(0.4) = 1.09 times taller. Ours: the same map, s = +-0.4 *
     severity (the digit flattens into a line as s nears 90 degrees, severity 3.9)."""
-    return _apply("shear", images, severity, seed, _shear)
+    return seeded.apply("shear", images, severity, seed, _shear)
 
 
-def _shear(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
-    s = 0.4 * severity * _signs(rng.uniform(1))[:, 0]  # (n,)
+def _shear(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
+    s = 0.4 * severity * seeded.signs(rng.uniform(1))[:, 0]  # (n,)
     zero, one = torch.zeros_like(s), torch.ones_like(s)
     rows = [torch.stack([one, -torch.sin(s), zero], 1), torch.stack([zero, torch.cos(s), zero], 1)]
     return ops.warp(x, torch.stack(rows, 1))  # theta (n, 2, 3)
@@ -227,10 +154,10 @@ def scale(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torc
     the digit shrinks to 0.7 of its size (its five severities are 0.9 down to 0.5).
     Ours: the same, factor 0.7 ** severity (0.49 at severity 2, near their strongest). Not
     random; `seed` is accepted for a common signature."""
-    return _apply("scale", images, severity, seed, _scale)
+    return seeded.apply("scale", images, severity, seed, _scale)
 
 
-def _scale(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _scale(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     inv = 0.7 ** (-severity)
     return ops.warp(x, torch.tensor([[inv, 0.0, 0.0], [0.0, inv, 0.0]]).expand(len(x), 2, 3))
 
@@ -242,11 +169,11 @@ def rotate(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> tor
     MNIST-C (severity 2): skimage AffineTransform(rotation=+-0.4 rad, 22.9 degrees), sign
     random per image, as the inverse map of `warp` (bilinear, black outside). Ours: the
     same, +-0.4 * severity rad."""
-    return _apply("rotate", images, severity, seed, _rotate)
+    return seeded.apply("rotate", images, severity, seed, _rotate)
 
 
-def _rotate(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
-    a = 0.4 * severity * _signs(rng.uniform(1))[:, 0]  # (n,)
+def _rotate(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
+    a = 0.4 * severity * seeded.signs(rng.uniform(1))[:, 0]  # (n,)
     cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
     rows = [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)]
     return ops.warp(x, torch.stack(rows, 1))
@@ -258,11 +185,11 @@ def translate(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> 
     MNIST-C (severity 3): 3 pixels along x and 3 along y, each sign random per image (one
     of the four diagonals), ink past the border lost. Ours: the same, 3 * severity pixels
     (bilinear between whole pixels)."""
-    return _apply("translate", images, severity, seed, _translate)
+    return seeded.apply("translate", images, severity, seed, _translate)
 
 
-def _translate(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
-    shift = 3.0 * severity * _signs(rng.uniform(2))  # (n, 2) pixels: (right, down)
+def _translate(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
+    shift = 3.0 * severity * seeded.signs(rng.uniform(2))  # (n, 2) pixels: (right, down)
     t = -2 * shift / 28  # in [-1, 1] units; the input point lies behind the output one
     one, zero = torch.ones_like(t[:, 0]), torch.zeros_like(t[:, 0])
     rows = [torch.stack([one, zero, t[:, 0]], 1), torch.stack([zero, one, t[:, 1]], 1)]
@@ -277,7 +204,7 @@ def brightness(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) ->
 
     MNIST-C (severity 5): adds 0.5 to the V of HSV through skimage's colour conversions,
     which for a grey image is x + 0.5 clipped. Ours: x + 0.5 * severity. Not random."""
-    return _apply("brightness", images, severity, seed, lambda x, s, _: x + 0.5 * s)
+    return seeded.apply("brightness", images, severity, seed, lambda x, s, _: x + 0.5 * s)
 
 
 def stripe(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torch.Tensor:
@@ -286,10 +213,10 @@ def stripe(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> tor
     MNIST-C: x -> 1 - x in the 7 leftmost and 7 rightmost columns. Ours: bands 7 *
     severity columns wide (a fractional edge column is partly inverted); from severity 2
     the whole image is inverted. Not random."""
-    return _apply("stripe", images, severity, seed, _stripe)
+    return seeded.apply("stripe", images, severity, seed, _stripe)
 
 
-def _stripe(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _stripe(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     width = min(14.0, 7.0 * severity)
     cols = torch.arange(28, dtype=torch.float32, device=x.device)
     part = torch.maximum((width - cols).clamp(0, 1), (width - (27 - cols)).clamp(0, 1))  # (28,)
@@ -307,17 +234,17 @@ def fog(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> torch.
     256 map's every fourth pixel), the last two levels only around the crop, and the
     normalization over the 64 x 64 map (its range is within 1% of the full map's).
     Severity scales the haze (3 * severity)."""
-    return _apply("fog", images, severity, seed, _fog)
+    return seeded.apply("fog", images, severity, seed, _fog)
 
 
-def _fog(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _fog(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     c = 3.0 * severity
     haze = _plasma(rng).to(x.device)[:, None]  # (n, 1, 28, 28)
     top = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + c * haze) * top / (top + c)
 
 
-def _plasma(rng: _Stream) -> torch.Tensor:
+def _plasma(rng: seeded.Stream) -> torch.Tensor:
     """MNIST-C's plasma_fractal(256, wibbledecay=1.4)[:28, :28], approximated as `fog` says:
     -> (n, 28, 28) in [0, 1], CPU."""
     levels64 = [64 >> k for k in range(6)]  # squares 64..2 apart on the 64 map = 256..8
@@ -349,10 +276,10 @@ def spatter(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> to
     above 0.65 form blobs; the blob mask blurred (sigma 1.5) and kept where >= 0.8 is m;
     then x (1 - m) + m 63/255. Ours: the same (skimage's edge-copying blur), with m times
     severity (at most 1): the blobs' opacity."""
-    return _apply("spatter", images, severity, seed, _spatter)
+    return seeded.apply("spatter", images, severity, seed, _spatter)
 
 
-def _spatter(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _spatter(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     normal = rng.each(lambda g, _: torch.randn(1, 28, 28, generator=g)).to(x.device)
     blobs = (ops.gauss2d(0.65 + 0.3 * normal, 1.0, "nearest") > 0.65).float()
     m = ops.gauss2d(blobs, 1.5, "nearest")
@@ -367,10 +294,10 @@ def dotted_line(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -
     0..26 per image, about 3 pixels thick (ink log(1 - d / 2.3) + 1 at vertical distance
     d), kept in columns 2-3, 6-7, ..., 26 (dashes 2 wide, 2 apart), added and clipped.
     Ours: the same, the line's ink times severity."""
-    return _apply("dotted_line", images, severity, seed, _dotted_line)
+    return seeded.apply("dotted_line", images, severity, seed, _dotted_line)
 
 
-def _dotted_line(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _dotted_line(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     r = (rng.uniform(2) * 27).floor().to(x.device)  # (n, 2): rows 0..26
     pos = torch.arange(28, dtype=torch.float32, device=x.device)
     r0, r1 = r[:, 0, None, None], r[:, 1, None, None]  # (n, 1, 1)
@@ -386,10 +313,10 @@ def zigzag(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -> tor
     in -5..4, per image; teeth 2 pixels long and 2 high, each segment drawn
     like `dotted_line`'s line (vertical distance, columns floor(c0)..ceil(c1) - 1), added
     and clipped. Ours: the same, the ink times severity."""
-    return _apply("zigzag", images, severity, seed, _zigzag)
+    return seeded.apply("zigzag", images, severity, seed, _zigzag)
 
 
-def _zigzag(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _zigzag(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     u = rng.uniform(2)  # (n, 2)
     start = (u[:, 0] * 27).floor().to(x.device).view(-1, 1, 1)  # row 0..26
     points = ops.zigzag_table()[(u[:, 1] * 10).long()].to(x.device)  # (n, P, 2)
@@ -414,10 +341,10 @@ def canny_edges(images: torch.Tensor, severity: float = 1.0, *, seed: int = 0) -
     1 on the edges, 0 elsewhere. Ours: the same steps, in float64 as skimage's (in
     float32, the ties of a symmetric shape fall the other way). Severity blends the clean
     image into the edge map, (1 - s) x + s edges, s = min(severity, 1). Not random."""
-    return _apply("canny_edges", images, severity, seed, _canny_edges)
+    return seeded.apply("canny_edges", images, severity, seed, _canny_edges)
 
 
-def _canny_edges(x: torch.Tensor, severity: float, rng: _Stream) -> torch.Tensor:
+def _canny_edges(x: torch.Tensor, severity: float, rng: seeded.Stream) -> torch.Tensor:
     s = min(severity, 1.0)
     return (1 - s) * x + s * ops.canny(x.double()).to(x.dtype)
 
