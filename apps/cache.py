@@ -6,6 +6,7 @@ pays only for what it changes: a new test index re-explains that digit, a new
 method computes that method alone, and the model-level results (per-digit maps,
 activation profiles, sanity verdicts, method comparisons, the training-set index)
 are computed on the first page that needs them and never again in this process.
+The Compare and Concepts pages' own are in compare_cache.py and concept_cache.py.
 
 `st.cache_data` returns a copy of its value (pickled), fine for small results;
 `st.cache_resource` shares one object, used for the 60,000-row training index.
@@ -323,65 +324,3 @@ def training_index(model_name: str):
 
     model, _ = get_model(model_name)
     return influence.training_index(model)
-
-
-@st.cache_data(show_spinner=False)
-def concept_layers(model_name: str) -> tuple[list[str], str | None]:
-    """The Concepts page's default layers (`concepts.default_layers`), or [] and why
-    the model has none (a linear model)."""
-    from mnistlens import concepts
-
-    try:
-        return concepts.default_layers(get_model(model_name)[0]), None
-    except MnistlensError as err:
-        return [], str(err)
-
-
-@st.cache_data(show_spinner="Testing the concepts against random ...", max_entries=32)
-@kept("model_name", unless=("pictures", "drawings"))
-def concept_scores(
-    model_name: str,
-    names: tuple[str, ...],
-    layers: tuple[str, ...],
-    fast: bool,
-    pictures: tuple[tuple[str, bytes], ...],
-    yours: str,
-    drawings: bytes | None,
-):
-    """`concepts.run` of built-in concepts and, from 5 or more uploaded `pictures` (file
-    name, bytes) and `drawings` together, your concept named `yours`, at these layers
-    (10 random runs): -> {"rows": `TCAVResult.table()`, "figure": the score heat maps
-    (PNG), "examples": the concept images (PNG)}.
-
-    `drawings`: the canvas's drawings, already prepared, as the float32 bytes of their
-    (N, 1, 28, 28) images: bytes, so that the cache keys on what was drawn (None: none;
-    an empty bytes object is what the safe loader of kept results refuses). No argument
-    has a default: the page and warm.py pass each, so that they key the same entry."""
-    from mnistlens import concepts
-    from mnistlens.concepts.figures import plot_examples, plot_scores
-
-    own = {yours: _your_concept(pictures, drawings)} if pictures or drawings else None
-    result, sets = concepts.run(
-        get_model(model_name)[0],
-        list(names),
-        layers=list(layers),
-        yours=own,
-        fast=fast,
-        device="cpu",
-    )
-    return {
-        "rows": result.table(),
-        "figure": charts.png_bytes(plot_scores(result, f"{model_name}: TCAV scores")),
-        "examples": charts.png_bytes(plot_examples(sets)),
-    }
-
-
-def _your_concept(pictures: tuple[tuple[str, bytes], ...], drawings: bytes | None) -> torch.Tensor:
-    """Your concept's images (`concepts.picture_set`): the uploaded pictures, then the
-    drawings, prepared already ((N, 1, 28, 28) float32 bytes): -> (M, 1, 28, 28)."""
-    from mnistlens import concepts
-
-    drawn = None
-    if drawings:
-        drawn = torch.frombuffer(bytearray(drawings), dtype=torch.float32).reshape(-1, 1, 28, 28)
-    return concepts.picture_set(list(pictures), drawn)

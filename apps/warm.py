@@ -268,13 +268,16 @@ def steps() -> Iterator[tuple[str, Callable[[], object]]]:
     )
     from mnistlens.concepts import list_concepts
 
-    layers, _ = cache.concept_layers(name)
+    # isort: split
+    import concept_cache
+
+    layers, _ = concept_cache.concept_layers(name)
     if layers:
         ordered = tuple(c for c in list_concepts() if c in defaults.CONCEPTS)
         layers = tuple(h for h in cache.layers(name)[1] if h in layers)
         yield (
             "concepts",
-            lambda: cache.concept_scores(
+            lambda: concept_cache.concept_scores(
                 name, ordered, layers, defaults.CONCEPT_FAST, (), defaults.CONCEPT_NAME, None
             ),
         )

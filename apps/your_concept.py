@@ -1,7 +1,7 @@
 """The Concepts page's concept of your own: pictures uploaded, and drawings made on a
 canvas and kept in the session (keys.CONCEPT_DRAWINGS) until cleared.
 
-`draw` draws its widgets and returns what `cache.concept_scores` takes for it.
+`draw` draws its widgets and returns what `concept_cache.concept_scores` takes for it.
 """
 
 from __future__ import annotations

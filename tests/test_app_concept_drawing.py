@@ -109,13 +109,13 @@ def test_uploads_and_drawings_together_make_your_concept(cnn, canvas):
 
 
 def test_two_drawn_sets_are_two_cache_entries(apps_on_path, monkeypatch):
-    """`cache.concept_scores` keys on the drawings' bytes: a second set of 5 drawings
+    """`concept_cache.concept_scores` keys on the drawings' bytes: a second set of 5 drawings
     (bars, not loops) is computed anew and scores differently; the first set again is
     the cached result, computed once."""
     from mnistlens import concepts
 
-    cache = apps_module("cache")
-    cache.concept_scores.clear()  # whatever ran before in this process
+    concept_cache = apps_module("concept_cache")
+    concept_cache.concept_scores.clear()  # whatever ran before in this process
     called = []
     real = concepts.run
     monkeypatch.setattr(concepts, "run", lambda *a, **k: called.append(1) or real(*a, **k))
@@ -125,7 +125,7 @@ def test_two_drawn_sets_are_two_cache_entries(apps_on_path, monkeypatch):
         return b"".join(prepared(canvas_of(x)).numpy().tobytes() for x in pictures)
 
     def scores(drawings: bytes) -> list[float]:
-        found = cache.concept_scores(
+        found = concept_cache.concept_scores(
             "cnn.pt", ("vertical_stroke",), ("relu3",), True, (), "drawn", drawings
         )
         return [row["score"] for row in found["rows"] if row["concept"] == "drawn"]

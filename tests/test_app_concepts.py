@@ -50,8 +50,8 @@ def test_the_warm_up_computes_the_concepts_pages_first_view(apps_on_path, monkey
     then runs no TCAV and shows the scores."""
     from mnistlens import concepts
 
-    cache, warm = apps_module("cache"), apps_module("warm")
-    cache.concept_scores.clear()  # as on a fresh server, whatever ran before here
+    concept_cache, warm = apps_module("concept_cache"), apps_module("warm")
+    concept_cache.concept_scores.clear()  # as on a fresh server, whatever ran before here
     step = next(step for name, step in warm.steps() if name == "concepts")
     step()
     done = []

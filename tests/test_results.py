@@ -160,6 +160,7 @@ def test_a_detector_fit_is_read_from_the_shipped_cache(caches, shipped, test_set
     shipped cache when the user's has none: the same verdicts, nothing built."""
     user, shipped_dir = caches
     model = shipped["linear"][0]
+    influence_cache.clear_memory_cache()  # a fit made by an earlier test in this process
     built = typicality.fit_detector(model)
     assert built.source == "built"
     for path in user.rglob("typicality-*.pt"):  # move the fit to the shipped cache

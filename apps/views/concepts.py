@@ -17,6 +17,7 @@ from mnistlens.errors import MnistlensError
 # isort: split
 # The explorer's own modules (Streamlit puts apps/ on sys.path).
 import cache
+import concept_cache
 import defaults
 import keys
 import sidebar
@@ -32,7 +33,7 @@ st.write(
     "tested against random-vs-random CAVs (two-sided t-test, Holm-corrected over the "
     "digits)."
 )
-default_layers, reason = cache.concept_layers(choice.model_name)
+default_layers, reason = concept_cache.concept_layers(choice.model_name)
 if reason is not None:
     st.warning(f"{reason[0].upper()}{reason[1:]}.")
     st.stop()
@@ -59,7 +60,7 @@ if not (names or pictures or drawings) or not layers:
     st.stop()
 ordered = tuple(n for n in list_concepts() if n in names)
 try:
-    found = cache.concept_scores(
+    found = concept_cache.concept_scores(
         choice.model_name,
         ordered,
         tuple(name for name in hidden if name in layers),
