@@ -16,8 +16,8 @@ import streamlit as st
 import torch
 from torch import nn
 
-from mnistlens.data import prepare_digit
 from mnistlens.errors import MnistlensError
+from mnistlens.pictures import prepare_digit
 
 # isort: split
 import cache

@@ -9,7 +9,7 @@ from PIL import Image
 from test_app_concepts import digits, same_scores, smaller_tcav, summary  # noqa: F401
 
 from mnistlens.concepts import concept_set, run
-from mnistlens.data import prepare_digit
+from mnistlens.pictures import prepare_digit
 
 pytest.importorskip("streamlit")
 from test_app import apps_module, open_app  # noqa: E402

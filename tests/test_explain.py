@@ -8,9 +8,9 @@ from PIL import Image, ImageDraw, ImageFont
 from mnistlens import MnistlensError
 from mnistlens import attribution as A
 from mnistlens.comparison.figures import plot_pair_maps
-from mnistlens.data import load_digit_image, prepare_digit
 from mnistlens.explain import class_mean_maps, contrast_maps, explain
 from mnistlens.metrics import predict_logits
+from mnistlens.pictures import load_digit_image, prepare_digit
 from mnistlens.plots import plot_class_maps, plot_explanation, save_figure
 
 

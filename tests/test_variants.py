@@ -12,10 +12,10 @@ from torch import nn
 import mnistlens
 from mnistlens import attribution as A
 from mnistlens import cli
-from mnistlens.data import load_digit_image
 from mnistlens.faithfulness import completeness_error
 from mnistlens.graph import analyze, fold_batchnorm, with_relu_modules
 from mnistlens.metrics import predict_logits
+from mnistlens.pictures import load_digit_image
 
 SOFTMAX_NETS = """
 import torch.nn.functional as F

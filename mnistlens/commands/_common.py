@@ -116,7 +116,8 @@ def model_name(meta: dict) -> str:
 def the_digit(args: argparse.Namespace):
     """The digit --index or --image names: -> ((1, 28, 28) image, its label or None, how
     to name it: "test image 42" or "mine.png")."""
-    from mnistlens.data import get_test_image, load_digit_image
+    from mnistlens.data import get_test_image
+    from mnistlens.pictures import load_digit_image
 
     if args.image:
         return load_digit_image(args.image), None, Path(args.image).name

@@ -36,7 +36,7 @@ def read_pictures(paths: list[str]):
     (missing, not an image, blank) is a one-line MnistlensError naming it."""
     import torch
 
-    from mnistlens.data import load_digit_image
+    from mnistlens.pictures import load_digit_image
 
     images = []
     for path in paths:

@@ -195,13 +195,14 @@ def picture_set(
     pictures: list[tuple[str, bytes]], drawn: torch.Tensor | None = None, limit: int = 500
 ) -> torch.Tensor:
     """Your concept from pictures in memory (e.g. uploaded in the explorer): (name,
-    bytes) pairs, each read like a digit you upload (`data.load_digit_image`), then
+    bytes) pairs, each read like a digit you upload (`pictures.load_digit_image`), then
     `drawn`, images prepared already ((K, 1, 28, 28), e.g. drawn on the explorer's
     canvas): -> (N, 1, 28, 28). At least MIN_PICTURES in all; at most `limit` pictures
     are read."""
     import io
 
-    from mnistlens.data import check_images, load_digit_image
+    from mnistlens.data import check_images
+    from mnistlens.pictures import load_digit_image
 
     given = len(pictures) + (0 if drawn is None else len(drawn))
     if given < MIN_PICTURES:
@@ -221,9 +222,9 @@ def picture_set(
 
 def folder_set(folder: str | os.PathLike, limit: int = 500) -> torch.Tensor:
     """Your concept: every picture in `folder` (PNG, JPEG, ...), each read like a digit
-    you upload (`data.load_digit_image`: grayscale, MNIST-style centring and size):
+    you upload (`pictures.load_digit_image`: grayscale, MNIST-style centring and size):
     -> (N, 1, 28, 28). At least 5 pictures, at most `limit` (sorted by name) are read."""
-    from mnistlens.data import load_digit_image
+    from mnistlens.pictures import load_digit_image
 
     path = Path(folder).expanduser()
     if not path.is_dir():

@@ -2,7 +2,7 @@
 
 Nothing is downloaded: letters, symbols and printed digits are rendered with the fonts
 matplotlib ships (DejaVu, STIX, Computer Modern) and go through mnistlens' own picture
-pipeline (`data.prepare_digit`, as `explain --image` does), so they reach the model
+pipeline (`pictures.prepare_digit`, as `explain --image` does), so they reach the model
 exactly as a user's picture of them would. Real digits from another source are
 scikit-learn's bundled 8x8 digits (Alpaydin & Kaynak's UCI set), upscaled by the same
 pipeline. Every set is deterministic (fixed seeds), (N, 1, 28, 28) float32 in [0, 1].
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistlens.data import prepare_digit
+from mnistlens.pictures import prepare_digit
 
 # Letters no reader would take for a digit: no O/o, I/l, S/s, Z/z, B, G, g, q, b, D, L
 # (0, 1, 5, 2, 8, 6, 9, 9, 6, 0, and an L is close to a 4's or a 7's strokes).
